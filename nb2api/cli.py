@@ -1,0 +1,181 @@
+"""The ``nb2api`` command: a thin edge over the library.
+
+Library errors become one line on stderr and exit code 2 here, and nowhere else does nb2api print.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .errors import NotebookError
+from .loader import Cell
+
+app = typer.Typer(
+    name="nb2api",
+    help="Serve the marked cells of a Jupyter notebook as a typed, async FastAPI app.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_ENV_SETTINGS = "NB2API_SERVE_SETTINGS"  # hands the settings to uvicorn's worker processes
+
+NotebookArg = Annotated[
+    Path, typer.Argument(help="The notebook (.ipynb) to serve.", show_default=False)
+]
+
+
+def _fail(error: NotebookError) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(2)
+
+
+def _progress(quiet: bool):
+    def report(cell: Cell, seconds: float | None) -> None:
+        if quiet:
+            return
+        line = cell.ref.first_line
+        line = line if len(line) <= 50 else line[:47] + "..."
+        if seconds is None:
+            typer.echo(f"  running cell {cell.index:<3} {line}", err=True)
+        else:
+            typer.echo(f"  done    cell {cell.index:<3} {seconds:6.2f} s", err=True)
+
+    return report
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(levelname)s: %(message)s", stream=sys.stderr, force=True
+    )
+
+
+def _load(notebook: Path, quiet: bool = True, **settings: Any):
+    from .app import create_app
+
+    try:
+        return create_app(notebook, progress=_progress(quiet), **settings)
+    except NotebookError as error:
+        raise _fail(error) from None
+
+
+@app.command()
+def serve(
+    notebook: NotebookArg,
+    host: Annotated[str, typer.Option(envvar="NB2API_HOST", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="NB2API_PORT", help="Port to bind.")] = 8000,
+    uds: Annotated[
+        str | None, typer.Option(help="Bind to this unix domain socket instead of host and port.")
+    ] = None,
+    reload: Annotated[
+        bool, typer.Option(help="Restart when the notebook file changes (for development).")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option(envvar="NB2API_WORKERS", min=1, help="Server processes.")
+    ] = 1,
+    max_workers: Annotated[
+        int | None,
+        typer.Option(
+            envvar="NB2API_MAX_WORKERS",
+            min=1,
+            help="Threads per process for plain 'def' routes [default: min(32, CPUs + 4)].",
+        ),
+    ] = None,
+    root_path: Annotated[
+        str, typer.Option(envvar="NB2API_ROOT_PATH", help="Prefix the app is proxied under.")
+    ] = "",
+    debug: Annotated[
+        bool,
+        typer.Option(envvar="NB2API_DEBUG", help="Put tracebacks in 500 responses (never in "
+                     "production)."),
+    ] = False,
+    log_level: Annotated[
+        str, typer.Option(envvar="NB2API_LOG_LEVEL", help="debug, info, warning or error.")
+    ] = "info",
+) -> None:
+    """Serve NOTEBOOK's marked cells as an HTTP API (docs at /docs)."""
+    import uvicorn
+
+    _configure_logging(log_level)
+    notebook = notebook.resolve()
+    settings = {"debug": debug, "max_workers": max_workers, "root_path": root_path}
+    typer.echo(f"nb2api: loading {notebook.name}", err=True)
+    application = _load(notebook, quiet=False, **settings)
+    routes = application.state.routes
+    where = f"unix socket {uds}" if uds else f"http://{host}:{port}{root_path}"
+    typer.echo(f"nb2api: {len(routes)} routes ready; docs at {where}/docs", err=True)
+    os.chdir(notebook.parent)  # requests see the notebook's folder as Jupyter would
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "uds": uds,
+        "root_path": root_path,
+        "log_level": log_level.lower(),
+        "proxy_headers": True,
+        "timeout_graceful_shutdown": 10,
+    }
+    if workers == 1 and not reload:
+        uvicorn.run(application, **common)
+        return
+    # Several processes, or restarts on change: each process builds its own app from settings.
+    del application
+    os.environ[_ENV_SETTINGS] = json.dumps({"notebook": str(notebook), **settings})
+    uvicorn.run(
+        "nb2api.cli:app_from_environment",
+        factory=True,
+        workers=None if reload else workers,
+        reload=reload,
+        reload_dirs=[str(notebook.parent)] if reload else None,
+        reload_includes=[notebook.name] if reload else None,
+        **common,
+    )
+
+
+def app_from_environment():
+    """The app factory that uvicorn calls in each worker process of ``serve``."""
+    settings = json.loads(os.environ[_ENV_SETTINGS])
+    notebook = settings.pop("notebook")
+    try:
+        from .app import create_app
+
+        return create_app(notebook, **settings)
+    except NotebookError as error:
+        # Under --reload the last save broke the notebook: say why and wait for the next save.
+        logging.getLogger("nb2api").error("%s", error)
+        raise SystemExit(2) from None
+
+
+@app.command()
+def check(notebook: NotebookArg) -> None:
+    """Load NOTEBOOK (running its setup cells) and list the routes it would serve."""
+    _configure_logging("warning")
+    application = _load(notebook)
+    loaded = application.state.notebook
+    routes = application.state.routes
+    typer.echo(
+        f"{notebook}: {len(routes)} route{'s' if len(routes) != 1 else ''}, "
+        f"{len(loaded.notebook.cells)} marked cells run in {loaded.load_seconds:.2f} s"
+    )
+    width = max((len(r.method) + len(r.path) for r in routes), default=0) + 2
+    for route in routes:
+        target = f"{route.method} {route.path}"
+        typer.echo(f"  {target:<{width}} {route.signature()}   [{route.function.cell.ref}]")
+
+
+@app.command()
+def openapi(notebook: NotebookArg) -> None:
+    """Print NOTEBOOK's OpenAPI document as JSON."""
+    _configure_logging("error")
+    application = _load(notebook)
+    typer.echo(json.dumps(application.openapi(), indent=2))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,186 @@
+"""Run a parsed notebook's marked cells into a fresh module and collect its route functions.
+
+Second stage of the pipeline: :class:`ParsedNotebook` -> :class:`LoadedNotebook`. Setup and api
+cells run once, in notebook order, in one module namespace, as Jupyter would run them. Each cell is
+compiled under its own file name, so tracebacks in the log say which cell and line raised.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import itertools
+import linecache
+import os
+import sys
+import time
+import traceback
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CellExecutionError, DirectiveError
+from .notebook import FUNCTION_OPTIONS, Cell, ParsedNotebook, read_notebook
+
+Progress = Callable[[Cell, "float | None"], None]
+"""Called with ``(cell, None)`` before a cell runs and ``(cell, seconds)`` after."""
+
+_module_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class NotebookFunction:
+    """A public top-level function defined by an ``api`` cell."""
+
+    name: str
+    func: Callable[..., Any]
+    cell: Cell
+    line: int  # line of the ``def`` (or its first decorator) within the cell
+    options: dict[str, str]  # function directives: route, timeout, max-concurrency, executor
+
+
+@dataclass
+class LoadedNotebook:
+    notebook: ParsedNotebook
+    module: types.ModuleType
+    functions: tuple[NotebookFunction, ...]
+    timings: tuple[tuple[Cell, float], ...]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def load_seconds(self) -> float:
+        return sum(seconds for _, seconds in self.timings)
+
+
+def load_notebook(path: str | Path, *, progress: Progress | None = None) -> LoadedNotebook:
+    """Read ``path``, run its setup and api cells, and return what they define."""
+    return load_parsed(read_notebook(path), progress=progress)
+
+
+def load_parsed(notebook: ParsedNotebook, *, progress: Progress | None = None) -> LoadedNotebook:
+    module = _fresh_module(notebook)
+    warnings = [
+        f"{notebook.path}, {cell.ref}, line {line}: left out '{text}' (IPython only, "
+        "nothing to run it in a service)"
+        for cell in notebook.cells
+        for line, text in cell.dropped
+    ]
+    functions: list[NotebookFunction] = []
+    timings: list[tuple[Cell, float]] = []
+    with _in_folder(notebook.path.resolve().parent):
+        for cell in notebook.cells:
+            if progress:
+                progress(cell, None)
+            started = time.perf_counter()
+            _run_cell(notebook, cell, module)
+            seconds = time.perf_counter() - started
+            timings.append((cell, seconds))
+            if progress:
+                progress(cell, seconds)
+            if cell.kind == "api":
+                for function in _collect_functions(notebook, cell, module):
+                    earlier = [f for f in functions if f.name == function.name]
+                    if earlier:
+                        # As in Jupyter, the later definition replaces the earlier one.
+                        warnings.append(
+                            f"{notebook.path}, {function.cell.ref}: {function.name}() redefines "
+                            f"the function from {earlier[0].cell.ref}; serving the later one"
+                        )
+                        functions.remove(earlier[0])
+                    functions.append(function)
+    return LoadedNotebook(notebook, module, tuple(functions), tuple(timings), warnings)
+
+
+def cell_filename(notebook: ParsedNotebook, cell: Cell) -> str:
+    return f"<{notebook.name} cell {cell.index}>"
+
+
+def _fresh_module(notebook: ParsedNotebook) -> types.ModuleType:
+    # A real entry in sys.modules lets pydantic, dataclasses and pickle find classes defined in
+    # the notebook by their ``__module__``.
+    name = f"nb2api_notebook_{next(_module_ids)}"
+    module = types.ModuleType(name, f"Marked cells of {notebook.path}")
+    module.__file__ = str(notebook.path)
+    sys.modules[name] = module
+    return module
+
+
+@contextlib.contextmanager
+def _in_folder(folder: Path) -> Iterator[None]:
+    """Run cells from the notebook's folder, as Jupyter does, so relative paths resolve."""
+    previous = os.getcwd()
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _run_cell(notebook: ParsedNotebook, cell: Cell, module: types.ModuleType) -> None:
+    filename = cell_filename(notebook, cell)
+    linecache.cache[filename] = (len(cell.code), None, cell.code.splitlines(True), filename)
+    code = compile(cell.code, filename, "exec")  # syntax was checked when the notebook was read
+    try:
+        exec(code, module.__dict__)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+        line = frames[-1].lineno if frames else None
+        ename, evalue = type(exc).__name__, str(exc)
+        raise CellExecutionError(
+            f"{cell.kind} cell raised {ename}: {evalue}" if evalue else f"{cell.kind} cell raised "
+            f"{ename}",
+            path=str(notebook.path),
+            cell=cell.ref,
+            line=line,
+            ename=ename,
+            evalue=evalue,
+            traceback="".join(traceback.format_exception(exc)),
+        ) from None
+
+
+def _collect_functions(
+    notebook: ParsedNotebook, cell: Cell, module: types.ModuleType
+) -> list[NotebookFunction]:
+    tree = ast.parse(cell.code)
+    defs = [
+        (min([node.lineno] + [d.lineno for d in node.decorator_list]), node.name)
+        for node in tree.body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+    options: dict[str, dict[str, str]] = {name: {} for _, name in defs}
+    for directive in cell.directives:
+        if directive.key not in FUNCTION_OPTIONS:
+            continue
+        following = [name for line, name in defs if line > directive.line]
+        if not following:
+            raise DirectiveError(
+                f"'#| {directive.key}: {directive.value}' has no function below it to apply to",
+                path=str(notebook.path),
+                cell=cell.ref,
+                line=directive.line,
+            )
+        targets = following if directive.in_header and directive.key != "route" else following[:1]
+        for name in targets:
+            if directive.key in options[name] and not directive.in_header:
+                raise DirectiveError(
+                    f"two '#| {directive.key}' lines apply to {name}()",
+                    path=str(notebook.path),
+                    cell=cell.ref,
+                    line=directive.line,
+                )
+            options[name][directive.key] = directive.value
+    found = []
+    for line, name in defs:
+        if name.startswith("_"):
+            continue
+        func = module.__dict__.get(name)
+        if not callable(func):
+            continue
+        found.append(NotebookFunction(name, func, cell, line, options[name]))
+    return found

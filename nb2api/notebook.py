@@ -1,0 +1,207 @@
+"""Read a notebook file and pick the cells that belong to the service.
+
+The first stage of the pipeline: file -> :class:`ParsedNotebook`, plain data. Nothing here runs
+notebook code. A cell belongs to the service when it is marked ``setup`` or ``api``, by a cell tag or
+by a ``#| setup`` / ``#| api`` directive among its first comment lines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import nbformat
+
+from .errors import CellRef, CellSyntaxError, DirectiveError, NoMarkedCellsError, NotebookReadError
+from .source import PythonSource, to_python
+
+CellKind = Literal["setup", "api"]
+MARKS: tuple[CellKind, ...] = ("setup", "api")
+
+# `#| key` or `#| key: value`, as in Quarto and nbdev.
+_DIRECTIVE = re.compile(r"^\s*#\|\s*([A-Za-z][\w-]*)\s*(?::\s*(.*?))?\s*$")
+# Options that apply to the function defined next below them (or, in the cell's header, to
+# every function of the cell).
+FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor")
+
+
+@dataclass(frozen=True)
+class Directive:
+    """One ``#| key: value`` line; ``line`` is 1-based within the cell."""
+
+    key: str
+    value: str
+    line: int
+    in_header: bool
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A marked cell, ready to run."""
+
+    index: int  # 1-based, every cell counted
+    kind: CellKind
+    source: str  # as the author wrote it
+    code: str  # plain Python (IPython-only lines removed, line numbers kept)
+    dropped: tuple[tuple[int, str], ...]  # (line, text) of IPython-only lines left out
+    directives: tuple[Directive, ...]
+    description: str | None  # the markdown cell directly above, if any
+
+    @property
+    def ref(self) -> CellRef:
+        return CellRef(self.index, first_code_line(self.source))
+
+
+@dataclass(frozen=True)
+class ParsedNotebook:
+    path: Path
+    name: str
+    cells: tuple[Cell, ...]
+    title: str | None = None
+    description: str | None = None
+    text: str = field(default="", repr=False)
+
+    @property
+    def setup_cells(self) -> tuple[Cell, ...]:
+        return tuple(c for c in self.cells if c.kind == "setup")
+
+    @property
+    def api_cells(self) -> tuple[Cell, ...]:
+        return tuple(c for c in self.cells if c.kind == "api")
+
+
+def first_code_line(source: str) -> str:
+    lines = [line.strip() for line in source.splitlines() if line.strip()]
+    for line in lines:
+        if not _DIRECTIVE.match(line):
+            return line
+    return lines[0] if lines else ""
+
+
+def parse_directives(source: str) -> tuple[Directive, ...]:
+    directives = []
+    in_header = True
+    for number, line in enumerate(source.splitlines(), start=1):
+        stripped = line.strip()
+        match = _DIRECTIVE.match(line)
+        if match:
+            key = match.group(1).lower()
+            directives.append(Directive(key, (match.group(2) or "").strip(), number, in_header))
+        elif stripped and not stripped.startswith("#"):
+            in_header = False
+    return tuple(directives)
+
+
+def cell_kind(tags: list[str], directives: tuple[Directive, ...]) -> CellKind | None:
+    marks = {t for t in tags if t in MARKS}
+    marks |= {d.key for d in directives if d.in_header and d.key in MARKS and not d.value}
+    if "api" in marks:
+        return "api"
+    if "setup" in marks:
+        return "setup"
+    return None
+
+
+def read_notebook(path: str | Path) -> ParsedNotebook:
+    """Read ``path`` and return its marked cells. Raises :class:`NotebookError` subclasses."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotebookReadError("no such notebook file", path=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NotebookReadError(f"cannot read the notebook: {exc}", path=str(path)) from None
+    return parse_notebook(text, path)
+
+
+def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNotebook:
+    """Parse a notebook's JSON text (the file's content) into a :class:`ParsedNotebook`."""
+    path = Path(path)
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NotebookReadError(
+            f"not a Jupyter notebook: invalid JSON at line {exc.lineno} column {exc.colno} "
+            f"({exc.msg})",
+            path=str(path),
+        ) from None
+    if not isinstance(raw, dict) or "cells" not in raw or "nbformat" not in raw:
+        raise NotebookReadError(
+            "not a Jupyter notebook: the JSON has no 'cells' and 'nbformat' keys", path=str(path)
+        )
+    try:
+        nb = nbformat.reads(text, as_version=4)
+    except Exception as exc:  # nbformat raises several unrelated types for bad input
+        raise NotebookReadError(f"not a Jupyter notebook: {exc}", path=str(path)) from None
+
+    cells: list[Cell] = []
+    previous_markdown: str | None = None
+    for index, nbcell in enumerate(nb.cells, start=1):
+        source = nbcell.get("source", "")
+        if nbcell.cell_type == "markdown":
+            previous_markdown = source.strip() or None
+            continue
+        above, previous_markdown = previous_markdown, None
+        if nbcell.cell_type != "code":
+            continue
+        tags = list(nbcell.get("metadata", {}).get("tags", []))
+        directives = parse_directives(source)
+        kind = cell_kind(tags, directives)
+        if kind is None:
+            continue
+        ref = CellRef(index, first_code_line(source))
+        for d in directives:
+            if d.key == "route" and not _ROUTE.match(d.value):
+                raise DirectiveError(
+                    f"'#| route: {d.value}' is not 'METHOD /path' "
+                    "(for example '#| route: GET /species/{name}')",
+                    path=str(path),
+                    cell=ref,
+                    line=d.line,
+                )
+        python: PythonSource = to_python(source)
+        if python.error is not None:
+            line, message = python.error
+            raise CellSyntaxError(
+                f"syntax error: {message}", path=str(path), cell=ref, line=line
+            )
+        cells.append(
+            Cell(
+                index=index,
+                kind=kind,
+                source=source,
+                code=python.code,
+                dropped=python.dropped,
+                directives=directives,
+                description=above if kind == "api" else None,
+            )
+        )
+    if not cells:
+        raise NoMarkedCellsError(
+            "no marked cells: mark cells with the tag 'setup' or 'api', or start them with "
+            "'#| setup' or '#| api'",
+            path=str(path),
+        )
+    metadata = nb.get("metadata", {})
+    title = metadata.get("title") or None
+    return ParsedNotebook(
+        path=path,
+        name=path.stem,
+        cells=tuple(cells),
+        title=title,
+        text=text,
+    )
+
+
+_ROUTE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE)\s+(/\S*)$", re.IGNORECASE)
+
+
+def parse_route(value: str) -> tuple[str, str]:
+    """``'GET /species/{name}'`` -> ``('GET', '/species/{name}')``."""
+    match = _ROUTE.match(value.strip())
+    if not match:
+        raise ValueError(value)
+    return match.group(1).upper(), match.group(2)

@@ -1,0 +1,373 @@
+"""Turn each notebook function's signature and docstring into a route spec.
+
+Third stage of the pipeline: :class:`NotebookFunction` -> :class:`RouteSpec`, plain data plus the
+pydantic models that validate requests and describe responses. Every rule about signatures is
+checked here, at load time, so a request never meets a function nb2api cannot call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import docstring_parser
+from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, create_model
+from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
+from pydantic.fields import FieldInfo
+
+from . import datatypes
+from .errors import AnnotationError, RouteConflictError, SignatureError, UndefinedNameError
+from .loader import LoadedNotebook, NotebookFunction
+from .notebook import parse_route
+
+ParamSource = Literal["path", "query", "body"]
+_PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?}")
+_QUERY_METHODS = ("GET", "DELETE")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    annotation: Any  # the resolved annotation, ``Any`` when there was none
+    annotated: bool
+    required: bool
+    default: Any
+    description: str | None
+    source: ParamSource
+    positional_only: bool = False
+
+
+@dataclass(frozen=True)
+class RouteOptions:
+    timeout: float | None = None
+    max_concurrency: int | None = None
+    executor: Literal["thread", "process"] = "thread"
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """Everything ``app`` needs to mount one notebook function."""
+
+    name: str
+    method: str
+    path: str
+    func: Callable[..., Any]
+    is_async: bool
+    params: tuple[ParamSpec, ...]
+    returns: Any  # the return annotation, ``inspect.Parameter.empty`` when there is none
+    summary: str | None
+    description: str | None
+    body_model: type[BaseModel] | None
+    query_model: type[BaseModel] | None
+    response_model: Any
+    function: NotebookFunction
+    options: RouteOptions = field(default_factory=RouteOptions)
+    warnings: tuple[str, ...] = ()
+
+    def signature(self) -> str:
+        parts = []
+        for p in self.params:
+            text = p.name
+            if p.annotated:
+                text += f": {type_name(p.annotation)}"
+            if not p.required:
+                text += f" = {p.default!r}"
+            parts.append(text)
+        result = f" -> {type_name(self.returns)}" if self.returns is not inspect.Parameter.empty else ""
+        prefix = "async " if self.is_async else ""
+        return f"{prefix}{self.name}({', '.join(parts)}){result}"
+
+
+def build_routes(loaded: LoadedNotebook) -> list[RouteSpec]:
+    """Route specs for every function of a loaded notebook, in notebook order."""
+    specs = [build_route(f, loaded) for f in loaded.functions]
+    seen: dict[tuple[str, str], RouteSpec] = {}
+    for spec in specs:
+        key = (spec.method, _path_shape(spec.path))
+        if key in seen:
+            other = seen[key]
+            raise RouteConflictError(
+                f"{spec.name}() and {other.name}() (in {other.function.cell.ref}) are both on "
+                f"{spec.method} {spec.path}; give one of them another '#| route:'",
+                path=str(loaded.notebook.path),
+                cell=spec.function.cell.ref,
+                line=spec.function.line,
+                function=spec.name,
+            )
+        seen[key] = spec
+    _name_models_uniquely(specs)
+    return specs
+
+
+def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec:
+    notebook_path = str(loaded.notebook.path)
+
+    def fail(kind: type[SignatureError], reason: str, parameter: str | None = None):
+        return kind(
+            reason,
+            path=notebook_path,
+            cell=function.cell.ref,
+            line=function.line,
+            function=function.name,
+            parameter=parameter,
+        )
+
+    func = function.func
+    name = function.name
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError) as exc:
+        raise fail(SignatureError, f"{name}() has no readable signature: {exc}") from None
+    hints = _resolve_hints(func, name, fail)
+    method, path = "POST", f"/{name}"
+    if "route" in function.options:
+        method, path = parse_route(function.options["route"])
+    options = _route_options(function, fail)
+    path_names = _PATH_PARAM.findall(path)
+
+    docs = docstring_parser.parse(inspect.getdoc(func) or "")
+    param_docs = {p.arg_name: p.description for p in docs.params}
+
+    params: list[ParamSpec] = []
+    route_warnings: list[str] = []
+    for p in signature.parameters.values():
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            raise fail(
+                SignatureError,
+                f"{name}() must not have *{p.name}: a route takes named parameters only",
+                p.name,
+            )
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            raise fail(
+                SignatureError,
+                f"{name}() must not have **{p.name}: a route takes named parameters only",
+                p.name,
+            )
+        if p.name.startswith("_"):
+            raise fail(
+                SignatureError,
+                f"{name}() parameter '{p.name}' starts with '_': request fields cannot; rename it",
+                p.name,
+            )
+        annotated = p.name in hints
+        annotation = hints.get(p.name, Any)
+        if not annotated:
+            route_warnings.append(
+                f"{notebook_path}, {function.cell.ref}: {name}() parameter '{p.name}' has no "
+                "annotation; it accepts any JSON value"
+            )
+        if p.name in path_names:
+            source: ParamSource = "path"
+        elif method in _QUERY_METHODS:
+            source = "query"
+        else:
+            source = "body"
+        params.append(
+            ParamSpec(
+                name=p.name,
+                annotation=annotation,
+                annotated=annotated,
+                required=p.default is inspect.Parameter.empty,
+                default=p.default,
+                description=param_docs.get(p.name),
+                source=source,
+                positional_only=p.kind is inspect.Parameter.POSITIONAL_ONLY,
+            )
+        )
+    names = {p.name for p in params}
+    for missing in [n for n in path_names if n not in names]:
+        raise fail(
+            SignatureError,
+            f"the route {method} {path} has '{{{missing}}}' but {name}() has no parameter "
+            f"'{missing}'",
+            missing,
+        )
+    for p in params:
+        if p.source != "body":
+            datatypes.check_scalar_param(p, method, fail)
+
+    stem = _pascal(name)
+    body_params = [p for p in params if p.source == "body"]
+    query_params = [p for p in params if p.source == "query"]
+    body_model = _model(f"{stem}Request", body_params, name, fail) if body_params else None
+    query_model = _model(f"{stem}Query", query_params, name, fail) if query_params else None
+    returns = hints.get("return", inspect.Parameter.empty)
+    response_model = _response_model(f"{stem}Response", returns, name, fail)
+
+    description = "\n\n".join(
+        part for part in (function.cell.description, docs.long_description) if part
+    )
+    return RouteSpec(
+        name=name,
+        method=method,
+        path=path,
+        func=func,
+        is_async=inspect.iscoroutinefunction(func),
+        params=tuple(params),
+        returns=returns,
+        summary=docs.short_description,
+        description=description or None,
+        body_model=body_model,
+        query_model=query_model,
+        response_model=response_model,
+        function=function,
+        options=options,
+        warnings=tuple(route_warnings),
+    )
+
+
+def type_name(annotation: Any) -> str:
+    if annotation is Any:
+        return "Any"
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__qualname__
+    text = repr(annotation)
+    return re.sub(r"\b(typing|typing_extensions|builtins|nb2api_notebook_\d+)\.", "", text)
+
+
+def _resolve_hints(func, name, fail) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(func, include_extras=True)
+    except NameError:
+        pass
+    except Exception as exc:  # a broken forward reference can raise nearly anything
+        raise fail(SignatureError, f"cannot resolve the annotations of {name}(): {exc}") from None
+    # Find which annotation names the undefined thing, to say so.
+    for param, annotation in getattr(func, "__annotations__", {}).items():
+        if not isinstance(annotation, str):
+            continue
+        try:
+            eval(annotation, getattr(func, "__globals__", {}))
+        except NameError as exc:
+            where = "the return annotation" if param == "return" else f"parameter '{param}'"
+            raise fail(
+                UndefinedNameError,
+                f"{exc} (in {where} of {name}()); define or import it in a setup or api cell",
+                None if param == "return" else param,
+            ) from None
+    raise fail(UndefinedNameError, f"an annotation of {name}() names something not defined")
+
+
+def _route_options(function: NotebookFunction, fail) -> RouteOptions:
+    opts = function.options
+    kwargs: dict[str, Any] = {}
+    try:
+        if "timeout" in opts:
+            kwargs["timeout"] = float(opts["timeout"])
+            if kwargs["timeout"] <= 0:
+                raise ValueError
+    except ValueError:
+        raise fail(SignatureError, f"'#| timeout: {opts['timeout']}' must be seconds > 0") from None
+    try:
+        if "max-concurrency" in opts:
+            kwargs["max_concurrency"] = int(opts["max-concurrency"])
+            if kwargs["max_concurrency"] < 1:
+                raise ValueError
+    except ValueError:
+        raise fail(
+            SignatureError,
+            f"'#| max-concurrency: {opts['max-concurrency']}' must be a whole number >= 1",
+        ) from None
+    if "executor" in opts:
+        if opts["executor"] not in ("thread", "process"):
+            raise fail(
+                SignatureError, f"'#| executor: {opts['executor']}' must be 'thread' or 'process'"
+            )
+        kwargs["executor"] = opts["executor"]
+    return RouteOptions(**kwargs)
+
+
+_MODEL_CONFIG = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=False)
+
+
+def _field(p: ParamSpec) -> tuple[Any, FieldInfo]:
+    annotation = datatypes.request_type(p.annotation)
+    default = ... if p.required else p.default
+    return annotation, Field(default, description=p.description)
+
+
+def _model(model_name: str, params: list[ParamSpec], func_name: str, fail) -> type[BaseModel]:
+    fields = {p.name: _field(p) for p in params}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # field names that shadow BaseModel attributes
+            model = create_model(  # type: ignore[call-overload]
+                model_name, __config__=_MODEL_CONFIG, __module__=__name__, **fields
+            )
+        model.model_json_schema()
+    except (PydanticSchemaGenerationError, PydanticUserError, TypeError) as exc:
+        param = _failing_param(params)
+        annotation = type_name(param.annotation) if param else "?"
+        raise fail(
+            AnnotationError,
+            f"{func_name}() parameter '{param.name if param else '?'}: {annotation}' cannot "
+            f"become a JSON schema ({_first_line(exc)}); {datatypes.ADVICE}",
+            param.name if param else None,
+        ) from None
+    return model
+
+
+def _failing_param(params: list[ParamSpec]) -> ParamSpec | None:
+    for p in params:
+        try:
+            TypeAdapter(datatypes.request_type(p.annotation)).json_schema()
+        except Exception:
+            return p
+    return None
+
+
+def _response_model(model_name: str, returns: Any, func_name: str, fail) -> Any:
+    if returns is inspect.Parameter.empty or returns is None or returns is type(None):
+        return None
+    try:
+        annotation = datatypes.response_type(returns)
+        if annotation is None:  # a type that is documented by its media type, not a schema
+            return None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            annotation.model_json_schema()
+            return annotation
+        model = type(
+            model_name, (RootModel[annotation],), {"__module__": __name__}  # type: ignore[valid-type]
+        )
+        model.model_json_schema()
+        return model
+    except (PydanticSchemaGenerationError, PydanticUserError, TypeError) as exc:
+        raise fail(
+            AnnotationError,
+            f"{func_name}() return annotation '{type_name(returns)}' cannot become a JSON schema "
+            f"({_first_line(exc)}); {datatypes.ADVICE}",
+        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _pascal(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part) or "Route"
+
+
+def _path_shape(path: str) -> str:
+    return _PATH_PARAM.sub("{}", path.rstrip("/") or "/")
+
+
+def _name_models_uniquely(specs: list[RouteSpec]) -> None:
+    """``foo_bar`` and ``fooBar`` both give ``FooBar...``: number the later ones."""
+    taken: set[str] = set()
+    for spec in specs:
+        for model in (spec.body_model, spec.query_model, spec.response_model):
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                continue
+            if model.__module__ != __name__:
+                continue  # the notebook's own model, named by its author
+            base, n = model.__name__, 2
+            while model.__name__ in taken:
+                model.__name__ = model.__qualname__ = f"{base}{n}"
+                n += 1
+            taken.add(model.__name__)
+
