@@ -17,9 +17,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI
+from fastapi import Body, FastAPI, Query
 from fastapi import Path as PathParam
-from fastapi import Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
@@ -159,7 +158,8 @@ def _endpoint(spec: RouteSpec, pool: WorkerPool, settings: Settings) -> Callable
         return Response(content, media_type="application/json")
 
     endpoint.__name__ = spec.name
-    endpoint.__signature__ = inspect.Signature(_endpoint_parameters(spec, body_optional))  # type: ignore[attr-defined]
+    parameters = _endpoint_parameters(spec, body_optional)
+    endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return endpoint
 
 
@@ -173,7 +173,8 @@ def _endpoint_parameters(spec: RouteSpec, body_optional: bool) -> list[inspect.P
         if p.source == "path"
     ]
     if spec.query_model is not None:
-        params.append(inspect.Parameter(_QUERY, kw, annotation=Annotated[spec.query_model, Query()]))
+        query = Annotated[spec.query_model, Query()]
+        params.append(inspect.Parameter(_QUERY, kw, annotation=query))
     if spec.body_model is not None:
         body = Body(default=None) if body_optional else Body()
         params.append(inspect.Parameter(_BODY, kw, annotation=Annotated[spec.body_model, body]))

@@ -32,7 +32,9 @@ class WorkerPool:
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="nb2api-worker")
+            self._executor = ThreadPoolExecutor(
+                self.max_workers, thread_name_prefix="nb2api-worker"
+            )
         return self._executor
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -1,8 +1,8 @@
 """Read a notebook file and pick the cells that belong to the service.
 
-The first stage of the pipeline: file -> :class:`ParsedNotebook`, plain data. Nothing here runs
-notebook code. A cell belongs to the service when it is marked ``setup`` or ``api``, by a cell tag or
-by a ``#| setup`` / ``#| api`` directive among its first comment lines.
+The first stage of the pipeline: file -> :class:`ParsedNotebook`, plain data. Nothing here
+runs notebook code. A cell belongs to the service when it is marked ``setup`` or ``api``, by a
+cell tag or by a ``#| setup`` / ``#| api`` directive among its first comment lines.
 """
 
 from __future__ import annotations

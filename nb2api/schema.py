@@ -78,7 +78,9 @@ class RouteSpec:
             if not p.required:
                 text += f" = {p.default!r}"
             parts.append(text)
-        result = f" -> {type_name(self.returns)}" if self.returns is not inspect.Parameter.empty else ""
+        result = ""
+        if self.returns is not inspect.Parameter.empty:
+            result = f" -> {type_name(self.returns)}"
         prefix = "async " if self.is_async else ""
         return f"{prefix}{self.name}({', '.join(parts)}){result}"
 
