@@ -21,3 +21,15 @@ __all__ = [
     "load_notebook",
     "read_notebook",
 ]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt JupyterLab extension ("Serve as API" button) lives."""
+    return [{"src": "labextension", "dest": "nb2api-labextension"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, object]]:
+    """The Jupyter server extension behind the button (imported only when Jupyter asks)."""
+    from .jupyter import _jupyter_server_extension_points
+
+    return _jupyter_server_extension_points()

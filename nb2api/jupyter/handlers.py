@@ -103,7 +103,9 @@ class AppProxyHandler(ProxyHandler):
         # token; but a browser's cross-site write must not ride on the Jupyter cookie.
         if self.request.method in ("GET", "HEAD", "OPTIONS"):
             return
-        if getattr(self, "token_authenticated", False):
+        if not hasattr(self, "_jupyter_current_user"):
+            return  # called before authentication; JupyterHandler.prepare calls it again
+        if self.token_authenticated:
             return
         if not self.check_origin():
             raise web.HTTPError(403, "cross-origin request refused")

@@ -87,6 +87,7 @@ class ServedApp:
             "url": self.prefix + "/",
             "docs_url": self.prefix + "/docs",
             "status": "running" if running else "stopped",
+            "pid": self.child.process.pid if running and self.child is not None else None,
             "error": error,
             "started": self.started,
             "reloaded": self.reloaded,

@@ -1,0 +1,67 @@
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+/**
+ * A notebook served as an API, as the nb2api server extension describes it.
+ */
+export interface IServedApp {
+  id: string;
+  path: string;
+  /** URL path of the app, including the server's base URL. */
+  url: string;
+  docs_url: string;
+  status: 'running' | 'stopped';
+  /** Why the last saved version could not be served (the previous one keeps serving). */
+  error: string | null;
+}
+
+/**
+ * Call the nb2api REST API of the Jupyter server; throw an Error whose message is the
+ * server's one-line reason when the call fails.
+ */
+async function request<T>(endpoint: string, init: RequestInit = {}): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  const url = URLExt.join(settings.baseUrl, 'nb2api', 'api', endpoint);
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, settings);
+  } catch (error) {
+    throw new ServerConnection.NetworkError(error as TypeError);
+  }
+  const text = await response.text();
+  let data: any = null;
+  if (text.length > 0) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) {
+    const message = data?.message || data?.reason || response.statusText;
+    throw new Error(message || `HTTP ${response.status}`);
+  }
+  return data as T;
+}
+
+/** The absolute URL of a served app's page, e.g. its docs. */
+export function appUrl(app: IServedApp, page: string): string {
+  const settings = ServerConnection.makeSettings();
+  return URLExt.join(settings.baseUrl, 'nb2api', 'apps', app.id, page);
+}
+
+export function listApps(): Promise<IServedApp[]> {
+  return request<IServedApp[]>('apps');
+}
+
+/** Serve a notebook, or reload it if it changed since it was last loaded. */
+export function serve(path: string): Promise<IServedApp> {
+  return request<IServedApp>('serve', {
+    method: 'POST',
+    body: JSON.stringify({ path })
+  });
+}
+
+export async function stop(id: string): Promise<void> {
+  await request<null>(`apps/${id}`, { method: 'DELETE' });
+}

@@ -1,0 +1,262 @@
+"""The nb2api Jupyter server extension, through a real ``jupyter server`` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from jupyter_helpers import (
+    TOKEN,
+    JupyterServer,
+    copy_notebook,
+    marked_notebook,
+    pid_alive,
+    start_jupyter,
+)
+
+GOOD = marked_notebook(["#| api\ndef add(a: int, b: int = 1) -> int:\n    return a + b"])
+BROKEN = marked_notebook(["#| api\ndef add(a: Foo) -> int:\n    return 1"])
+FIXED = marked_notebook(["#| api\ndef mul(a: int, b: int) -> int:\n    return a * b"])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> JupyterServer:
+    work = tmp_path_factory.mktemp("jupyter")
+    srv = start_jupyter(work)
+    copy_notebook("jupyter_ok.ipynb", srv.root / "ok.ipynb")
+    copy_notebook("jupyter_ok.ipynb", srv.root / "sub dir" / "ok.ipynb")
+    copy_notebook("jupyter_broken.ipynb", srv.root / "broken.ipynb")
+    copy_notebook("jupyter_ok.ipynb", work / "outside.ipynb")
+    (srv.root / "escape.ipynb").symlink_to(work / "outside.ipynb")
+    copy_notebook("jupyter_ok.ipynb", srv.root / ".hidden" / "ok.ipynb")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def api(server):
+    with server.client() as client:
+        yield client
+        for app in client.get("nb2api/api/apps").json():
+            client.delete(f"nb2api/api/apps/{app['id']}")
+
+
+def serve(client: httpx.Client, path: str) -> httpx.Response:
+    return client.post("nb2api/api/serve", json={"path": path})
+
+
+def routes(client: httpx.Client, app: dict) -> set[str]:
+    r = client.get(f"{app['url']}openapi.json")
+    assert r.status_code == 200, r.text
+    return set(r.json()["paths"])
+
+
+# ---- auth ------------------------------------------------------------------------
+
+
+def test_every_endpoint_needs_jupyter_auth(server, api):
+    app = serve(api, "ok.ipynb").json()
+    with server.client(token=False) as anon:
+        assert anon.get("nb2api/api/apps").status_code in (401, 403)
+        assert anon.get(f"nb2api/api/apps/{app['id']}").status_code in (401, 403)
+        assert serve(anon, "ok.ipynb").status_code in (401, 403)
+        assert anon.delete(f"nb2api/api/apps/{app['id']}").status_code in (401, 403)
+        # the served API itself: no data without auth (a browser is sent to the login page)
+        docs = anon.get(f"{app['url']}docs")
+        assert docs.status_code in (302, 401, 403)
+        assert "swagger" not in docs.text.lower()
+        assert anon.post(f"{app['url']}add", json={"a": 1}).status_code in (401, 403)
+    assert app["id"] in {a["id"] for a in api.get("nb2api/api/apps").json()}  # still served
+
+
+def test_cookie_auth_needs_xsrf_for_writes(server, api):
+    with httpx.Client(base_url=server.url, timeout=60) as browser:
+        # logging in with the token in the URL, as a browser does, sets the cookies
+        assert browser.get("api/status", params={"token": TOKEN}).status_code == 200
+        assert browser.get("nb2api/api/apps").status_code == 200
+        assert serve(browser, "ok.ipynb").status_code == 403  # no X-XSRFToken
+        xsrf = browser.cookies.get("_xsrf")
+        if xsrf is None:  # older servers set it on the first page load
+            browser.get("lab", params={"token": TOKEN})
+            xsrf = browser.cookies["_xsrf"]
+        r = browser.post(
+            "nb2api/api/serve", json={"path": "ok.ipynb"}, headers={"X-XSRFToken": xsrf}
+        )
+        assert r.status_code == 200, r.text
+        app = r.json()
+        # the served API accepts same-origin writes (Swagger UI's "Try it out")...
+        same = browser.post(
+            f"{app['url']}add", json={"a": 2}, headers={"Origin": server.url.rstrip("/")}
+        )
+        assert same.status_code == 200 and same.json() == 3
+        # ...but not a cross-site write riding on the cookie
+        cross = browser.post(
+            f"{app['url']}add", json={"a": 2}, headers={"Origin": "http://evil.example"}
+        )
+        assert cross.status_code == 403
+
+
+# ---- paths -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "statuses"),
+    [
+        ("../outside.ipynb", {403}),
+        ("sub dir/../../outside.ipynb", {403}),
+        ("escape.ipynb", {403}),  # a symlink that leads out of the root
+        ("/etc/passwd", {404}),  # absolute paths are taken as relative to the root
+        ("/../outside.ipynb", {403}),
+        (".hidden/ok.ipynb", {404}),
+        ("missing.ipynb", {404}),
+        ("sub dir", {404}),
+        ("", {400}),
+    ],
+)
+def test_paths_outside_the_root_are_refused(api, path, statuses):
+    r = serve(api, path)
+    assert r.status_code in statuses, r.text
+    assert api.get("nb2api/api/apps").json() == []
+
+
+def test_bad_request_body(api):
+    assert api.post("nb2api/api/serve", json=["ok.ipynb"]).status_code == 400
+    assert api.post("nb2api/api/serve", json={"path": 3}).status_code == 400
+
+
+# ---- serve, list, stop -------------------------------------------------------------
+
+
+def test_serve_list_call_and_stop(server, api):
+    r = serve(api, "sub dir/ok.ipynb")
+    assert r.status_code == 200, r.text
+    app = r.json()
+    assert app["path"] == "sub dir/ok.ipynb"
+    assert app["status"] == "running" and app["error"] is None
+    assert app["url"] == f"/nb2api/apps/{app['id']}/"
+    assert app["docs_url"] == f"/nb2api/apps/{app['id']}/docs"
+
+    assert [a["id"] for a in api.get("nb2api/api/apps").json()] == [app["id"]]
+    assert api.get(f"nb2api/api/apps/{app['id']}").json()["path"] == "sub dir/ok.ipynb"
+
+    # docs render from local assets and point at the proxied openapi.json
+    docs = api.get(app["docs_url"])
+    assert docs.status_code == 200
+    assert f"/nb2api/apps/{app['id']}/openapi.json" in docs.text
+    assert "cdn.jsdelivr.net" not in docs.text
+    assert routes(api, app) == {"/add", "/hello/{name}"}
+    assert api.post(f"{app['url']}add", json={"a": 2, "b": 3}).json() == 5
+    assert api.get(f"{app['url']}hello/ada").json() == "hello ada"
+    assert api.post(f"{app['url']}add", json={"a": "x"}).status_code == 422
+
+    # serving it again is idempotent: same app, same process
+    again = serve(api, "sub dir/ok.ipynb").json()
+    assert (again["id"], again["pid"]) == (app["id"], app["pid"])
+
+    assert api.delete(f"nb2api/api/apps/{app['id']}").status_code == 204
+    assert api.get("nb2api/api/apps").json() == []
+    assert api.get(app["docs_url"]).status_code == 404
+    assert api.delete(f"nb2api/api/apps/{app['id']}").status_code == 404
+    assert not pid_alive(app["pid"])
+
+
+def test_stop_with_post(api):
+    app = serve(api, "ok.ipynb").json()
+    assert api.post(f"nb2api/api/apps/{app['id']}").status_code == 204
+    assert not pid_alive(app["pid"])
+
+
+def test_a_broken_notebook_gives_the_one_line_error(api):
+    r = serve(api, "broken.ipynb")
+    assert r.status_code == 422
+    message = r.json()["message"]
+    assert "cell 2" in message and "Foo" in message
+    assert "\n" not in message and "Traceback" not in message
+    assert api.get("nb2api/api/apps").json() == []
+
+
+# ---- reload ------------------------------------------------------------------------
+
+
+def test_save_reloads_and_keeps_the_last_good_version(server, api):
+    nb = server.root / "reload.ipynb"
+    nb.write_text(GOOD)
+    app = serve(api, "reload.ipynb").json()
+    assert routes(api, app) == {"/add"}
+
+    nb.write_text(BROKEN)
+    broken = serve(api, "reload.ipynb").json()  # what the button does after a save
+    assert "Foo" in broken["error"] and "cell 1" in broken["error"]
+    assert broken["status"] == "running" and broken["pid"] == app["pid"]
+    assert api.post(f"{app['url']}add", json={"a": 1}).json() == 2  # the old one serves
+
+    nb.write_text(FIXED)
+    fixed = serve(api, "reload.ipynb").json()
+    assert fixed["error"] is None and fixed["pid"] != app["pid"]
+    assert routes(api, app) == {"/mul"}
+    assert api.post(f"{app['url']}mul", json={"a": 3, "b": 4}).json() == 12
+    assert not pid_alive(app["pid"])  # the old child was stopped after the swap
+
+
+def test_a_save_from_anywhere_reloads(server, api):
+    """The extension watches the file: no client call is needed after a save."""
+    nb = server.root / "watched.ipynb"
+    nb.write_text(GOOD)
+    app = serve(api, "watched.ipynb").json()
+
+    nb.write_text(BROKEN)
+    current = wait_for(api, app, lambda a: a["error"] is not None)
+    assert "Foo" in current["error"] and current["pid"] == app["pid"]
+
+    nb.write_text(FIXED)
+    current = wait_for(api, app, lambda a: a["error"] is None and a["pid"] != app["pid"])
+    assert routes(api, app) == {"/mul"}
+
+
+def wait_for(api: httpx.Client, app: dict, predicate, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = api.get(f"nb2api/api/apps/{app['id']}").json()
+        if predicate(current):
+            return current
+        time.sleep(0.2)
+    raise AssertionError(f"timed out; last state {current}")
+
+
+# ---- lifecycle ---------------------------------------------------------------------
+
+
+def test_children_stop_when_the_server_stops(tmp_path):
+    srv = start_jupyter(tmp_path)
+    try:
+        assert list(srv.tmp.glob("nb2api-*")) == []  # nothing created before use
+        copy_notebook("jupyter_ok.ipynb", srv.root / "ok.ipynb")
+        with srv.client() as api:
+            app = serve(api, "ok.ipynb").json()
+        assert pid_alive(app["pid"])
+        assert list(srv.tmp.glob("nb2api-*/*.sock"))
+    finally:
+        assert srv.stop() == 0, srv.log_text()
+    deadline = time.monotonic() + 10
+    while pid_alive(app["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(app["pid"])
+    assert list(srv.tmp.glob("nb2api-*")) == []
+
+
+def test_importing_starts_nothing(tmp_path):
+    code = (
+        "import nb2api, nb2api.jupyter, nb2api.jupyter.extension, nb2api.jupyter.handlers\n"
+        "nb2api._jupyter_server_extension_points(); nb2api._jupyter_labextension_paths()\n"
+        "import threading, multiprocessing\n"
+        "assert threading.active_count() == 1, threading.enumerate()\n"
+        "assert not multiprocessing.active_children()\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env={"TMPDIR": str(tmp_path), "PATH": ""}
+    )
+    assert list(Path(tmp_path).iterdir()) == []
