@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CellExecutionError, DirectiveError
+from .errors import CellExecutionError, DirectiveError, UndefinedNameError
 from .notebook import FUNCTION_OPTIONS, Cell, ParsedNotebook, read_notebook
 
 Progress = Callable[[Cell, "float | None"], None]
@@ -123,7 +123,8 @@ def _in_folder(folder: Path) -> Iterator[None]:
 def _run_cell(notebook: ParsedNotebook, cell: Cell, module: types.ModuleType) -> None:
     filename = cell_filename(notebook, cell)
     linecache.cache[filename] = (len(cell.code), None, cell.code.splitlines(True), filename)
-    code = compile(cell.code, filename, "exec")  # syntax was checked when the notebook was read
+    # dont_inherit: the cell gets no __future__ flags from this module, exactly as in Jupyter.
+    code = compile(cell.code, filename, "exec", dont_inherit=True)
     try:
         exec(code, module.__dict__)
     except BaseException as exc:
@@ -132,6 +133,16 @@ def _run_cell(notebook: ParsedNotebook, cell: Cell, module: types.ModuleType) ->
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
         line = frames[-1].lineno if frames else None
         ename, evalue = type(exc).__name__, str(exc)
+        signature_of = _signature_at(cell, line) if isinstance(exc, NameError) else None
+        if signature_of is not None:
+            raise UndefinedNameError(
+                f"{evalue} (in the signature of {signature_of}()); define or import it in a "
+                "setup or api cell above",
+                path=str(notebook.path),
+                cell=cell.ref,
+                line=line,
+                function=signature_of,
+            ) from None
         raise CellExecutionError(
             f"{cell.kind} cell raised {ename}: {evalue}" if evalue else f"{cell.kind} cell raised "
             f"{ename}",
@@ -142,6 +153,18 @@ def _run_cell(notebook: ParsedNotebook, cell: Cell, module: types.ModuleType) ->
             evalue=evalue,
             traceback="".join(traceback.format_exception(exc)),
         ) from None
+
+
+def _signature_at(cell: Cell, line: int | None) -> str | None:
+    """The function whose ``def`` line(s) hold ``line``, if any: its annotations failed."""
+    if line is None:
+        return None
+    for node in ast.parse(cell.code).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            if first <= line < node.body[0].lineno:
+                return node.name
+    return None
 
 
 def _collect_functions(

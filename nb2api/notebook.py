@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import nbformat
-
 from .errors import CellRef, CellSyntaxError, DirectiveError, NoMarkedCellsError, NotebookReadError
 from .source import PythonSource, to_python
 
@@ -132,22 +130,19 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
         raise NotebookReadError(
             "not a Jupyter notebook: the JSON has no 'cells' and 'nbformat' keys", path=str(path)
         )
-    try:
-        nb = nbformat.reads(text, as_version=4)
-    except Exception as exc:  # nbformat raises several unrelated types for bad input
-        raise NotebookReadError(f"not a Jupyter notebook: {exc}", path=str(path)) from None
+    nb = _as_v4(raw, text, path)
 
     cells: list[Cell] = []
     previous_markdown: str | None = None
-    for index, nbcell in enumerate(nb.cells, start=1):
-        source = nbcell.get("source", "")
-        if nbcell.cell_type == "markdown":
+    for index, nbcell in enumerate(nb["cells"], start=1):
+        source = nbcell["source"]
+        if nbcell["cell_type"] == "markdown":
             previous_markdown = source.strip() or None
             continue
         above, previous_markdown = previous_markdown, None
-        if nbcell.cell_type != "code":
+        if nbcell["cell_type"] != "code":
             continue
-        tags = list(nbcell.get("metadata", {}).get("tags", []))
+        tags = nbcell["metadata"]["tags"]
         directives = parse_directives(source)
         kind = cell_kind(tags, directives)
         if kind is None:
@@ -185,8 +180,7 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
             "'#| setup' or '#| api'",
             path=str(path),
         )
-    metadata = nb.get("metadata", {})
-    title = metadata.get("title") or None
+    title = nb["metadata"].get("title") or None
     return ParsedNotebook(
         path=path,
         name=path.stem,
@@ -194,6 +188,35 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
         title=title,
         text=text,
     )
+
+
+def _as_v4(raw: dict, text: str, path: Path) -> dict:
+    """The notebook in format 4 with every cell's source a string and its tags a list.
+
+    Format 4 is read as plain JSON: importing nbformat costs about a second of start-up (its
+    JSON-schema validator), so it is used only to convert older formats.
+    """
+    if raw.get("nbformat") != 4:
+        try:
+                        raw = json.loads(nbformat.writes(nbformat.reads(text, as_version=4)))
+        except Exception as exc:  # nbformat raises several unrelated types for bad input
+            raise NotebookReadError(f"not a Jupyter notebook: {exc}", path=str(path)) from None
+    cells = raw.get("cells")
+    if not isinstance(cells, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("cell_type"), str) for c in cells
+    ):
+        raise NotebookReadError("not a Jupyter notebook: 'cells' is not a list of cells",
+                                path=str(path))
+    for cell in cells:
+        source = cell.get("source", "")
+        cell["source"] = "".join(source) if isinstance(source, list) else str(source)
+        metadata = cell.get("metadata")
+        cell["metadata"] = metadata = metadata if isinstance(metadata, dict) else {}
+        tags = metadata.get("tags")
+        metadata["tags"] = [str(t) for t in tags] if isinstance(tags, list) else []
+    if not isinstance(raw.get("metadata"), dict):
+        raw["metadata"] = {}
+    return raw
 
 
 _ROUTE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE)\s+(/\S*)$", re.IGNORECASE)

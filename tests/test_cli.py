@@ -1,0 +1,78 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import EXAMPLES, NOTEBOOKS
+
+
+def nb2api(*args):
+    return subprocess.run([sys.executable, "-m", "nb2api", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("err_invalid_json", "invalid JSON"),
+    ("err_not_notebook", "not a Jupyter notebook"),
+    ("err_no_marked", "no marked cells"),
+    ("err_syntax", 'cell 3 ("def f(x: int) -> int:"), line 3: syntax error'),
+    ("err_setup_raises", "cell 2 (\"model_path = \"model.pkl\"\"), line 4: setup cell raised KeyError"),
+    ("err_bad_annotation", 'cell 1 ("class Model:"), line 9: score() parameter \'model: Model\''),
+    ("err_varargs", "cell 1 (\"def total(*numbers: float) -> float:\"), line 2: total() must not have *numbers"),
+    ("err_kwargs", "configure() must not have **options"),
+    ("err_route_conflict", "cell 2 (\"def second(name: str) -> str:\"), line 3: second() and first()"),
+    ("err_undefined_name", "cell 1 (\"from __future__ import annotations\"), line 5: name 'Sample' is not defined"),
+    ("err_undefined_at_def", "cell 2 (\"def predict(sample: Sample) -> float:\"), line 2: name 'Sample' is not defined"),
+    ("err_path_param", "has '{user_id}' but user() has no parameter 'user_id'"),
+])
+def test_unservable_notebook_gives_one_line_and_exit_2(name, expected):
+    assert_one_line_error(nb2api("check", NOTEBOOKS / f"{name}.ipynb"), expected)
+
+
+@pytest.mark.parametrize("command", ["serve", "openapi"])
+def test_serve_and_openapi_refuse_the_same_way(command):
+    result = nb2api(command, NOTEBOOKS / "err_setup_raises.ipynb")
+    assert_one_line_error(result, "cell 2")
+
+
+def assert_one_line_error(result, expected):
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert expected in errors[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_missing_file():
+    result = nb2api("check", NOTEBOOKS / "does_not_exist.ipynb")
+    assert result.returncode == 2 and "no such notebook file" in result.stderr
+
+
+def test_check_lists_routes_with_signatures():
+    result = nb2api("check", EXAMPLES / "quickstart.ipynb")
+    assert result.returncode == 0, result.stderr
+    assert "POST /predict" in result.stdout
+    assert "predict(flower: Flower) -> Prediction" in result.stdout
+    assert "GET /species/{name}" in result.stdout
+
+
+def test_check_warns_about_unannotated_parameters():
+    result = nb2api("check", NOTEBOOKS / "core_types.ipynb")
+    assert result.returncode == 0
+    assert "anything() parameter 'payload' has no annotation" in result.stderr
+
+
+def test_openapi_prints_the_document():
+    result = nb2api("openapi", EXAMPLES / "quickstart.ipynb")
+    assert result.returncode == 0, result.stderr
+    spec = json.loads(result.stdout)
+    assert set(spec["paths"]) == {"/predict", "/species/{name}", "/species"}
+    assert "PredictRequest" in spec["components"]["schemas"]
+
+
+def test_serve_help_lists_the_options():
+    result = nb2api("serve", "--help")
+    for option in ["--host", "--port", "--reload", "--workers", "--max-workers", "--debug",
+                   "--log-level"]:
+        assert option in result.stdout

@@ -1,0 +1,80 @@
+import pytest
+
+from nb2api.errors import AnnotationError, RouteConflictError, SignatureError, UndefinedNameError
+from nb2api.loader import load_notebook
+from nb2api.schema import build_routes
+
+
+def routes(notebook, name):
+    return {r.name: r for r in build_routes(load_notebook(notebook(name)))}
+
+
+def test_default_route_is_post_by_name_and_directive_overrides(notebook):
+    specs = routes(notebook, "core_directives")
+    assert [(s.method, s.path) for s in specs.values()] == [
+        ("POST", "/hypot"), ("GET", "/items/{key}"), ("PUT", "/items/{key}"),
+        ("DELETE", "/items/{key}"), ("POST", "/ping")]
+    sources = {p.name: p.source for p in specs["get_item"].params}
+    assert sources == {"key": "path", "default": "query"}
+    assert {p.name: p.source for p in specs["put_item"].params} == {"key": "path", "value": "body"}
+
+
+def test_models_have_stable_names_and_required_fields(notebook):
+    specs = routes(notebook, "core_types")
+    model = specs["constrained"].body_model
+    assert model.__name__ == "ConstrainedRequest"
+    assert specs["constrained"].response_model.__name__ == "ConstrainedResponse"
+    schema = model.model_json_schema()
+    assert schema["required"] == ["count"]
+    assert schema["properties"]["count"]["maximum"] == 10
+    assert schema["properties"]["ratio"]["default"] == 0.5
+    # a pydantic model returned as is keeps its own name
+    assert specs["summarize"].response_model.__name__ == "Summary"
+    assert specs["nothing"].body_model is None
+
+
+def test_unannotated_parameter_accepts_anything_with_a_warning(notebook):
+    spec = routes(notebook, "core_types")["anything"]
+    assert not spec.params[0].annotated
+    assert any("anything()" in w and "'payload'" in w for w in spec.warnings)
+
+
+def test_docstrings_give_summary_and_field_descriptions(notebook):
+    specs = routes(notebook, "core_docs")
+    mean = specs["mean"]
+    assert mean.summary == "Arithmetic mean of the values."
+    assert mean.description.startswith("Compute the **mean**")  # the markdown cell above
+    assert "Sorted values lose" in mean.description  # the docstring's long description
+    props = mean.body_model.model_json_schema()["properties"]
+    assert props["values"]["description"] == "The numbers to average."  # numpy style
+    median = specs["median"].body_model.model_json_schema()["properties"]
+    assert median["values"]["description"] == "The numbers, in any order."  # Google style
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "function", "parameter"),
+    [
+        ("err_varargs", SignatureError, "total", "numbers"),
+        ("err_kwargs", SignatureError, "configure", "options"),
+        ("err_bad_annotation", AnnotationError, "score", "model"),
+        ("err_undefined_name", UndefinedNameError, "predict", "sample"),
+        ("err_path_param", SignatureError, "user", "user_id"),
+    ],
+)
+def test_signature_rules_are_checked_at_load(notebook, name, error, function, parameter):
+    with pytest.raises(error) as info:
+        build_routes(load_notebook(notebook(name)))
+    assert (info.value.function, info.value.parameter) == (function, parameter)
+    assert info.value.cell is not None and info.value.line is not None
+
+
+def test_two_functions_on_one_route(notebook):
+    with pytest.raises(RouteConflictError) as info:
+        build_routes(load_notebook(notebook("err_route_conflict")))
+    assert info.value.cell.index == 2 and info.value.function == "second"
+    assert "first()" in str(info.value)
+
+
+def test_signature_text(notebook):
+    spec = routes(notebook, "core_types")["constrained"]
+    assert spec.signature() == "constrained(count: int, ratio: float = 0.5) -> float"
