@@ -122,9 +122,7 @@ async def _drain(child: _Child, timeout: float = 2.0) -> None:
 async def _http_status(socket: Path, path: str, timeout: float = 2.0) -> int | None:
     """GET ``path`` over a unix socket; the status code, or None if nobody answers."""
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(socket)), timeout
-        )
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(socket)), timeout)
     except (OSError, asyncio.TimeoutError):
         return None
     try:
