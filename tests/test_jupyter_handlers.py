@@ -148,6 +148,12 @@ def test_serve_list_call_and_stop(server, api):
     assert docs.status_code == 200
     assert f"/nb2api/apps/{app['id']}/openapi.json" in docs.text
     assert "cdn.jsdelivr.net" not in docs.text
+    for asset in ("swagger-ui/swagger-ui-bundle.js", "swagger-ui/swagger-ui.css"):
+        assert f"/nb2api/apps/{app['id']}/_nb2api/static/{asset}" in docs.text
+        assert api.get(f"{app['url']}_nb2api/static/{asset}").status_code == 200
+    redoc = api.get(f"{app['url']}redoc")
+    assert redoc.status_code == 200 and "cdn.jsdelivr.net" not in redoc.text
+    assert api.get(f"{app['url']}_nb2api/static/redoc/redoc.standalone.js").status_code == 200
     assert routes(api, app) == {"/add", "/hello/{name}"}
     assert api.post(f"{app['url']}add", json={"a": 2, "b": 3}).json() == 5
     assert api.get(f"{app['url']}hello/ada").json() == "hello ada"
