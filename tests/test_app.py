@@ -42,6 +42,13 @@ def test_function_without_parameters_takes_empty_body_or_object(client):
     assert c.post("/nothing", json={}).json() == "nothing needed"
 
 
+def test_body_is_optional_when_every_parameter_has_a_default(client):
+    c = client("core_types")
+    assert c.post("/greet").json() == "hello world"
+    assert c.post("/greet", json={}).json() == "hello world"
+    assert c.post("/greet", json={"name": "you"}).json() == "hello you"
+
+
 @pytest.mark.parametrize(("body", "loc"), [
     ({"count": 11}, ["body", "count"]),
     ({"count": "many"}, ["body", "count"]),
