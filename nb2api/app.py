@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from . import __version__
+from . import __version__, images, uploads
 from .docs import mount_docs
 from .encoding import ResultError, make_encoder
 from .executor import WorkerPool
@@ -102,7 +102,11 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
             summary=spec.summary,
             description=spec.description or "",
             response_model=spec.response_model,
-            responses={500: {"model": ErrorBody, "description": "The notebook code raised"}},
+            response_class=images.response_class(spec.returns),
+            responses={
+                500: {"model": ErrorBody, "description": "The notebook code raised"},
+                **images.openapi_responses(spec.returns),
+            },
         )
     return app
 
@@ -129,6 +133,8 @@ def _endpoint(spec: RouteSpec, pool: WorkerPool, settings: Settings) -> Callable
     body_model = spec.body_model
     body_optional = body_model is not None and all(not p.required for p in spec.params
                                                    if p.source == "body")
+    media_type = images.media_type(spec.returns) or "application/json"
+    tables = uploads.frame_params(spec)  # uploaded CSV/Parquet files read into DataFrames
 
     async def call(arguments: dict[str, Any]) -> Any:
         args = [arguments.pop(name) for name in positional]
@@ -145,6 +151,8 @@ def _endpoint(spec: RouteSpec, pool: WorkerPool, settings: Settings) -> Callable
         for source, names in ((body, body_names), (query, query_names)):
             for name in names:
                 arguments[name] = getattr(source, name)
+        if tables:
+            await uploads.receive(tables, arguments)
         try:
             result = await call(arguments)
             content = encode(result)
@@ -155,7 +163,7 @@ def _endpoint(spec: RouteSpec, pool: WorkerPool, settings: Settings) -> Callable
                                    "its return annotation")
         except Exception as exc:
             return _error_response(spec, exc, settings)
-        return Response(content, media_type="application/json")
+        return Response(content, media_type=media_type)
 
     endpoint.__name__ = spec.name
     parameters = _endpoint_parameters(spec, body_optional)
@@ -178,6 +186,7 @@ def _endpoint_parameters(spec: RouteSpec, body_optional: bool) -> list[inspect.P
     if spec.body_model is not None:
         body = Body(default=None) if body_optional else Body()
         params.append(inspect.Parameter(_BODY, kw, annotation=Annotated[spec.body_model, body]))
+    params.extend(uploads.endpoint_parameters(spec))  # multipart: files and form fields
     return params
 
 

@@ -1,7 +1,10 @@
 """Turn a route function's return value into JSON bytes.
 
 One encoder per route, built at load from the return annotation: a declared type is validated and
-dumped by pydantic (in Rust); an undeclared one goes through orjson, which handles numpy natively.
+dumped by pydantic (in Rust); an undeclared one goes through orjson. DataFrames, Series and arrays,
+declared or found in a result, are written by :mod:`nb2api.frames` column by column; numpy and
+pandas scalars, NaN, NaT and timestamps become JSON wherever they sit (dicts, lists, models).
+An image return annotation makes the route answer with the image bytes instead.
 """
 
 from __future__ import annotations
@@ -10,15 +13,21 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import orjson
+import pandas as pd
 from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
-from . import datatypes
+from . import datatypes, frames, images
 
 Encoder = Callable[[Any], bytes]
 
-_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+# No OPT_SERIALIZE_NUMPY here: orjson would then write every ndarray itself, and some orjson
+# releases crash the process on a datetime64 array holding NaT. numpy values reach ``_fallback``
+# instead, and ``frames`` hands orjson only the numeric arrays it writes safely.
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+_FRAGMENT = getattr(orjson, "Fragment", None)  # orjson >= 3.9 embeds ready JSON bytes
 
 
 class ResultError(Exception):
@@ -26,20 +35,50 @@ class ResultError(Exception):
 
 
 def _fallback(value: Any) -> Any:
-    return to_jsonable_python(value)
+    if _FRAGMENT is not None and isinstance(value, pd.DataFrame | pd.Series | np.ndarray):
+        return _FRAGMENT(_dump_data(value))
+    try:
+        return frames.to_jsonable(value)
+    except TypeError:
+        pass
+    if images.is_figure(value):
+        raise TypeError(
+            "a matplotlib Figure is not JSON; annotate the return as Figure to answer image/png"
+        )
+    return to_jsonable_python(value, fallback=frames.to_jsonable)
+
+
+def _dump_data(value: pd.DataFrame | pd.Series | np.ndarray) -> bytes:
+    if isinstance(value, pd.DataFrame):
+        return frames.frame_json(value)
+    if isinstance(value, pd.Series):
+        return frames.series_json(value)
+    return frames.array_json(value)
 
 
 def dumps(value: Any) -> bytes:
     """JSON bytes for any value: orjson first, pydantic's encoder for what orjson lacks."""
-    return orjson.dumps(value, default=_fallback, option=_ORJSON_OPTIONS)
+    if isinstance(value, pd.DataFrame | pd.Series | np.ndarray):
+        return _dump_data(value)
+    try:
+        return orjson.dumps(value, default=_fallback, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        if isinstance(exc.__cause__, TypeError | ValueError):
+            raise exc.__cause__ from None  # ours says what to do; orjson's only names the type
+        raise
 
 
 def make_encoder(returns: Any) -> Encoder:
     if returns is inspect.Parameter.empty or returns is Any:
         return dumps
+    if images.media_type(returns) is not None:
+        return images.make_encoder(returns)
     annotation = datatypes.response_type(returns)
     if annotation is None or annotation is type(None):
         return dumps
+    data = datatypes.data_schema(annotation)
+    if data is not None:
+        return _data_encoder(data)
     adapter = TypeAdapter(annotation)
 
     def encode(value: Any) -> bytes:
@@ -47,6 +86,18 @@ def make_encoder(returns: Any) -> Encoder:
             checked = adapter.validate_python(value, from_attributes=True)
         except Exception as exc:
             raise ResultError(str(exc)) from None
-        return adapter.dump_json(checked)
+        return adapter.dump_json(checked, fallback=frames.to_jsonable)
+
+    return encode
+
+
+def _data_encoder(data: datatypes.DataSchema) -> Encoder:
+    """A declared DataFrame, Series or ndarray: checked and written without pydantic."""
+
+    def encode(value: Any) -> bytes:
+        try:
+            return data.encode(value)
+        except (TypeError, ValueError) as exc:
+            raise ResultError(str(exc)) from None
 
     return encode

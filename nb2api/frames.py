@@ -1,0 +1,308 @@
+"""pandas and numpy values to and from JSON, column by column.
+
+The conversions behind the data-science types, kept free of pydantic: a request's records or split
+form into a DataFrame, nested lists into an ndarray, and DataFrames, Series and arrays into JSON
+bytes. A DataFrame is encoded one column at a time (orjson on numeric columns, numpy on datetimes),
+never one cell at a time in Python, and floats keep their shortest round-trip form.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import itertools
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_to_bytes = np.frompyfunc(str.encode, 1, 1)
+_dump_cell = functools.partial(orjson.dumps, default=lambda v: to_jsonable(v))
+# dtypes orjson writes natively and safely (it has no float16; datetimes are ours, NaT included).
+_NATIVE_KINDS = "biuf"
+
+
+class FrameError(ValueError):
+    """A request's table does not fit the declared shape."""
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+def frame_from_json(value: Any) -> pd.DataFrame:
+    """Records (``[{...}, ...]``) or the split form (``{"columns": [...], "data": [[...]]}``)."""
+    if isinstance(value, pd.DataFrame):
+        return value
+    if isinstance(value, list):
+        return _frame_from_records(value)
+    if isinstance(value, Mapping):
+        columns, data, index = split_parts(value)
+        _check_row_lengths(data, len(columns))
+        return pd.DataFrame(data, columns=columns, index=index)
+    raise FrameError(
+        "expected an array of records or an object with 'columns' and 'data' (the split form)"
+    )
+
+
+def _frame_from_records(rows: list[Any]) -> pd.DataFrame:
+    try:
+        return pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+    except (TypeError, ValueError, AttributeError):
+        pass
+    # Only on failure: find the row to name in the error.
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise FrameError(f"row {i} is not an object with column names as keys") from None
+    raise FrameError("the records cannot form a table") from None
+
+
+def split_parts(value: Mapping[str, Any]) -> tuple[list[Any], list[Any], list[Any] | None]:
+    unknown = set(value) - {"columns", "data", "index"}
+    columns, data, index = value.get("columns"), value.get("data"), value.get("index")
+    if unknown or not isinstance(columns, list) or not isinstance(data, list):
+        raise FrameError(
+            'expected the split form {"columns": [...], "data": [[...], ...]}, with an optional '
+            '"index"'
+        )
+    if index is not None and (not isinstance(index, list) or len(index) != len(data)):
+        raise FrameError(f"'index' must be a list of {len(data)} labels, one per row of 'data'")
+    return columns, data, index
+
+
+def _check_row_lengths(data: list[Any], width: int) -> None:
+    lengths = np.fromiter((len(r) if isinstance(r, list) else -1 for r in data), int, len(data))
+    bad = np.flatnonzero(lengths != width)
+    if bad.size:
+        i = int(bad[0])
+        raise FrameError(f"row {i} of 'data' has {lengths[i]} values for {width} columns")
+
+
+def records_from_split(value: Mapping[str, Any]) -> list[Any]:
+    """The split form as records, so each row can be validated against a declared ``Row``."""
+    columns, data, _ = split_parts(value)
+    _check_row_lengths(data, len(columns))
+    return [dict(zip(columns, row, strict=True)) for row in data]
+
+
+def typed_frame(rows: list[dict[str, Any]], fields: Mapping[str, Any]) -> pd.DataFrame:
+    """A DataFrame of validated rows, with the declared columns in order and their dtypes."""
+    df = pd.DataFrame.from_records(rows, columns=list(fields)) if rows else pd.DataFrame(
+        {name: pd.Series(dtype=object) for name in fields}
+    )
+    for name, annotation in fields.items():
+        df[name] = _as_declared(df[name], annotation)
+    return df
+
+
+def _as_declared(column: pd.Series, annotation: Any) -> pd.Series:
+    base, optional = _unwrap_optional(annotation)
+    try:
+        if base is bool:
+            return column.astype("boolean" if optional or column.isna().any() else bool)
+        if base is int:
+            return column.astype("Int64" if optional or column.isna().any() else "int64")
+        if base is float:
+            return column.astype("float64")
+        if base is dt.datetime:
+            return pd.to_datetime(column, utc=_any_aware(column))
+    except (TypeError, ValueError):
+        return column
+    return column
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _unwrap_optional(typing.get_args(annotation)[0])
+    args = typing.get_args(annotation)
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else annotation), True
+    return annotation, False
+
+
+def _any_aware(column: pd.Series) -> bool:
+    first = column.dropna()
+    return bool(len(first)) and getattr(first.iloc[0], "tzinfo", None) is not None
+
+
+def series_from_json(value: Any) -> pd.Series:
+    """A JSON list (default index) or an object keyed by index label."""
+    if isinstance(value, pd.Series):
+        return value
+    if isinstance(value, list):
+        return pd.Series(value)
+    if isinstance(value, Mapping):
+        return pd.Series(list(value.values()), index=list(value.keys()))
+    raise FrameError("expected a list of values or an object keyed by index label")
+
+
+def array_from_json(value: Any, dtype: np.dtype | None, ndim: int | None) -> np.ndarray:
+    """Nested lists of numbers into an array: rectangular, numeric, of ``dtype`` when given."""
+    if isinstance(value, np.ndarray):
+        array = value
+    else:
+        if not isinstance(value, list):
+            raise FrameError("expected an array (nested lists of numbers)")
+        try:
+            array = np.asarray(value)
+        except ValueError:
+            raise FrameError(
+                "the nested lists are ragged: every row needs the same length"
+            ) from None
+    if array.dtype.kind == "O" and dtype is not None and dtype.kind in "fc":
+        # null in a float array is NaN; anything else non-numeric still fails below.
+        try:
+            array = np.asarray(value, dtype=dtype)
+        except (TypeError, ValueError):
+            pass
+    if array.dtype.kind not in "biufc":
+        raise FrameError(f"expected numbers, got values of type {_kind_name(array)}")
+    if ndim is not None and array.ndim != ndim:
+        raise FrameError(f"expected {ndim} dimension(s), got {array.ndim}")
+    if dtype is not None and array.dtype != dtype:
+        if not np.can_cast(array.dtype, dtype, casting="same_kind"):
+            raise FrameError(f"expected values of dtype {dtype}, got {array.dtype}")
+        array = array.astype(dtype)
+    return array
+
+
+def _kind_name(array: np.ndarray) -> str:
+    if array.dtype.kind in "US":
+        return "string"
+    if array.dtype.kind == "b":
+        return "bool"
+    return "mixed" if array.dtype.kind == "O" else str(array.dtype)
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+def frame_json(df: pd.DataFrame, columns: list[str] | None = None) -> bytes:
+    """``df`` as a JSON array of records; NaN and NaT are null, timestamps ISO 8601."""
+    if columns is not None:
+        df = df[columns]
+    n = len(df)
+    if df.shape[1] == 0:
+        return b"[" + b",".join([b"{}"] * n) + b"]"
+    if n == 0:
+        return b"[]"
+    parts: list[Any] = []
+    for i, (name, column) in enumerate(df.items()):
+        parts.append(itertools.repeat((b"{" if i == 0 else b",") + orjson.dumps(str(name)) + b":"))
+        parts.append(_cells(column).tolist())
+    parts.append(itertools.repeat(b"}"))
+    # zip and join run in C: one pass per row, no Python frame per row or cell.
+    return b"[" + b",".join(map(b"".join, zip(*parts, strict=False))) + b"]"
+
+
+def _cells(column: pd.Series) -> np.ndarray:
+    """One JSON fragment (bytes) per cell of ``column``, as an object array."""
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        naive = column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+        return _datetime_cells(naive, tz=column.dtype.tz)
+    # Extension dtypes (nullable Int64, str, category) take the per-object route below, so a
+    # missing int stays an int column and does not print as 1.0.
+    values = column.to_numpy() if isinstance(column.dtype, np.dtype) else None
+    kind = values.dtype.kind if values is not None else "O"
+    if kind in _NATIVE_KINDS and values.dtype != np.float16:
+        if kind == "f" and np.isinf(values).any():
+            values = np.where(np.isinf(values), np.nan, values)
+        # Numbers hold no comma, so the array's text splits into its cells.
+        text = orjson.dumps(np.ascontiguousarray(values), option=_NUMPY)
+        return np.array(text[1:-1].split(b","), dtype=object)
+    if kind == "M":
+        return _datetime_cells(values)
+    if kind == "m":
+        seconds = values.astype("timedelta64[us]").astype(np.float64) / 1e6
+        cells = _cells(pd.Series(seconds))
+        cells[np.isnat(values)] = b"null"
+        return cells
+    objects = column.to_numpy(dtype=object)
+    missing = pd.isna(objects)
+    if missing.any():
+        objects = objects.copy()
+        objects[missing] = None
+    return _encode_each(objects)
+
+
+def _datetime_cells(values: np.ndarray, tz: Any = None) -> np.ndarray:
+    unit = _iso_unit(values)
+    text = np.datetime_as_string(values, unit=unit, timezone="UTC" if tz is not None else "naive")
+    text = np.char.add(np.char.add('"', text), '"')
+    cells = _to_bytes(text.astype(object))
+    cells[np.isnat(values)] = b"null"
+    return cells
+
+
+def _iso_unit(values: np.ndarray) -> str:
+    """Whole seconds print as seconds; otherwise as fine as the data needs."""
+    ticks = values.astype("datetime64[ns]").view(np.int64)[~np.isnat(values)]
+    for unit, size in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        if not (ticks % size).any():
+            return unit
+    return "ns"
+
+
+def series_json(series: pd.Series) -> bytes:
+    """A list when the index is the default range, else an object keyed by index label."""
+    frame = series.to_frame("v")
+    cells = _cells(frame["v"])
+    if _default_index(series.index):
+        return b"[" + b",".join(cells.tolist()) + b"]"
+    index = series.index
+    if isinstance(index, pd.DatetimeIndex):
+        keys = _cells(pd.Series(index))
+    else:
+        keys = _encode_each(np.asarray(index.astype(str), dtype=object))
+    return b"{" + b",".join((keys + b":" + cells).tolist()) + b"}"
+
+
+def _default_index(index: pd.Index) -> bool:
+    return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+
+
+def _encode_each(objects: np.ndarray) -> np.ndarray:
+    # A C-level map of orjson over the cells: no Python frame per cell.
+    return np.array(list(map(_dump_cell, objects.tolist())), dtype=object)
+
+
+def array_json(array: np.ndarray) -> bytes:
+    if array.dtype.kind in _NATIVE_KINDS and array.dtype != np.float16 and array.ndim:
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            array = np.where(np.isinf(array), np.nan, array)
+        return orjson.dumps(np.ascontiguousarray(array), option=_NUMPY)
+    return orjson.dumps(to_jsonable(array), default=to_jsonable)
+
+
+def to_jsonable(value: Any) -> Any:
+    """What orjson should write for a numpy or pandas value it does not know natively."""
+    if isinstance(value, pd.DataFrame):
+        return orjson.loads(frame_json(value))
+    if isinstance(value, pd.Series):
+        return orjson.loads(series_json(value))
+    if isinstance(value, pd.Index):
+        return to_jsonable(value.to_numpy())
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "Mm":
+            return [orjson.loads(cell) for cell in _cells(pd.Series(value.ravel()))] if \
+                value.ndim == 1 else [to_jsonable(v) for v in value]
+        return value.tolist()
+    if value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, pd.Timedelta):
+        return value.total_seconds()
+    if isinstance(value, np.datetime64):
+        return None if np.isnat(value) else pd.Timestamp(value).isoformat()
+    if isinstance(value, np.timedelta64):
+        return None if np.isnat(value) else pd.Timedelta(value).total_seconds()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.api.extensions.ExtensionArray):
+        return to_jsonable(pd.Series(value))
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")

@@ -1,0 +1,100 @@
+"""Routes that answer with an image instead of JSON.
+
+A return annotation makes the route an image route: ``matplotlib.figure.Figure`` (rendered to PNG)
+or bytes marked with a media type, ``Annotated[bytes, "image/png"]``. matplotlib is never imported
+here: a notebook that annotates with ``Figure`` has imported it already.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi.datastructures import Default
+from fastapi.responses import JSONResponse, Response
+
+PNG = "image/png"
+
+
+def is_figure(value: Any) -> bool:
+    """A matplotlib Figure (or an instance of a subclass), recognised without importing it."""
+    return any(
+        cls.__name__ == "Figure" and cls.__module__ == "matplotlib.figure"
+        for cls in type(value).__mro__
+    )
+
+
+def _is_figure_type(annotation: Any) -> bool:
+    return isinstance(annotation, type) and any(
+        cls.__name__ == "Figure" and cls.__module__ == "matplotlib.figure"
+        for cls in annotation.__mro__
+    )
+
+
+def _marked_bytes(annotation: Any) -> str | None:
+    if typing.get_origin(annotation) is not Annotated:
+        return None
+    base, *meta = typing.get_args(annotation)
+    if base is not bytes:
+        return None
+    for item in meta:
+        if isinstance(item, str) and item.startswith("image/"):
+            return item
+    return None
+
+
+def media_type(annotation: Any) -> str | None:
+    """The image media type a return annotation declares, or None for a JSON route."""
+    if _is_figure_type(annotation):
+        return PNG
+    return _marked_bytes(annotation)
+
+
+def openapi_responses(annotation: Any) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` entry that documents an image route's 200 answer."""
+    kind = media_type(annotation)
+    if kind is None:
+        return {}
+    return {
+        200: {
+            "description": f"The image ({kind})",
+            "content": {kind: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
+
+
+def response_class(annotation: Any) -> Any:
+    """The route's response class: one with the image media type, so /docs lists only that."""
+    kind = media_type(annotation)
+    if kind is None:
+        return Default(JSONResponse)
+    return type("ImageResponse", (Response,), {"media_type": kind})
+
+
+def make_encoder(annotation: Any) -> Callable[[Any], bytes]:
+    """Bytes of the image the function returned; TypeError for anything else."""
+    from .encoding import ResultError
+
+    figure = _is_figure_type(annotation)
+
+    def encode(value: Any) -> bytes:
+        if figure and is_figure(value):
+            return render_png(value)
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value)
+        expected = "a matplotlib Figure" if figure else "bytes"
+        raise ResultError(f"expected {expected}, got {type(value).__name__}")
+
+    return encode
+
+
+def render_png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(figure)  # a pyplot figure stays in memory until closed
+    return buffer.getvalue()

@@ -1,0 +1,107 @@
+"""Results made of numpy and pandas values: JSON straight to bytes, NaN/NaT as null, ISO times."""
+
+import math
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+import nb2api
+from nb2api.encoding import dumps
+
+
+@pytest.fixture
+def results(notebook):
+    return TestClient(nb2api.create_app(notebook("types_results")))
+
+
+def test_numpy_and_pandas_values_anywhere_in_an_undeclared_result(results):
+    response = results.post("/numbers")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "int": 3,
+        "float": 1.5,
+        "bool": True,
+        "nan": None,
+        "inf": None,
+        "array": [0, 1, 2],
+        "matrix": [[1.0, None], [2.0, 3.0]],
+        "when": "2024-05-01T10:00:00",
+        "aware": "2024-05-01T10:00:00+00:00",
+        "nat": None,
+        "na": None,
+        "dt64": "2024-05-01T10:00:00",
+        "dates": ["2024-05-01T00:00:00", None],
+        "series": [1, 2],
+        "nested": [{"frame": [{"a": 1.0}, {"a": None}]}],
+    }
+
+
+def test_dataframe_result_is_records_with_null_and_iso_times(results):
+    assert results.post("/frame").json() == [
+        {"f": 1.5, "t": "2024-05-01T10:00:00", "s": "a", "n": 1, "z": "2024-05-01T10:00:00Z",
+         "b": True},
+        {"f": None, "t": None, "s": None, "n": None, "z": "2024-05-01T10:00:00Z", "b": False},
+        {"f": 0.1 + 0.2, "t": "2024-05-02T00:00:00", "s": 'q"uote', "n": 3,
+         "z": "2024-05-01T10:00:00Z", "b": True},
+    ]
+
+
+def test_pydantic_model_holding_a_dataframe_and_an_array(results):
+    assert results.post("/report").json() == {
+        "mean": 2.5, "table": [{"a": 1}, {"a": 2}], "values": [1.0, None]}
+
+
+def test_declared_dict_holding_frames_and_series(results):
+    assert results.post("/tables").json() == {"t": [{"a": 1.5}, {"a": None}], "s": {"x": 1}}
+
+
+def test_declared_types_take_numpy_values(results):
+    assert results.post("/declared").json() == {"a": 1.25, "b": 2.0}
+    assert results.post("/timestamps").json() == ["2024-01-01T00:00:00",
+                                                  "2024-01-01T00:00:01.500000"]
+
+
+def test_dumps_writes_floats_exactly():
+    values = np.array([1 / 3, 1.23456789012345e-5, 0.1 + 0.2, 1e300, 1e-20])
+    frame = pd.DataFrame({"v": values})
+    decoded = [row["v"] for row in orjson.loads(dumps(frame))]
+    assert decoded == values.tolist()
+
+
+def test_dumps_frame_edge_cases():
+    assert dumps(pd.DataFrame({"a": []})) == b"[]"
+    assert dumps(pd.DataFrame(index=[0, 1])) == b"[{},{}]"
+    frame = pd.DataFrame({1: [np.inf], "s,t": ["x,y"]})
+    assert orjson.loads(dumps(frame)) == [{"1": None, "s,t": "x,y"}]
+
+
+def test_dumps_series_by_index():
+    assert dumps(pd.Series([1.0, math.nan])) == b"[1.0,null]"
+    assert dumps(pd.Series([1, 2], index=[10, 20])) == b'{"10":1,"20":2}'
+    dated = pd.Series([1], index=pd.to_datetime(["2024-01-01"]))
+    assert dumps(dated) == b'{"2024-01-01T00:00:00":1}'
+
+
+def test_dumps_timedeltas_and_categories():
+    frame = pd.DataFrame({
+        "d": pd.to_timedelta([1.5, None], unit="s"),
+        "c": pd.Categorical(["x", None]),
+    })
+    assert orjson.loads(dumps(frame)) == [{"d": 1.5, "c": "x"}, {"d": None, "c": None}]
+
+
+def test_dumps_datetime_array_with_nat_does_not_reach_orjson():
+    # Some orjson releases crash the process on a datetime64[s] array holding NaT.
+    dates = np.array(["2024-05-01", "NaT"], dtype="datetime64[s]")
+    assert orjson.loads(dumps({"d": dates})) == {"d": ["2024-05-01T00:00:00", None]}
+    assert orjson.loads(dumps(dates)) == ["2024-05-01T00:00:00", None]
+
+
+def test_dumps_sub_second_timestamps_keep_their_precision():
+    frame = pd.DataFrame({"t": pd.to_datetime(["2024-01-01 00:00:00.250", "2024-01-01"], format="ISO8601")})
+    assert [r["t"] for r in orjson.loads(dumps(frame))] == [
+        "2024-01-01T00:00:00.250", "2024-01-01T00:00:00.000"]
