@@ -5,17 +5,27 @@ Library errors become one line on stderr and exit code 2 here, and nowhere else 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import logging.config
 import os
+import shutil
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from .errors import NotebookError
+from .limits import parse_size
 from .loader import Cell
+from .logs import LogFormat, default_format, logging_config
+from .metrics import MULTIPROC_ENV
 
 app = typer.Typer(
     name="nb2api",
@@ -37,31 +47,91 @@ def _fail(error: NotebookError) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _progress(quiet: bool):
+def _progress(quiet: bool, log_format: LogFormat = "text"):
+    """Say which cell runs, and every few seconds that a slow one (a model load) still does."""
+    still = _StillRunning()
+
+    def say(text: str, cell: Cell, seconds: float | None) -> None:
+        if log_format == "json":
+            logging.getLogger("nb2api").info(
+                text.strip(), extra={"cell": cell.index, "kind": cell.kind,
+                                     "first_line": cell.ref.first_line, "seconds": seconds}
+            )
+        else:
+            typer.echo(text, err=True)
+
     def report(cell: Cell, seconds: float | None) -> None:
         if quiet:
             return
         line = cell.ref.first_line
         line = line if len(line) <= 50 else line[:47] + "..."
         if seconds is None:
-            typer.echo(f"  running cell {cell.index:<3} {line}", err=True)
+            say(f"  running cell {cell.index:<3} {line}", cell, None)
+            still.start(lambda s: say(f"          still running cell {cell.index} ({s:.0f} s)",
+                                      cell, s))
         else:
-            typer.echo(f"  done    cell {cell.index:<3} {seconds:6.2f} s", err=True)
+            still.stop()
+            say(f"  done    cell {cell.index:<3} {seconds:6.2f} s", cell, seconds)
 
     return report
 
 
-def _configure_logging(level: str) -> None:
+class _StillRunning:
+    """Calls ``say(seconds)`` every ``every`` seconds until stopped, from a daemon thread."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self._stop: threading.Event | None = None
+
+    def start(self, say) -> None:
+        self.stop()
+        stop = self._stop = threading.Event()
+        started = time.monotonic()
+
+        def tick() -> None:
+            while not stop.wait(self.every):
+                say(time.monotonic() - started)
+
+        threading.Thread(target=tick, name="nb2api-progress", daemon=True).start()
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
+
+
+def _configure_logging(level: str, log_format: LogFormat = "text") -> None:
+    if log_format == "json":
+        logging.config.dictConfig(logging_config("json", level))
+        return
     logging.basicConfig(
         level=level.upper(), format="%(levelname)s: %(message)s", stream=sys.stderr, force=True
     )
 
 
-def _load(notebook: Path, quiet: bool = True, **settings: Any):
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def _log_format(value: str | None) -> str | None:
+    if value is not None and value not in ("json", "text"):
+        raise typer.BadParameter(f"{value!r} is not 'json' or 'text'")
+    return value
+
+
+def _origins(values: list[str] | None) -> tuple[str, ...]:
+    # NB2API_CORS_ORIGINS may list several, separated by commas or spaces.
+    return tuple(o for value in values or () for o in value.replace(",", " ").split())
+
+
+def _load(notebook: Path, quiet: bool = True, log_format: LogFormat = "text", **settings: Any):
     from .app import create_app
 
     try:
-        return create_app(notebook, progress=_progress(quiet), **settings)
+        return create_app(notebook, progress=_progress(quiet, log_format), **settings)
     except NotebookError as error:
         raise _fail(error) from None
 
@@ -99,18 +169,108 @@ def serve(
     log_level: Annotated[
         str, typer.Option(envvar="NB2API_LOG_LEVEL", help="debug, info, warning or error.")
     ] = "info",
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NB2API_LOG_FORMAT",
+            callback=_log_format,
+            help="One JSON line per record, or text (default: text at a terminal, else json).",
+            show_default=False,
+        ),
+    ] = None,
+    access_log: Annotated[
+        bool, typer.Option(envvar="NB2API_ACCESS_LOG", help="Log one line per request.")
+    ] = True,
+    metrics: Annotated[
+        bool, typer.Option(envvar="NB2API_METRICS", help="Prometheus metrics at /metrics.")
+    ] = True,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NB2API_TOKEN",
+            help="Require 'Authorization: Bearer TOKEN' on the notebook's routes and /metrics.",
+            show_default=False,
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="NB2API_CORS_ORIGINS",
+            help="An origin allowed to call from a browser ('*' for any); repeat for several.",
+            show_default=False,
+        ),
+    ] = None,
+    max_body_size: Annotated[
+        str,
+        typer.Option(
+            envvar="NB2API_MAX_BODY_SIZE",
+            help="Largest request body (413 above it), e.g. 512kB, 16MiB; 0 for no limit.",
+        ),
+    ] = "16MiB",
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            envvar="NB2API_TIMEOUT",
+            min=0.001,
+            help="Seconds a call may take (504 after) where no '#| timeout:' says.",
+            show_default=False,
+        ),
+    ] = None,
+    max_concurrency: Annotated[
+        int | None,
+        typer.Option(
+            envvar="NB2API_MAX_CONCURRENCY",
+            min=1,
+            help="Calls of one route at once where no '#| max-concurrency:' says (default: the "
+            "pool size for 'def' routes, no limit for 'async def').",
+            show_default=False,
+        ),
+    ] = None,
+    max_queue: Annotated[
+        int,
+        typer.Option(
+            envvar="NB2API_MAX_QUEUE",
+            min=0,
+            help="Requests that may wait per route beyond its concurrency; 503 + Retry-After "
+            "past that.",
+        ),
+    ] = 100,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            envvar="NB2API_PROCESSES",
+            min=1,
+            help="Worker processes per server process for '#| executor: process' routes "
+            "(default: CPUs).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve NOTEBOOK's marked cells as an HTTP API (docs at /docs)."""
     import uvicorn
 
-    _configure_logging(log_level)
+    fmt: LogFormat = log_format or default_format()  # type: ignore[assignment]
+    _configure_logging(log_level, fmt)
     notebook = notebook.resolve()
-    settings = {"debug": debug, "max_workers": max_workers, "root_path": root_path}
-    typer.echo(f"nb2api: loading {notebook.name}", err=True)
-    application = _load(notebook, quiet=False, **settings)
+    settings = {
+        "debug": debug,
+        "max_workers": max_workers,
+        "root_path": root_path,
+        "token": token or None,
+        "cors_origins": _origins(cors_origin),
+        "max_body_size": _size(max_body_size),
+        "timeout": timeout,
+        "max_concurrency": max_concurrency,
+        "max_queue": max_queue,
+        "processes": processes,
+        "metrics": metrics,
+        "access_log": access_log,
+    }
+    _say(fmt, f"nb2api: loading {notebook.name}")
+    application = _load(notebook, quiet=False, log_format=fmt, **settings)
     routes = application.state.routes
     where = f"unix socket {uds}" if uds else f"http://{host}:{port}{root_path}"
-    typer.echo(f"nb2api: {len(routes)} routes ready; docs at {where}/docs", err=True)
+    _say(fmt, f"nb2api: {len(routes)} routes ready; docs at {where}/docs")
     os.chdir(notebook.parent)  # requests see the notebook's folder as Jupyter would
     common: dict[str, Any] = {
         "host": host,
@@ -118,6 +278,8 @@ def serve(
         "uds": uds,
         "root_path": root_path,
         "log_level": log_level.lower(),
+        "log_config": logging_config(fmt, log_level),
+        "access_log": False,  # nb2api writes its own request lines, with the request id
         "proxy_headers": True,
         "timeout_graceful_shutdown": 10,
     }
@@ -127,15 +289,39 @@ def serve(
     # Several processes, or restarts on change: each process builds its own app from settings.
     del application
     os.environ[_ENV_SETTINGS] = json.dumps({"notebook": str(notebook), **settings})
-    uvicorn.run(
-        "nb2api.cli:app_from_environment",
-        factory=True,
-        workers=None if reload else workers,
-        reload=reload,
-        reload_dirs=[str(notebook.parent)] if reload else None,
-        reload_includes=[notebook.name] if reload else None,
-        **common,
-    )
+    with _multiprocess_metrics(metrics):
+        uvicorn.run(
+            "nb2api.cli:app_from_environment",
+            factory=True,
+            workers=None if reload else workers,
+            reload=reload,
+            reload_dirs=[str(notebook.parent)] if reload else None,
+            reload_includes=[notebook.name] if reload else None,
+            **common,
+        )
+
+
+def _say(log_format: LogFormat, text: str) -> None:
+    if log_format == "json":
+        logging.getLogger("nb2api").info(text)
+    else:
+        typer.echo(text, err=True)
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics(enabled: bool) -> Iterator[None]:
+    """Prometheus multiprocess mode for the worker processes: a fresh folder for their values,
+    removed at the end, unless PROMETHEUS_MULTIPROC_DIR already names one."""
+    if not enabled or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="nb2api-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def app_from_environment():
@@ -175,76 +361,6 @@ def openapi(notebook: NotebookArg) -> None:
     _configure_logging("error")
     application = _load(notebook)
     typer.echo(json.dumps(application.openapi(), indent=2))
-
-
-@app.command()
-def export(
-    notebook: NotebookArg,
-    outdir: Annotated[
-        Path, typer.Argument(help="Folder for the project (created if missing).",
-                             show_default=False)
-    ],
-    force: Annotated[
-        bool, typer.Option("--force", help="Overwrite the files of an earlier export.")
-    ] = False,
-) -> None:
-    """Write NOTEBOOK as a standalone FastAPI project: app.py, requirements.txt, Dockerfile."""
-    from .export import export_notebook
-
-    _configure_logging("error")
-    try:
-        project = export_notebook(notebook, outdir, overwrite=force)
-    except NotebookError as error:
-        raise _fail(error) from None
-    except FileExistsError as error:
-        typer.echo(f"error: {error} (--force)", err=True)
-        raise typer.Exit(2) from None
-    for warning in project.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    typer.echo(f"nb2api: wrote {', '.join(p.name for p in project.files)} in {outdir}")
-    typer.echo(f"  run it: cd {outdir} && pip install -r requirements.txt && "
-               f"uvicorn app:{project.app_name}")
-
-
-@app.command("ray-config")
-def ray_config(
-    notebook: NotebookArg,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Write the YAML here [default: print it].",
-                     show_default=False),
-    ] = None,
-    replicas: Annotated[int | None, typer.Option(min=1, help="A fixed number of replicas.",
-                                                 show_default=False)] = None,
-    min_replicas: Annotated[int | None, typer.Option(min=0, help="Autoscaling: fewest.",
-                                                     show_default=False)] = None,
-    max_replicas: Annotated[int | None, typer.Option(min=1, help="Autoscaling: most.",
-                                                     show_default=False)] = None,
-    num_cpus: Annotated[float, typer.Option(min=0.01, help="CPUs per replica.")] = 1.0,
-    route_prefix: Annotated[str, typer.Option(help="Serve the API under this path.")] = "/",
-    host: Annotated[str, typer.Option(help="Address Serve's proxies bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port Serve's proxies bind.")] = 8000,
-) -> None:
-    """Write a Ray Serve config for NOTEBOOK, for 'serve deploy' on a Ray cluster."""
-    from pydantic import ValidationError
-
-    from .notebook import read_notebook
-    from .ray import RayArgs, config_text
-
-    try:
-        read_notebook(notebook)
-        args = RayArgs(notebook=notebook.resolve(), num_replicas=replicas,
-                       min_replicas=min_replicas, max_replicas=max_replicas, num_cpus=num_cpus)
-    except NotebookError as error:
-        raise _fail(error) from None
-    except ValidationError as error:
-        raise typer.BadParameter(error.errors()[0]["msg"]) from None
-    text = config_text(args, route_prefix=route_prefix, host=host, port=port)
-    if output is None:
-        typer.echo(text, nl=False)
-        return
-    output.write_text(text, encoding="utf-8")
-    typer.echo(f"nb2api: wrote {output}; deploy it with: serve deploy {output}", err=True)
 
 
 def main() -> None:

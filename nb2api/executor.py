@@ -11,8 +11,9 @@ import asyncio
 import contextvars
 import functools
 import os
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -23,28 +24,74 @@ def default_workers() -> int:
 
 
 class WorkerPool:
-    """A thread pool of fixed size; :meth:`run` awaits a function call on it."""
+    """A pool of fixed size; :meth:`submit` starts a call, :meth:`run` awaits one.
+
+    ``pending`` counts calls submitted and not yet returned (on the event loop's thread), so the
+    pool knows how many workers are busy and how many calls queue, for metrics and ``/readyz``.
+    """
+
+    kind = "thread"
 
     def __init__(self, max_workers: int | None = None) -> None:
         self.max_workers = max_workers or default_workers()
-        self._executor: ThreadPoolExecutor | None = None
-        self.busy = 0  # calls running or waiting for a thread
+        self._executor: Executor | None = None
+        self.pending = 0
+        self.last_return = time.monotonic()  # when a call last returned (or the pool started)
+        self.saturated_since = 0.0  # when every worker last became busy
+        self.on_change: Callable[[WorkerPool], None] | None = None  # metrics hook
 
-    def _pool(self) -> ThreadPoolExecutor:
+    @property
+    def busy(self) -> int:
+        return min(self.pending, self.max_workers)
+
+    @property
+    def queued(self) -> int:
+        return max(0, self.pending - self.max_workers)
+
+    def _pool(self) -> Executor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 self.max_workers, thread_name_prefix="nb2api-worker"
             )
         return self._executor
 
-    async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _prepare(self, func: Callable[..., Any], args: tuple, kwargs: dict) -> Callable[[], Any]:
+        # Notebook code sees the request's context variables (the request id in its logs).
+        return functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+
+    def submit(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """Start ``func(*args, **kwargs)`` on a worker; the future resolves when it returns.
+
+        Cancelling the returned future does not stop a call that has started: the worker stays
+        busy until the function returns, and ``pending`` says so.
+        """
         loop = asyncio.get_running_loop()
-        call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
-        self.busy += 1
-        try:
-            return await loop.run_in_executor(self._pool(), call)
-        finally:
-            self.busy -= 1
+        future = loop.run_in_executor(self._pool(), self._prepare(func, args, kwargs))
+        self.pending += 1
+        if self.pending == self.max_workers:
+            self.saturated_since = time.monotonic()
+        self._changed()
+        future.add_done_callback(self._returned)
+        return future
+
+    async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # Shielded: a client that goes away must not make a running call look finished.
+        return await asyncio.shield(self.submit(func, *args, **kwargs))
+
+    def _returned(self, _future: asyncio.Future) -> None:
+        self.pending -= 1
+        self.last_return = time.monotonic()
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
+
+    def wedged_for(self) -> float:
+        """Seconds every worker has been busy without any call returning (0 when not wedged)."""
+        if self.pending < self.max_workers:
+            return 0.0
+        return time.monotonic() - max(self.last_return, self.saturated_since)
 
     def shutdown(self) -> None:
         if self._executor is not None:

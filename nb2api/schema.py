@@ -20,12 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, creat
 from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 from pydantic.fields import FieldInfo
 
-from . import datatypes, uploads
+from . import datatypes
 from .errors import AnnotationError, RouteConflictError, SignatureError, UndefinedNameError
 from .loader import LoadedNotebook, NotebookFunction
 from .notebook import parse_route
 
-ParamSource = Literal["path", "query", "body", "form", "file"]  # form and file: multipart
+ParamSource = Literal["path", "query", "body"]
 _PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?}")
 _QUERY_METHODS = ("GET", "DELETE")
 
@@ -130,6 +130,12 @@ def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec
     if "route" in function.options:
         method, path = parse_route(function.options["route"])
     options = _route_options(function, fail)
+    if options.executor == "process" and inspect.iscoroutinefunction(func):
+        raise fail(
+            SignatureError,
+            f"'#| executor: process' needs a plain 'def' function; {name}() is 'async def', "
+            "which runs on the event loop",
+        )
     path_names = _PATH_PARAM.findall(path)
 
     docs = docstring_parser.parse(inspect.getdoc(func) or "")
@@ -189,9 +195,8 @@ def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec
             f"'{missing}'",
             missing,
         )
-    params = uploads.with_form_sources(params, method, fail)
     for p in params:
-        if p.source not in ("body", "file"):
+        if p.source != "body":
             datatypes.check_scalar_param(p, method, fail)
 
     stem = _pascal(name)

@@ -1,0 +1,120 @@
+"""Prometheus metrics at ``/metrics``, with ``prometheus-client``.
+
+One process: each app has its own registry. Several processes (``nb2api serve --workers N``): the
+CLI sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start, every worker writes its values to
+files there, and a scrape of any worker adds them all up (prometheus-client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+
+from .executor import WorkerPool
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+           60.0)
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+class Metrics:
+    """The metrics of one app. Label children are cached: a request costs a few dict lookups."""
+
+    def __init__(self) -> None:
+        self.multiprocess = multiprocess_mode()
+        # In multiprocess mode values live in files, and a scrape builds a fresh registry.
+        self.registry = None if self.multiprocess else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "nb2api_requests", "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"], registry=r,
+        )
+        self.duration = Histogram(
+            "nb2api_request_duration_seconds", "Time from request to the end of the response.",
+            ["route", "method"], buckets=BUCKETS, registry=r,
+        )
+        self.in_flight = Gauge(
+            "nb2api_requests_in_flight", "Requests being handled now.",
+            multiprocess_mode="livesum", registry=r,
+        )
+        self.exceptions = Counter(
+            "nb2api_route_exceptions", "Exceptions raised by notebook functions (500s).",
+            ["route", "exception"], registry=r,
+        )
+        self.queue_depth = Gauge(
+            "nb2api_route_queue_depth", "Requests waiting for a route's concurrency limit.",
+            ["route"], multiprocess_mode="livesum", registry=r,
+        )
+        self.pool_busy = Gauge(
+            "nb2api_pool_busy_workers", "Workers running a notebook function.",
+            ["executor"], multiprocess_mode="livesum", registry=r,
+        )
+        self.pool_queued = Gauge(
+            "nb2api_pool_queued_calls", "Calls waiting for a free worker of the pool.",
+            ["executor"], multiprocess_mode="livesum", registry=r,
+        )
+        self.pool_size = Gauge(
+            "nb2api_pool_workers", "Workers in the pool.",
+            ["executor"], multiprocess_mode="livesum", registry=r,
+        )
+        self.load_seconds = Gauge(
+            "nb2api_notebook_load_seconds", "Seconds the setup and api cells took to run.",
+            multiprocess_mode="max", registry=r,
+        )
+        self._children: dict[tuple[str, str, int], tuple[Callable[[], None],
+                                                         Callable[[float], None]]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, method, str(status)).inc,
+                self.duration.labels(route, method).observe,
+            )
+            self._children[key] = children
+        children[0]()
+        children[1](seconds)
+
+    def watch_pool(self, pool: WorkerPool) -> None:
+        busy = self.pool_busy.labels(pool.kind)
+        queued = self.pool_queued.labels(pool.kind)
+        self.pool_size.labels(pool.kind).set(pool.max_workers)
+        busy.set(0)
+        queued.set(0)
+
+        def changed(p: WorkerPool) -> None:
+            busy.set(p.busy)
+            queued.set(p.queued)
+
+        pool.on_change = changed
+
+    def queue_hook(self, route: str) -> Callable[[int], None]:
+        return self.queue_depth.labels(route).inc
+
+    def render(self) -> bytes:
+        if self.registry is not None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """In multiprocess mode, drop this process's live gauges (it is going away)."""
+        if self.multiprocess:
+            _multiprocess.mark_process_dead(os.getpid())

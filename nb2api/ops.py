@@ -1,0 +1,228 @@
+"""Operations built into every app: health, readiness, metrics, request ids and request logs.
+
+The request middleware is plain ASGI (no ``BaseHTTPMiddleware``, which costs a task and a stream
+per request): it takes the request id from ``X-Request-ID`` or makes one, echoes it, counts and
+times the request for Prometheus, and writes one log line when the response is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.params import Depends as DependsParam
+from fastapi.responses import JSONResponse, Response
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .auth import require_token
+from .executor import WorkerPool
+from .limits import BodySizeLimit, Call, openapi_responses, route_call
+from .loader import LoadedNotebook
+from .logs import access_logger, request_id
+from .metrics import CONTENT_TYPE, Metrics
+from .processes import ProcessPool
+from .schema import RouteSpec
+from .settings import Settings
+
+WEDGED_AFTER = 60.0  # seconds with every worker busy and no call returning: not ready
+OPS_PATHS = ("/healthz", "/readyz", "/metrics")  # probes and scrapes: logged at debug level
+
+# What a client may send as a request id: short, printable, no spaces (it goes into log lines).
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
+
+
+class RequestMiddleware:
+    """Request id in and out, Prometheus count and latency, one log line per request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None, log: bool = True) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and _REQUEST_ID.match(value):
+                rid = value.decode()
+                break
+        if rid is None:
+            rid = secrets.token_hex(8)
+        token = request_id.set(rid)
+        header = (b"x-request-id", rid.encode())
+        status = 500  # what the client gets if the app raises before it answers
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "<unmatched>"
+            if metrics is not None:
+                metrics.in_flight.dec()
+                metrics.observe(template, scope["method"], status, seconds)
+            if self.log:
+                self._log(scope, template, status, seconds)
+            request_id.reset(token)
+
+    @staticmethod
+    def _log(scope: Scope, template: str, status: int, seconds: float) -> None:
+        path = scope["path"]
+        level = logging.DEBUG if path in OPS_PATHS else logging.INFO
+        if not access_logger.isEnabledFor(level):
+            return
+        client = scope.get("client")
+        ms = round(seconds * 1000, 3)
+        access_logger.log(
+            level,
+            "%s %s %d %.1f ms",
+            scope["method"],
+            path,
+            status,
+            ms,
+            extra={
+                "method": scope["method"],
+                "path": path,
+                "route": template,
+                "status": status,
+                "duration_ms": ms,
+                "client": client[0] if client else None,
+            },
+        )
+
+
+class Runtime:
+    """What an app runs notebook code with: its pools, metrics and auth, and their lifetime."""
+
+    def __init__(self, loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings):
+        self.settings = settings
+        self.pool = WorkerPool(settings.max_workers)
+        in_processes = {
+            s.name: s.func for s in specs if s.options.executor == "process" and not s.is_async
+        }
+        self.processes = ProcessPool(in_processes, settings.processes) if in_processes else None
+        self.pools: dict[str, WorkerPool] = {"thread": self.pool}
+        if self.processes is not None:
+            self.pools["process"] = self.processes
+        self.metrics = Metrics() if settings.metrics else None
+        if self.metrics is not None:
+            self.metrics.load_seconds.set(loaded.load_seconds)
+            for pool in self.pools.values():
+                self.metrics.watch_pool(pool)
+        self.auth = require_token(settings.token) if settings.token else None
+
+    def start(self) -> None:
+        """Fork the process pool (after setup, before the first request)."""
+        if self.processes is not None:
+            self.processes.start()
+
+    def stop(self) -> None:
+        for pool in self.pools.values():
+            pool.shutdown()
+        if self.metrics is not None:
+            self.metrics.close()
+
+    def install(self, app: FastAPI) -> None:
+        install(app, self.settings, self.metrics, list(self.pools.values()), self.auth)
+
+    def call(self, spec: RouteSpec) -> Call:
+        return route_call(spec, self.settings, self.pools, self.metrics)
+
+    def route_options(self, spec: RouteSpec) -> dict[str, Any]:
+        """Extra ``add_api_route`` arguments: the auth dependency, the limit answers."""
+        return {
+            "dependencies": [self.auth] if self.auth is not None else None,
+            "responses": {
+                **openapi_responses(spec, self.settings),
+                **({401: {"description": "Missing or invalid bearer token"}} if self.auth else {}),
+            },
+        }
+
+    def failed(self, spec: RouteSpec, exc: BaseException) -> None:
+        if self.metrics is not None:
+            self.metrics.exceptions.labels(spec.path, type(exc).__name__).inc()
+
+
+def install(
+    app: FastAPI,
+    settings: Settings,
+    metrics: Metrics | None,
+    pools: Sequence[WorkerPool],
+    auth: DependsParam | None = None,
+) -> None:
+    """Mount ``/healthz``, ``/readyz`` and ``/metrics`` and add the middleware, outermost last."""
+    _mount_health(app, pools)
+    if metrics is not None:
+        _mount_metrics(app, metrics, auth)
+    if settings.max_body_size:
+        app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_size)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(RequestMiddleware, metrics=metrics, log=settings.access_log)
+
+
+def not_ready_reason(app: FastAPI, pools: Sequence[WorkerPool]) -> str | None:
+    if not getattr(app.state, "ready", False):
+        return "the notebook's setup cells have not finished"
+    for pool in pools:
+        if getattr(pool, "broken", False):
+            return f"the {pool.kind} pool lost a worker and is being replaced"
+        wedged = pool.wedged_for()
+        if wedged > WEDGED_AFTER:
+            return (
+                f"all {pool.max_workers} {pool.kind} workers busy and none returned "
+                f"for {wedged:.0f} s"
+            )
+    return None
+
+
+def _mount_health(app: FastAPI, pools: Sequence[WorkerPool]) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        reason = not_ready_reason(app, pools)
+        if reason is not None:
+            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+
+def _mount_metrics(app: FastAPI, metrics: Metrics, auth: DependsParam | None) -> None:
+    async def metrics_endpoint() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    app.add_api_route(
+        "/metrics",
+        metrics_endpoint,
+        methods=["GET"],
+        include_in_schema=False,
+        dependencies=[auth] if auth is not None else None,
+    )

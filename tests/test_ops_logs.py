@@ -1,0 +1,94 @@
+"""Structured request logs with a request id."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi.testclient import TestClient
+from ops_support import json_logs, ops_notebook
+
+from nb2api import create_app
+from nb2api.logs import TextFormatter, logging_config
+
+
+def access(lines: list[dict]) -> list[dict]:
+    return [line for line in lines if line["logger"] == "nb2api.access"]
+
+
+def test_one_json_line_per_request_with_its_request_id():
+    with TestClient(create_app(ops_notebook("basic"))) as client, json_logs() as lines:
+        response = client.post("/add", json={"a": 1, "b": 2})
+    request_id = response.headers["x-request-id"]
+    assert len(request_id) == 16
+    [line] = access(lines)
+    assert line["request_id"] == request_id
+    assert line["method"] == "POST"
+    assert line["path"] == "/add"
+    assert line["route"] == "/add"
+    assert line["status"] == 200
+    assert line["duration_ms"] >= 0
+    assert line["level"] == "info"
+    assert line["time"].endswith("Z")
+
+
+def test_the_client_request_id_is_kept_and_echoed():
+    with TestClient(create_app(ops_notebook("basic"))) as client, json_logs() as lines:
+        response = client.post("/echo", json={"text": "x"}, headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    assert access(lines)[0]["request_id"] == "abc-123"
+
+
+def test_an_unsafe_request_id_is_replaced():
+    with TestClient(create_app(ops_notebook("basic"))) as client:
+        response = client.post("/echo", json={"text": "x"},
+                               headers={"X-Request-ID": "bad id\twith spaces"})
+    assert response.headers["x-request-id"] != "bad id\twith spaces"
+    assert len(response.headers["x-request-id"]) == 16
+
+
+def test_an_error_logs_its_traceback_under_the_error_id_and_request_id():
+    with TestClient(create_app(ops_notebook("basic"))) as client, json_logs() as lines:
+        response = client.post("/boom")
+    assert response.status_code == 500
+    body = response.json()
+    [error] = [line for line in lines if line["level"] == "error"]
+    assert error["error_id"] == body["error_id"]
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert "ValueError: the notebook failed on purpose" in error["traceback"]
+    assert "traceback" not in body
+    assert access(lines)[0]["status"] == 500
+
+
+def test_notebook_log_lines_carry_the_request_id_from_the_worker_thread():
+    with TestClient(create_app(ops_notebook("basic"))) as client, json_logs() as lines:
+        response = client.post("/shout", json={"text": "hi"})
+    [warning] = [line for line in lines if line["logger"] == "notebook"]
+    assert warning["message"] == "shouting hi"
+    assert warning["request_id"] == response.headers["x-request-id"]
+
+
+def test_probes_log_at_debug_level_only():
+    with TestClient(create_app(ops_notebook("basic"))) as client, json_logs(logging.INFO) as lines:
+        client.get("/healthz")
+        client.get("/metrics")
+    assert access(lines) == []
+
+
+def test_access_log_can_be_turned_off():
+    app = create_app(ops_notebook("basic"), access_log=False)
+    with TestClient(app) as client, json_logs() as lines:
+        assert client.post("/add", json={"a": 1, "b": 2}).status_code == 200
+    assert access(lines) == []
+
+
+def test_text_format_reads_as_a_line_for_people():
+    record = logging.makeLogRecord({"msg": "%s %s %d %.1f ms", "args": ("GET", "/x", 200, 1.5),
+                                    "levelname": "INFO", "name": "nb2api.access"})
+    assert TextFormatter().format(record).endswith("INFO  GET /x 200 1.5 ms")
+
+
+def test_logging_config_routes_uvicorn_through_nb2api_formatter():
+    config = logging_config("json", "warning")
+    assert config["formatters"]["nb2api"]["()"] == "nb2api.logs.JSONFormatter"
+    assert config["root"]["level"] == "WARNING"
+    assert config["loggers"]["uvicorn.access"]["propagate"] is False

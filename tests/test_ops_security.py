@@ -1,0 +1,122 @@
+"""Bearer-token auth, CORS and the body-size limit."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from ops_support import ops_notebook
+
+from nb2api import create_app
+from nb2api.limits import parse_size
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+def client():
+    app = create_app(ops_notebook("basic"), token=TOKEN, cors_origins=["https://app.example"])
+    with TestClient(app) as c:
+        yield c
+
+
+def test_routes_need_the_token(client):
+    response = client.post("/add", json={"a": 1, "b": 2})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    wrong = client.post("/add", json={"a": 1, "b": 2}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert wrong.headers["www-authenticate"].startswith("Bearer")
+    basic = client.post("/add", json={"a": 1, "b": 2}, headers={"Authorization": "Basic eDp5"})
+    assert basic.status_code == 401
+    ok = client.post("/add", json={"a": 1, "b": 2}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200
+    assert ok.json() == 3
+
+
+def test_probes_and_docs_stay_open_metrics_do_not(client):
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/docs").status_code == 200
+    assert client.get("/openapi.json").status_code == 200
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_docs_show_the_bearer_scheme(client):
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["bearerToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The token the service was started with (`--token` or `NB2API_TOKEN`).",
+    }
+    operation = spec["paths"]["/add"]["post"]
+    assert operation["security"] == [{"bearerToken": []}]
+    assert "401" in operation["responses"]
+
+
+def test_no_token_no_scheme():
+    with TestClient(create_app(ops_notebook("basic"))) as client:
+        spec = client.get("/openapi.json").json()
+        assert "securitySchemes" not in spec.get("components", {})
+        assert client.post("/add", json={"a": 1, "b": 2}).status_code == 200
+
+
+def test_cors_preflight_for_an_allowed_origin(client):
+    response = client.options(
+        "/add",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    assert "POST" in response.headers["access-control-allow-methods"]
+    assert "authorization" in response.headers["access-control-allow-headers"].lower()
+
+
+def test_cors_refuses_another_origin(client):
+    response = client.options(
+        "/add",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert response.status_code == 400
+    assert "access-control-allow-origin" not in response.headers
+    simple = client.post("/add", json={"a": 1, "b": 2}, headers={
+        "Origin": "https://app.example", "Authorization": f"Bearer {TOKEN}"})
+    assert simple.headers["access-control-allow-origin"] == "https://app.example"
+    assert "x-request-id" in simple.headers["access-control-expose-headers"].lower()
+
+
+def test_a_body_over_the_limit_gets_413():
+    app = create_app(ops_notebook("limits"), max_body_size=1000)
+    with TestClient(app) as client:
+        small = client.post("/upload", json={"data": list(range(10))})
+        assert small.json() == 10
+        big = client.post("/upload", json={"data": list(range(1000))})
+        assert big.status_code == 413
+        assert "1000 bytes" in big.json()["detail"]
+
+        def chunks():  # no Content-Length: counted as it arrives
+            yield b'{"data": ['
+            for _ in range(400):
+                yield b"1, "
+            yield b"1]}"
+
+        chunked = client.post("/upload", content=chunks(),
+                              headers={"Content-Type": "application/json"})
+        assert chunked.status_code == 413
+        assert "413" in client.get("/openapi.json").json()["paths"]["/upload"]["post"]["responses"]
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    ("512", 512), ("100kB", 100_000), ("16MiB", 16 * 1024**2), ("1.5 MB", 1_500_000), ("0", 0),
+])
+def test_sizes(text, size):
+    assert parse_size(text) == size
+
+
+def test_a_bad_size_is_refused():
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size("ten megs")
