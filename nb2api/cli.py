@@ -363,5 +363,75 @@ def openapi(notebook: NotebookArg) -> None:
     typer.echo(json.dumps(application.openapi(), indent=2))
 
 
+@app.command()
+def export(
+    notebook: NotebookArg,
+    outdir: Annotated[
+        Path, typer.Argument(help="Folder for the project (created if missing).",
+                             show_default=False)
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite the files of an earlier export.")
+    ] = False,
+) -> None:
+    """Write NOTEBOOK as a standalone FastAPI project: app.py, requirements.txt, Dockerfile."""
+    from .export import export_notebook
+
+    _configure_logging("error")
+    try:
+        project = export_notebook(notebook, outdir, overwrite=force)
+    except NotebookError as error:
+        raise _fail(error) from None
+    except FileExistsError as error:
+        typer.echo(f"error: {error} (--force)", err=True)
+        raise typer.Exit(2) from None
+    for warning in project.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"nb2api: wrote {', '.join(p.name for p in project.files)} in {outdir}")
+    typer.echo(f"  run it: cd {outdir} && pip install -r requirements.txt && "
+               f"uvicorn app:{project.app_name}")
+
+
+@app.command("ray-config")
+def ray_config(
+    notebook: NotebookArg,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the YAML here [default: print it].",
+                     show_default=False),
+    ] = None,
+    replicas: Annotated[int | None, typer.Option(min=1, help="A fixed number of replicas.",
+                                                 show_default=False)] = None,
+    min_replicas: Annotated[int | None, typer.Option(min=0, help="Autoscaling: fewest.",
+                                                     show_default=False)] = None,
+    max_replicas: Annotated[int | None, typer.Option(min=1, help="Autoscaling: most.",
+                                                     show_default=False)] = None,
+    num_cpus: Annotated[float, typer.Option(min=0.01, help="CPUs per replica.")] = 1.0,
+    route_prefix: Annotated[str, typer.Option(help="Serve the API under this path.")] = "/",
+    host: Annotated[str, typer.Option(help="Address Serve's proxies bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port Serve's proxies bind.")] = 8000,
+) -> None:
+    """Write a Ray Serve config for NOTEBOOK, for 'serve deploy' on a Ray cluster."""
+    from pydantic import ValidationError
+
+    from .notebook import read_notebook
+    from .ray import RayArgs, config_text
+
+    try:
+        read_notebook(notebook)
+        args = RayArgs(notebook=notebook.resolve(), num_replicas=replicas,
+                       min_replicas=min_replicas, max_replicas=max_replicas, num_cpus=num_cpus)
+    except NotebookError as error:
+        raise _fail(error) from None
+    except ValidationError as error:
+        raise typer.BadParameter(error.errors()[0]["msg"]) from None
+    text = config_text(args, route_prefix=route_prefix, host=host, port=port)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"nb2api: wrote {output}; deploy it with: serve deploy {output}", err=True)
+
+
 def main() -> None:
     app()

@@ -20,12 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, creat
 from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 from pydantic.fields import FieldInfo
 
-from . import datatypes
+from . import datatypes, uploads
 from .errors import AnnotationError, RouteConflictError, SignatureError, UndefinedNameError
 from .loader import LoadedNotebook, NotebookFunction
 from .notebook import parse_route
 
-ParamSource = Literal["path", "query", "body"]
+ParamSource = Literal["path", "query", "body", "form", "file"]  # form and file: multipart
 _PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?}")
 _QUERY_METHODS = ("GET", "DELETE")
 
@@ -195,8 +195,9 @@ def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec
             f"'{missing}'",
             missing,
         )
+    params = uploads.with_form_sources(params, method, fail)
     for p in params:
-        if p.source != "body":
+        if p.source not in ("body", "file"):
             datatypes.check_scalar_param(p, method, fail)
 
     stem = _pascal(name)
