@@ -261,7 +261,7 @@ class ScalarSchema(DataSchema):
         self.kind = kind
 
     def encode(self, value: Any) -> bytes:
-        return orjson.dumps(frames.to_jsonable(value))
+        return orjson.dumps(value, default=frames.to_jsonable)
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler

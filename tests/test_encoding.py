@@ -102,6 +102,20 @@ def test_dumps_datetime_array_with_nat_does_not_reach_orjson():
 
 
 def test_dumps_sub_second_timestamps_keep_their_precision():
-    frame = pd.DataFrame({"t": pd.to_datetime(["2024-01-01 00:00:00.250", "2024-01-01"], format="ISO8601")})
+    times = pd.to_datetime(["2024-01-01 00:00:00.250", "2024-01-01"], format="ISO8601")
+    frame = pd.DataFrame({"t": times})
     assert [r["t"] for r in orjson.loads(dumps(frame))] == [
         "2024-01-01T00:00:00.250", "2024-01-01T00:00:00.000"]
+
+
+@pytest.mark.parametrize(("path", "body", "expected"), [
+    ("/mean", None, 2.5),
+    ("/plain_mean", None, 2.5),
+    ("/stamp", None, "2024-05-01T10:00:00"),
+    ("/maybe", None, [{"a": 1.5}, {"a": None}]),
+    ("/maybe", {"empty": True}, None),
+])
+def test_declared_scalars_and_optional_frames(results, path, body, expected):
+    response = results.post(path, json=body)
+    assert response.status_code == 200, response.text
+    assert response.json() == expected

@@ -1,0 +1,51 @@
+"""The conversions behind the data-science types, without HTTP."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nb2api import frames
+
+
+def test_records_with_missing_keys_fill_with_nan_in_first_seen_column_order():
+    df = frames.frame_from_json([{"b": 1, "a": 2}, {"a": 3, "c": "x"}])
+    assert list(df.columns) == ["b", "a", "c"]
+    assert df["b"].isna().tolist() == [False, True]
+
+
+def test_empty_records_give_an_empty_frame():
+    assert frames.frame_from_json([]).shape == (0, 0)
+
+
+@pytest.mark.parametrize(("rows", "row"), [([{"a": 1}, 5], 1), ([{"a": 1}, "ab"], 1),
+                                            ([[1, 2]], 0)])
+def test_a_record_that_is_not_an_object_is_named(rows, row):
+    with pytest.raises(frames.FrameError, match=f"row {row} "):
+        frames.frame_from_json(rows)
+
+
+def test_split_form_index_must_match_the_rows():
+    with pytest.raises(frames.FrameError, match="index"):
+        frames.frame_from_json({"columns": ["a"], "data": [[1]], "index": [1, 2]})
+
+
+def test_typed_frame_with_no_rows_keeps_the_declared_columns():
+    df = frames.typed_frame([], {"a": int, "b": float})
+    assert list(df.columns) == ["a", "b"]
+    assert str(df.dtypes["b"]) == "float64"
+
+
+def test_typed_frame_optional_int_is_nullable():
+    df = frames.typed_frame([{"n": 1}, {"n": None}], {"n": int | None})
+    assert str(df.dtypes["n"]) == "Int64"
+
+
+def test_array_from_json_casts_ints_to_a_float_dtype_but_not_back():
+    assert frames.array_from_json([1, 2], np.dtype(np.float64), None).dtype == np.float64
+    with pytest.raises(frames.FrameError, match="int64"):
+        frames.array_from_json([1.5], np.dtype(np.int64), None)
+
+
+def test_frame_json_selects_columns():
+    df = pd.DataFrame({"a": [1], "b": [2]})
+    assert frames.frame_json(df, columns=["b"]) == b'[{"b":2}]'
