@@ -245,6 +245,30 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    ray: Annotated[
+        bool,
+        typer.Option("--ray", help="Serve on Ray Serve: a local Ray cluster, or --address's."),
+    ] = False,
+    address: Annotated[
+        str | None,
+        typer.Option(envvar="NB2API_RAY_ADDRESS", help="The Ray cluster to join, e.g. 'auto' "
+                     "(implies --ray).", show_default=False),
+    ] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --ray: a fixed number of replicas [default: 1].",
+                     show_default=False),
+    ] = None,
+    min_replicas: Annotated[
+        int | None,
+        typer.Option(min=0, help="With --ray: autoscale from this many replicas.",
+                     show_default=False),
+    ] = None,
+    max_replicas: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --ray: autoscale up to this many replicas.",
+                     show_default=False),
+    ] = None,
 ) -> None:
     """Serve NOTEBOOK's marked cells as an HTTP API (docs at /docs)."""
     import uvicorn
@@ -269,6 +293,12 @@ def serve(
     _say(fmt, f"nb2api: loading {notebook.name}")
     application = _load(notebook, quiet=False, log_format=fmt, **settings)
     routes = application.state.routes
+    if ray or address:
+        del application
+        _serve_on_ray(notebook, settings, fmt, address=address, host=host, port=port,
+                      replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
+                      uds=uds, reload=reload, workers=workers)
+        return
     where = f"unix socket {uds}" if uds else f"http://{host}:{port}{root_path}"
     _say(fmt, f"nb2api: {len(routes)} routes ready; docs at {where}/docs")
     os.chdir(notebook.parent)  # requests see the notebook's folder as Jupyter would
@@ -363,6 +393,51 @@ def openapi(notebook: NotebookArg) -> None:
     typer.echo(json.dumps(application.openapi(), indent=2))
 
 
+def _serve_on_ray(notebook: Path, settings: dict[str, Any], fmt: LogFormat, *,
+                  address: str | None, host: str, port: int, replicas: int | None,
+                  min_replicas: int | None, max_replicas: int | None, uds: str | None,
+                  reload: bool, workers: int) -> None:
+    import importlib.util
+    import signal
+
+    from pydantic import ValidationError
+
+    from . import ray as nb2api_ray
+
+    if uds or reload or workers != 1:
+        raise typer.BadParameter("--ray runs replicas itself: drop --uds, --reload and --workers")
+    if importlib.util.find_spec("ray") is None:
+        typer.echo("error: --ray needs Ray Serve: pip install 'nb2api[ray]'", err=True)
+        raise typer.Exit(2)
+    # Serve's proxy puts the app under the prefix, so replicas serve it at their root.
+    prefix = settings["root_path"] or "/"
+    try:
+        args = nb2api_ray.RayArgs(
+            notebook=notebook,
+            num_replicas=replicas,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            settings={**settings, "root_path": ""},
+        )
+    except ValidationError as error:
+        raise typer.BadParameter(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # shut Ray down on SIGTERM too
+    _say(fmt, f"nb2api: starting Ray Serve ({'joining ' + address if address else 'local'})")
+    with nb2api_ray.local_cluster(address=address, host=host, port=port):
+        try:
+            seconds = nb2api_ray.run(args, route_prefix=prefix)
+        except NotebookError as error:
+            raise _fail(error) from None
+        except RuntimeError as error:  # a replica failed to start: its log says why
+            typer.echo(f"error: Ray Serve could not deploy {notebook.name}: {error}", err=True)
+            raise typer.Exit(2) from None
+        where = f"http://{host}:{port}{prefix.rstrip('/')}"
+        _say(fmt, f"nb2api: deployed on Ray Serve in {seconds:.1f} s; docs at {where}/docs")
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+
+
 @app.command()
 def export(
     notebook: NotebookArg,
@@ -424,7 +499,7 @@ def ray_config(
     except NotebookError as error:
         raise _fail(error) from None
     except ValidationError as error:
-        raise typer.BadParameter(error.errors()[0]["msg"]) from None
+        raise typer.BadParameter(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
     text = config_text(args, route_prefix=route_prefix, host=host, port=port)
     if output is None:
         typer.echo(text, nl=False)

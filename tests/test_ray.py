@@ -105,6 +105,14 @@ def test_ray_config_of_a_broken_notebook_exits_2():
     assert result.exit_code == 2 and "cell" in result.stderr
 
 
+@pytest.mark.parametrize("extra", [["--workers", "2"], ["--replicas", "2", "--max-replicas", "3"],
+                                   ["--min-replicas", "3", "--max-replicas", "2"]])
+def test_serve_ray_argument_errors_exit_2_before_starting_ray(extra):
+    result = CliRunner().invoke(cli, ["serve", str(notebook_path("ray_echo")), "--ray", *extra])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value" in result.stderr and "Value error" not in result.stderr
+
+
 # --- one deployment on a local cluster ---------------------------------------------------------
 
 
