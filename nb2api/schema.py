@@ -233,6 +233,8 @@ def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec
 def type_name(annotation: Any) -> str:
     if annotation is Any:
         return "Any"
+    if typing.get_origin(annotation) is typing.Annotated:
+        return type_name(typing.get_args(annotation)[0])
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__qualname__
     text = repr(annotation)
@@ -297,7 +299,10 @@ _MODEL_CONFIG = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=Fals
 def _field(p: ParamSpec) -> tuple[Any, FieldInfo]:
     annotation = datatypes.request_type(p.annotation)
     default = ... if p.required else p.default
-    return annotation, Field(default, description=p.description)
+    # Only a docstring's description is passed: description=None would wipe the one given in
+    # ``Annotated[..., Field(description=...)]``.
+    extra = {"description": p.description} if p.description else {}
+    return annotation, Field(default, **extra)
 
 
 def _model(model_name: str, params: list[ParamSpec], func_name: str, fail) -> type[BaseModel]:
@@ -315,7 +320,7 @@ def _model(model_name: str, params: list[ParamSpec], func_name: str, fail) -> ty
         raise fail(
             AnnotationError,
             f"{func_name}() parameter '{param.name if param else '?'}: {annotation}' cannot "
-            f"become a JSON schema ({_first_line(exc)}); {datatypes.ADVICE}",
+            f"become a JSON schema ({_short(exc)}); {datatypes.ADVICE}",
             param.name if param else None,
         ) from None
     return model
@@ -349,12 +354,15 @@ def _response_model(model_name: str, returns: Any, func_name: str, fail) -> Any:
         raise fail(
             AnnotationError,
             f"{func_name}() return annotation '{type_name(returns)}' cannot become a JSON schema "
-            f"({_first_line(exc)}); {datatypes.ADVICE}",
+            f"({_short(exc)}); {datatypes.ADVICE}",
         ) from None
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _short(exc: Exception) -> str:
+    if isinstance(exc, PydanticSchemaGenerationError):
+        return "pydantic cannot validate this type"
+    text = str(exc).strip()
+    return text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
 
 
 def _pascal(name: str) -> str:

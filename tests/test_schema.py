@@ -27,6 +27,7 @@ def test_models_have_stable_names_and_required_fields(notebook):
     schema = model.model_json_schema()
     assert schema["required"] == ["count"]
     assert schema["properties"]["count"]["maximum"] == 10
+    assert schema["properties"]["count"]["description"] == "How many"
     assert schema["properties"]["ratio"]["default"] == 0.5
     # a pydantic model returned as is keeps its own name
     assert specs["summarize"].response_model.__name__ == "Summary"
