@@ -8,6 +8,7 @@ result straight to JSON bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import traceback
@@ -25,7 +26,7 @@ from starlette.exceptions import HTTPException
 
 from . import __version__, images, uploads
 from .docs import mount_docs
-from .encoding import ResultError, make_encoder
+from .encoding import ResultError, encode_after, make_encoder
 from .loader import LoadedNotebook, Progress, load_notebook
 from .ops import Runtime
 from .schema import RouteSpec, build_routes
@@ -119,6 +120,10 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
 def _endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Callable[..., Any]:
     """An async endpoint for ``spec`` with a signature FastAPI can read."""
     encode = make_encoder(spec.returns)
+    if not spec.is_async and spec.options.executor == "thread":
+        # Encode on the worker thread too: a big table or a figure never holds the event loop.
+        spec = dataclasses.replace(spec, func=encode_after(spec.func, encode))
+        encode = _encoded
     run = runtime.call(spec)  # on its pool, within its concurrency limit, queue and timeout
     positional = [p.name for p in spec.params if p.positional_only]
     body_names = [p.name for p in spec.params if p.source == "body"]
@@ -161,6 +166,10 @@ def _endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Callable
     parameters = _endpoint_parameters(spec, body_optional)
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return endpoint
+
+
+def _encoded(content: bytes) -> bytes:
+    return content
 
 
 def _endpoint_parameters(spec: RouteSpec, body_optional: bool) -> list[inspect.Parameter]:

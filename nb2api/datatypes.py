@@ -171,12 +171,16 @@ class FrameSchema(DataSchema):
         def validate(value: Any, validate_rows: cs.ValidatorFunctionWrapHandler) -> pd.DataFrame:
             if isinstance(value, pd.DataFrame):
                 return value
+            index = None
             if isinstance(value, collections.abc.Mapping):
                 try:
-                    value = frames.records_from_split(value)
+                    value, index = frames.records_from_split(value)
                 except frames.FrameError as exc:
                     raise PydanticCustomError("dataframe", str(exc)) from None
-            return frames.typed_frame(dump(validate_rows(value)), fields)
+            frame = frames.typed_frame(dump(validate_rows(value)), fields)
+            if index is not None:
+                frame.index = pd.Index(index)
+            return frame
 
         split = _split_schema(cs.literal_schema(list(fields)))
         return cs.no_info_wrap_validator_function(

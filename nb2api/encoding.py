@@ -9,6 +9,7 @@ An image return annotation makes the route answer with the image bytes instead.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -89,6 +90,17 @@ def make_encoder(returns: Any) -> Encoder:
         return adapter.dump_json(checked, fallback=frames.to_jsonable)
 
     return encode
+
+
+def encode_after(func: Callable[..., Any], encode: Encoder) -> Callable[..., bytes]:
+    """``func`` then ``encode``, as one call: for a worker thread to run both, so that writing a
+    large table or rendering a figure never holds the event loop."""
+
+    @functools.wraps(func)
+    def call_and_encode(*args: Any, **kwargs: Any) -> bytes:
+        return encode(func(*args, **kwargs))
+
+    return call_and_encode
 
 
 def _data_encoder(data: datatypes.DataSchema) -> Encoder:

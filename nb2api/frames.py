@@ -72,18 +72,22 @@ def split_parts(value: Mapping[str, Any]) -> tuple[list[Any], list[Any], list[An
 
 
 def _check_row_lengths(data: list[Any], width: int) -> None:
-    lengths = np.fromiter((len(r) if isinstance(r, list) else -1 for r in data), int, len(data))
-    bad = np.flatnonzero(lengths != width)
-    if bad.size:
-        i = int(bad[0])
+    # map() over C functions: checked without a Python step per row.
+    if not all(map(isinstance, data, itertools.repeat(list))):
+        bad = next(i for i, row in enumerate(data) if not isinstance(row, list))
+        raise FrameError(f"row {bad} of 'data' is not a list of values")
+    lengths = np.fromiter(map(len, data), np.int64, len(data))
+    wrong = np.flatnonzero(lengths != width)
+    if wrong.size:
+        i = int(wrong[0])
         raise FrameError(f"row {i} of 'data' has {lengths[i]} values for {width} columns")
 
 
-def records_from_split(value: Mapping[str, Any]) -> list[Any]:
-    """The split form as records, so each row can be validated against a declared ``Row``."""
-    columns, data, _ = split_parts(value)
+def records_from_split(value: Mapping[str, Any]) -> tuple[list[Any], list[Any] | None]:
+    """The split form as records (and its index), so each row can be validated as a ``Row``."""
+    columns, data, index = split_parts(value)
     _check_row_lengths(data, len(columns))
-    return [dict(zip(columns, row, strict=True)) for row in data]
+    return [dict(zip(columns, row, strict=True)) for row in data], index
 
 
 def typed_frame(rows: list[dict[str, Any]], fields: Mapping[str, Any]) -> pd.DataFrame:

@@ -1,9 +1,14 @@
 """DataFrames, Series and arrays as request parameters: round trips, 422s, /docs, refusals."""
 
+from typing import Annotated
+
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import BaseModel, TypeAdapter
 
 import nb2api
+from nb2api.datatypes import request_type
 from nb2api.errors import AnnotationError
 
 
@@ -85,6 +90,16 @@ def test_declared_rows_get_the_declared_dtypes(frames):
 def test_declared_rows_accept_the_split_form(frames):
     sales = {"columns": ["item", "price", "qty"], "data": [["a", 1, 2], ["b", 2, 1]]}
     assert frames.post("/totals", json={"sales": sales}).json()["revenue"] == 4.0
+
+
+def test_declared_rows_keep_the_split_form_index():
+    class Point(BaseModel):
+        x: float
+
+    adapter = TypeAdapter(request_type(Annotated[pd.DataFrame, Point]))
+    frame = adapter.validate_python({"columns": ["x"], "data": [[1], [2]], "index": ["p", "q"]})
+    assert list(frame.index) == ["p", "q"]
+    assert str(frame.dtypes["x"]) == "float64"
 
 
 def test_bad_row_is_422_with_row_index_and_column(frames):

@@ -119,3 +119,24 @@ def test_declared_scalars_and_optional_frames(results, path, body, expected):
     response = results.post(path, json=body)
     assert response.status_code == 200, response.text
     assert response.json() == expected
+
+
+def test_a_plain_def_result_is_encoded_off_the_event_loop(results, monkeypatch):
+    import asyncio
+
+    from nb2api import frames
+
+    seen = []
+    original = frames.frame_json
+
+    def spy(df, columns=None):
+        try:
+            asyncio.get_running_loop()
+            seen.append("event loop")
+        except RuntimeError:
+            seen.append("worker")
+        return original(df, columns)
+
+    monkeypatch.setattr(frames, "frame_json", spy)
+    assert results.post("/frame").status_code == 200
+    assert seen == ["worker"]

@@ -49,3 +49,8 @@ def test_array_from_json_casts_ints_to_a_float_dtype_but_not_back():
 def test_frame_json_selects_columns():
     df = pd.DataFrame({"a": [1], "b": [2]})
     assert frames.frame_json(df, columns=["b"]) == b'[{"b":2}]'
+
+
+def test_split_form_rows_must_be_lists():
+    with pytest.raises(frames.FrameError, match="row 1 of 'data' is not a list"):
+        frames.frame_from_json({"columns": ["a"], "data": [[1], 2]})
