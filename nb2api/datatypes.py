@@ -280,8 +280,15 @@ class ScalarSchema(DataSchema):
             )
         kind = self.kind
         written = cs.str_schema() if kind is pd.Timestamp else base  # ISO 8601 text
+
+        def convert(value: Any) -> Any:
+            try:
+                return value if isinstance(value, kind) else kind(value)
+            except (OverflowError, ValueError) as exc:  # np.int8(300)
+                raise PydanticCustomError("numpy_scalar", str(exc)) from None
+
         return cs.no_info_after_validator_function(
-            lambda value: value if isinstance(value, kind) else kind(value),
+            convert,
             base,
             serialization=cs.plain_serializer_function_ser_schema(
                 frames.to_jsonable, return_schema=written, when_used="json"

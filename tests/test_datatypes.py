@@ -225,3 +225,14 @@ def test_unschematizable_return_is_refused_at_load(notebook):
     assert caught.value.function == "labels"
     assert caught.value.parameter is None
     assert "Index" in str(caught.value)
+
+
+def test_numpy_scalar_out_of_range_is_a_validation_error():
+    import numpy as np
+    from pydantic import ValidationError
+
+    adapter = TypeAdapter(request_type(np.int8))
+    assert adapter.validate_python(3) == np.int8(3)
+    with pytest.raises(ValidationError) as caught:
+        adapter.validate_python(300)
+    assert caught.value.errors()[0]["type"] == "numpy_scalar"
