@@ -185,8 +185,9 @@ def _endpoint_parameters(spec: RouteSpec, body_optional: bool) -> list[inspect.P
         query = Annotated[spec.query_model, Query()]
         params.append(inspect.Parameter(_QUERY, kw, annotation=query))
     if spec.body_model is not None:
-        body = Body(default=None) if body_optional else Body()
-        params.append(inspect.Parameter(_BODY, kw, annotation=Annotated[spec.body_model, body]))
+        body = Annotated[spec.body_model, Body()]
+        default = None if body_optional else inspect.Parameter.empty
+        params.append(inspect.Parameter(_BODY, kw, annotation=body, default=default))
     params.extend(uploads.endpoint_parameters(spec))  # multipart: files and form fields
     return params
 
