@@ -382,7 +382,8 @@ def check(notebook: NotebookArg) -> None:
     width = max((len(r.method) + len(r.path) for r in routes), default=0) + 2
     for route in routes:
         target = f"{route.method} {route.path}"
-        typer.echo(f"  {target:<{width}} {route.signature()}   [{route.function.cell.ref}]")
+        where = f"cell {route.function.cell.index}, line {route.function.line}"
+        typer.echo(f"  {target:<{width}} {route.signature()}   [{where}]")
 
 
 @app.command()

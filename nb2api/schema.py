@@ -234,7 +234,10 @@ def type_name(annotation: Any) -> str:
     if annotation is Any:
         return "Any"
     if typing.get_origin(annotation) is typing.Annotated:
-        return type_name(typing.get_args(annotation)[0])
+        # Constraints (Field(...)) are noise in a signature; a Row class is the point of one.
+        base, *metadata = typing.get_args(annotation)
+        rows = [m for m in metadata if isinstance(m, type)]
+        return type_name(base) + (f"[{rows[0].__qualname__}]" if rows else "")
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__qualname__
     text = repr(annotation)
