@@ -114,6 +114,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
             },
             dependencies=options["dependencies"],
         )
+    runtime.routes_first(app)
     return app
 
 

@@ -8,7 +8,9 @@ traceback, the notebook's own log lines and the request's access line can be joi
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 import time
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -25,16 +27,43 @@ access_logger = logging.getLogger("nb2api.access")
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+# A finished record for the access logger, copied per request: making one through
+# ``Logger.log`` (caller lookup, thread and process names) costs more than the rest of the line.
+_ACCESS_RECORD = vars(logging.makeLogRecord({"name": access_logger.name, "args": None}))
+_LEVEL_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "INFO"}
+
+
+def log_request(level: int, message: str, fields: dict[str, Any]) -> None:
+    """One request line on ``nb2api.access``; ``fields`` become the record's attributes."""
+    if not access_logger.isEnabledFor(level):
+        return
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    attributes = record.__dict__
+    attributes.update(_ACCESS_RECORD)
+    attributes.update(fields)
+    now = time.time()
+    attributes["msg"] = message
+    attributes["levelno"] = level
+    attributes["levelname"] = _LEVEL_NAMES.get(level) or logging.getLevelName(level)
+    attributes["created"] = now
+    attributes["msecs"] = (now - int(now)) * 1000
+    attributes["_fields"] = fields
+    access_logger.handle(record)
+
+
 def default_format() -> LogFormat:
     """JSON for machines (a pipe, a file, a container's log driver), text at a terminal."""
     return "text" if sys.stderr.isatty() else "json"
 
 
+_second: list = [-1, ""]  # the last whole second formatted, and its text
+
+
 def _timestamp(created: float) -> str:
     seconds = int(created)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + (
-        f".{int((created - seconds) * 1000):03d}Z"
-    )
+    if seconds != _second[0]:
+        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_second[1]}.{int((created - seconds) * 1000):03d}Z"
 
 
 class JSONFormatter(logging.Formatter):
@@ -50,6 +79,10 @@ class JSONFormatter(logging.Formatter):
         rid = request_id.get()
         if rid is not None:
             entry["request_id"] = rid
+        fields = record.__dict__.get("_fields")
+        if fields is not None:  # a request line: its fields are known
+            entry.update(fields)
+            return orjson.dumps(entry, default=str).decode()
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
@@ -75,6 +108,74 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class BufferedStderrHandler(logging.StreamHandler):
+    """Writes to stderr in batches: at most every ``interval`` seconds, or at 64 KiB.
+
+    One ``write`` system call per request line costs a busy server a fifth of its throughput;
+    batching keeps request logs nearly free. Records at WARNING and above, and everything at
+    exit, are written at once, so errors are never held back; a crash loses at most the last
+    ``interval`` of request lines.
+    """
+
+    def __init__(self, interval: float = 0.2, limit: int = 65536) -> None:
+        super().__init__(sys.stderr)
+        self.interval = interval
+        self.limit = limit
+        self._pending: list[str] = []
+        self._size = 0
+        self._wake = threading.Event()
+        self._start_flusher()
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _start_flusher(self) -> None:
+        self._closed = False
+        threading.Thread(target=self._flush_loop, name="nb2api-log-flush", daemon=True).start()
+
+    def _after_fork(self) -> None:  # a forked worker process gets its own flusher thread
+        self._pending, self._size = [], 0
+        self._wake = threading.Event()
+        self._start_flusher()
+
+    def _flush_loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.interval)
+            self.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
+        try:
+            line = self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        self._size += len(line)
+        if record.levelno >= logging.WARNING or self._size >= self.limit:
+            self._write()
+
+    def _write(self) -> None:
+        if not self._pending:
+            return
+        text, self._pending, self._size = "".join(self._pending), [], 0
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:  # stderr closed or full: logging must never break a request
+            pass
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._write()
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self.flush()
+        super().close()
+
+
 def logging_config(log_format: LogFormat, level: str = "info") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dict; uvicorn applies it in every worker process too."""
     formatter = JSONFormatter if log_format == "json" else TextFormatter
@@ -83,11 +184,7 @@ def logging_config(log_format: LogFormat, level: str = "info") -> dict[str, Any]
         "disable_existing_loggers": False,
         "formatters": {"nb2api": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
         "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "nb2api",
-                "stream": "ext://sys.stderr",
-            }
+            "stderr": {"()": f"{__name__}.BufferedStderrHandler", "formatter": "nb2api"}
         },
         "root": {"handlers": ["stderr"], "level": level.upper()},
         "loggers": {

@@ -8,8 +8,8 @@ times the request for Prometheus, and writes one log line when the response is d
 from __future__ import annotations
 
 import logging
+import random
 import re
-import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +24,7 @@ from .auth import require_token
 from .executor import WorkerPool
 from .limits import BodySizeLimit, Call, openapi_responses, route_call
 from .loader import LoadedNotebook
-from .logs import access_logger, request_id
+from .logs import access_logger, log_request, request_id
 from .metrics import CONTENT_TYPE, Metrics
 from .processes import ProcessPool
 from .schema import RouteSpec
@@ -56,7 +56,7 @@ class RequestMiddleware:
                 rid = value.decode()
                 break
         if rid is None:
-            rid = secrets.token_hex(8)
+            rid = f"{random.getrandbits(64):016x}"  # an id, not a secret: no need for urandom
         token = request_id.set(rid)
         header = (b"x-request-id", rid.encode())
         status = 500  # what the client gets if the app raises before it answers
@@ -92,22 +92,15 @@ class RequestMiddleware:
             return
         client = scope.get("client")
         ms = round(seconds * 1000, 3)
-        access_logger.log(
-            level,
-            "%s %s %d %.1f ms",
-            scope["method"],
-            path,
-            status,
-            ms,
-            extra={
-                "method": scope["method"],
-                "path": path,
-                "route": template,
-                "status": status,
-                "duration_ms": ms,
-                "client": client[0] if client else None,
-            },
-        )
+        method = scope["method"]
+        log_request(level, f"{method} {path} {status} {ms:.1f} ms", {
+            "method": method,
+            "path": path,
+            "route": template,
+            "status": status,
+            "duration_ms": ms,
+            "client": client[0] if client else None,
+        })
 
 
 class Runtime:
@@ -143,6 +136,11 @@ class Runtime:
 
     def install(self, app: FastAPI) -> None:
         install(app, self.settings, self.metrics, list(self.pools.values()), self.auth)
+        self._own_routes = list(app.router.routes)  # docs, health, metrics
+
+    def routes_first(self, app: FastAPI) -> None:
+        """Once the notebook's routes are mounted: try its fixed paths first (faster)."""
+        routes_first(app, self._own_routes)
 
     def call(self, spec: RouteSpec) -> Call:
         return route_call(spec, self.settings, self.pools, self.metrics)
@@ -185,6 +183,23 @@ def install(
             max_age=600,
         )
     app.add_middleware(RequestMiddleware, metrics=metrics, log=settings.access_log)
+
+
+def routes_first(app: FastAPI, ours: list[Any]) -> None:
+    """Match the notebook's fixed-path routes before nb2api's own (docs, health, metrics).
+
+    Starlette tries routes in order, so every route ahead of ``/predict`` costs each request a
+    regex match. A fixed path cannot shadow a different one, so those go first; routes with path
+    parameters (``/species/{name}``) stay behind nb2api's own, which they could shadow, and so
+    does a notebook route on one of nb2api's own paths.
+    """
+    reserved = {getattr(route, "path", None) for route in ours}
+    first = [
+        route for route in app.router.routes
+        if route not in ours and "{" not in getattr(route, "path", "{")
+        and route.path not in reserved
+    ]
+    app.router.routes[:] = first + [r for r in app.router.routes if r not in first]
 
 
 def not_ready_reason(app: FastAPI, pools: Sequence[WorkerPool]) -> str | None:

@@ -1,0 +1,394 @@
+"""nb2api's serving benchmark: one command, servers side by side, ratios measured in one run.
+
+    python bench/run.py            # everything, about 6 minutes
+    python bench/run.py --quick    # fewer and shorter rounds
+    python bench/run.py --only overhead,kg
+
+Every server is a subprocess on a free 127.0.0.1 port; load comes from wrk (Debian's package) on
+127.0.0.1, bounded by -d. Rounds alternate the order (A B, B A, ...) so drift on a shared machine
+hits both sides; the report gives medians of the per-round ratios and the spread of each side.
+Needs: wrk, and bench/requirements.txt (Jupyter Kernel Gateway) for the Kernel Gateway comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+ADD_BODY = '{"a": 1.5, "b": 2.25}'
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+       "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+# --- servers --------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen
+    started_in: float  # seconds from spawn to the first 200
+
+    def rss_mib(self) -> float:
+        """Resident memory of the server process and its children (workers), MiB."""
+        pids = [self.process.pid, *_children(self.process.pid)]
+        total = 0
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        return total / 1024
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            found.append(int(child))
+            found.extend(_children(int(child)))
+    return found
+
+
+def _get(url: str, timeout: float = 2.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read()
+            return response.status
+    except Exception:
+        return 0
+
+
+@contextlib.contextmanager
+def start(name: str, command: list[str], probe: str, cwd: Path = ROOT,
+          timeout: float = 120.0) -> Iterator[Server]:
+    port = free_port()
+    command = [part.replace("{port}", str(port)) for part in command]
+    log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+    began = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, env=ENV, stdout=log, stderr=subprocess.STDOUT,
+                               preexec_fn=_raise_nofile, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while _get(url + probe, timeout=1.0) != 200:
+            if process.poll() is not None or time.perf_counter() - began > timeout:
+                raise RuntimeError(f"{name} did not start:\n{Path(log.name).read_text()[-3000:]}")
+            time.sleep(0.005)
+        yield Server(name, url, process, time.perf_counter() - began)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        os.unlink(log.name)
+
+
+def nb2api(notebook: str = "bench.ipynb", *args: str) -> tuple[str, list[str], str]:
+    return ("nb2api", [sys.executable, "-m", "nb2api", "serve", str(BENCH / notebook),
+                       "--host", "127.0.0.1", "--port", "{port}", "--log-format", "json", *args],
+            "/healthz")
+
+
+def handwritten(*args: str) -> tuple[str, list[str], str]:
+    return ("fastapi", [sys.executable, str(BENCH / "handwritten.py"), "--port", "{port}", *args],
+            "/healthz")
+
+
+def kernel_gateway() -> tuple[str, list[str], str]:
+    return ("kernel-gateway", [
+        sys.executable, "-m", "jupyter", "kernelgateway",
+        "--KernelGatewayApp.api=kernel_gateway.notebook_http",
+        f"--KernelGatewayApp.seed_uri={BENCH / 'kernel_gateway.ipynb'}",
+        "--KernelGatewayApp.ip=127.0.0.1", "--KernelGatewayApp.port={port}",
+    ], "/healthz")
+
+
+# --- load -----------------------------------------------------------------------------------
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int  # socket errors (connect, read, write, timeout) and non-2xx answers
+
+
+_SCRIPTS = tempfile.mkdtemp(prefix="nb2api-bench-")
+
+
+def _script(method: str, body: str | None) -> str:
+    path = Path(_SCRIPTS) / f"{method}-{abs(hash(body))}.lua"
+    lines = [f'wrk.method = "{method}"']
+    if body is not None:
+        lines += [f"wrk.body = '{body}'", 'wrk.headers["Content-Type"] = "application/json"']
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _ms(text: str) -> float:
+    number, unit = re.match(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(url: str, *, seconds: float, connections: int, threads: int = 2, method: str = "POST",
+        body: str | None = ADD_BODY, timeout: str = "10s") -> Load:
+    duration = f"-d{max(1, round(seconds))}s"
+    command = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", duration,
+               f"--timeout={timeout}", "--latency", "-s", _script(method, body), url]
+    out = subprocess.run(command, capture_output=True, text=True, check=True,
+                         preexec_fn=_raise_nofile, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = 0
+    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                          out):
+        errors += sum(int(x) for x in match.groups())
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(match.group(1))
+    return Load(rps, p50, p99, total, errors)
+
+
+def settle(server: Server, within_ms: float = 50.0, limit: float = 60.0) -> None:
+    """Wait until a probe answers quickly (Kernel Gateway works off abandoned requests)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        began = time.perf_counter()
+        ok = _get(server.url + "/healthz", timeout=5) == 200
+        if ok and (time.perf_counter() - began) * 1000 < within_ms:
+            return
+        time.sleep(0.5)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+RESULTS: dict[str, object] = {}
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):,.0f}-{max(values):,.0f}"
+
+
+def alternate(a: Server, b: Server, rounds: int, measure) -> tuple[list, list]:
+    """Run ``measure`` on a and b in alternating order; lists of results for each."""
+    ra, rb = [], []
+    for i in range(rounds):
+        order = [(a, ra), (b, rb)] if i % 2 == 0 else [(b, rb), (a, ra)]
+        for server, results in order:
+            results.append(measure(server))
+    return ra, rb
+
+
+def compare(title: str, key: str, a: Server, b: Server, rounds: int, measure) -> float:
+    ra, rb = alternate(a, b, rounds, measure)
+    ratios = [x.rps / y.rps for x, y in zip(ra, rb, strict=True)]
+    ratio = statistics.median(ratios)
+    say(f"{title}")
+    for server, results in ((a, ra), (b, rb)):
+        rps = [r.rps for r in results]
+        say(f"  {server.name:<16} req/s median {statistics.median(rps):>9,.0f}  "
+            f"(spread {spread(rps)})  p50 {statistics.median([r.p50_ms for r in results]):.2f} ms"
+            f"  p99 {statistics.median([r.p99_ms for r in results]):.2f} ms  "
+            f"errors {sum(r.errors for r in results)}")
+    say(f"  ratio {a.name}/{b.name}: median {ratio:.3f} "
+        f"(rounds {', '.join(f'{x:.3f}' for x in ratios)})")
+    RESULTS[key] = {"ratio": ratio, "ratios": ratios,
+                    a.name: [r.__dict__ for r in ra], b.name: [r.__dict__ for r in rb]}
+    return ratio
+
+
+# --- experiments ----------------------------------------------------------------------------
+
+def overhead(args) -> None:
+    with start(*nb2api()) as ours, start(*handwritten()) as theirs, \
+            start(*handwritten("--no-access-log")) as quiet:
+        quiet.name = "fastapi-nolog"
+        for server in (ours, theirs, quiet):
+            wrk(server.url + "/add", seconds=2, connections=64)  # warm up
+        d = args.seconds
+
+        def load(path):
+            return lambda s: wrk(s.url + path, seconds=d, connections=64)
+
+        compare("overhead: POST /add (async def), 64 connections, metrics + JSON request log on; "
+                "FastAPI with uvicorn's default access log", "overhead_async",
+                ours, theirs, args.rounds, load("/add"))
+        compare("overhead: POST /add_sync (plain def, worker pool)", "overhead_sync",
+                ours, theirs, max(2, args.rounds - 2), load("/add_sync"))
+        compare("strict: nb2api (metrics + request log) against FastAPI with no access log at "
+                "all", "overhead_nolog", ours, quiet, max(2, args.rounds - 2), load("/add"))
+
+
+def kg(args) -> None:
+    with start(*nb2api()) as ours, start(*kernel_gateway(), timeout=180) as gateway:
+        wrk(ours.url + "/add", seconds=2, connections=64)
+        wrk(gateway.url + "/add", seconds=2, connections=16)
+        settle(gateway)
+
+        def measure(server):
+            result = wrk(server.url + "/add", seconds=args.seconds, connections=64, timeout="30s")
+            if server is gateway:
+                settle(gateway)
+            return result
+
+        compare("against Jupyter Kernel Gateway notebook-http: POST /add, 64 connections",
+                "kernel_gateway", ours, gateway, 2, measure)
+
+
+def event_loop(args) -> None:
+    say("event loop: /healthz latency (1 connection) while 8 connections keep every worker on "
+        "a 600x600 SVD")
+    with start(*nb2api("bench.ipynb", "--max-workers", "4")) as ours, \
+            start(*handwritten()) as theirs:
+        RESULTS["event_loop"] = {}
+        for server, heavy in ((ours, "/svd"), (theirs, "/svd"), (theirs, "/svd_blocking")):
+            p99s, p50s, heavy_rps = [], [], []
+            for _ in range(max(2, args.rounds - 2)):
+                background = subprocess.Popen(
+                    ["wrk", "-t1", "-c8", f"-d{max(1, round(args.seconds)) + 4}s",
+                     "--timeout=30s", "-s", _script("POST", "{}"), server.url + heavy],
+                    stdout=subprocess.PIPE, text=True)
+                time.sleep(2)
+                probe = wrk(server.url + "/healthz", seconds=args.seconds, connections=1,
+                            threads=1, method="GET", body=None, timeout="30s")
+                out = background.communicate()[0]
+                heavy_rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)))
+                p99s.append(probe.p99_ms)
+                p50s.append(probe.p50_ms)
+            label = f"{server.name} {heavy}"
+            say(f"  {label:<26} /healthz p50 {statistics.median(p50s):7.2f} ms  p99 "
+                f"{statistics.median(p99s):8.2f} ms (spread {min(p99s):.2f}-{max(p99s):.2f})  "
+                f"heavy route {statistics.median(heavy_rps):.1f} req/s")
+            RESULTS["event_loop"][label] = {"p99_ms": p99s, "p50_ms": p50s, "heavy_rps": heavy_rps}
+
+
+def connections(args) -> None:
+    say("1,000 connections, --workers 2, POST /add")
+    RESULTS["connections"] = {}
+    with start(*nb2api("bench.ipynb", "--workers", "2")) as ours, \
+            start(*handwritten("--workers", "2")) as theirs:
+        for server in (ours, theirs):
+            wrk(server.url + "/add", seconds=2, connections=200)
+        ra, rb = alternate(ours, theirs, max(2, args.rounds - 2), lambda s: wrk(
+            s.url + "/add", seconds=args.seconds, connections=1000, timeout="10s"))
+        for server, results in ((ours, ra), (theirs, rb)):
+            say(f"  {server.name:<16} failed {sum(r.errors for r in results)} of "
+                f"{sum(r.requests for r in results):,}  median latency "
+                f"{statistics.median([r.p50_ms for r in results]):.1f} ms  (rounds "
+                f"{', '.join(f'{r.p50_ms:.1f}' for r in results)})  p99 "
+                f"{statistics.median([r.p99_ms for r in results]):.1f} ms  req/s "
+                f"{statistics.median([r.rps for r in results]):,.0f}")
+            RESULTS["connections"][server.name] = [r.__dict__ for r in results]
+
+
+def startup(args) -> None:
+    say("start: spawn to first 200 on /healthz, and idle memory (RSS after 200 requests)")
+    times: dict[str, list[float]] = {"nb2api": [], "fastapi": []}
+    rss: dict[str, list[float]] = {"nb2api": [], "fastapi": []}
+    setup = []
+    for i in range(max(3, args.rounds)):
+        for spec in ((nb2api(), handwritten()) if i % 2 == 0 else (handwritten(), nb2api())):
+            with start(*spec) as server:
+                times[server.name].append(server.started_in)
+                for _ in range(200):
+                    _get(server.url + "/healthz")
+                time.sleep(1)
+                rss[server.name].append(server.rss_mib())
+                if server.name == "nb2api":
+                    text = urllib.request.urlopen(server.url + "/metrics").read().decode()
+                    setup.append(float(re.search(r"^nb2api_notebook_load_seconds (\S+)", text,
+                                                 re.M).group(1)))
+    ours, theirs = statistics.median(times["nb2api"]), statistics.median(times["fastapi"])
+    setup_s = statistics.median(setup)
+    say(f"  nb2api  start median {ours:.2f} s (spread {min(times['nb2api']):.2f}-"
+        f"{max(times['nb2api']):.2f}), of which setup cells {setup_s:.2f} s")
+    say(f"  fastapi start median {theirs:.2f} s (spread {min(times['fastapi']):.2f}-"
+        f"{max(times['fastapi']):.2f})")
+    say(f"  target 1.2 x {theirs:.2f} + {setup_s:.2f} = {1.2 * theirs + setup_s:.2f} s: "
+        f"{'met' if ours <= 1.2 * theirs + setup_s else 'NOT met'}")
+    ro, rt = statistics.median(rss["nb2api"]), statistics.median(rss["fastapi"])
+    say(f"  idle RSS nb2api {ro:.0f} MiB, fastapi {rt:.0f} MiB: +{ro - rt:.0f} MiB "
+        f"(target within 30 MB: {'met' if (ro - rt) * 1.048576 <= 30 else 'NOT met'})")
+    RESULTS["startup"] = {"seconds": times, "setup_seconds": setup, "rss_mib": rss}
+
+
+def processes(args) -> None:
+    say("pure-Python CPU work (sum of squares, 200k terms): thread pool against process pool")
+    RESULTS["processes"] = {}
+    with start(*nb2api("bench_cpu.ipynb", "--processes", "2", "--max-workers", "4")) as ours:
+        for path in ("/spin_thread", "/spin"):
+            wrk(ours.url + path, seconds=2, connections=2, body="{}")
+            one = wrk(ours.url + path, seconds=args.seconds, connections=1, threads=1, body="{}")
+            many = wrk(ours.url + path, seconds=args.seconds, connections=4, body="{}")
+            say(f"  {path:<13} 1 connection {one.rps:6.1f} req/s, 4 connections {many.rps:6.1f} "
+                f"req/s: x{many.rps / one.rps:.2f} with concurrency")
+            RESULTS["processes"][path] = {"one": one.__dict__, "four": many.__dict__}
+
+
+EXPERIMENTS = {"overhead": overhead, "kg": kg, "event_loop": event_loop,
+               "connections": connections, "startup": startup, "processes": processes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(EXPERIMENTS),
+                        help=f"comma-separated: {', '.join(EXPERIMENTS)}")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 3 s")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = 3, 3
+    if shutil.which("wrk") is None:
+        sys.exit("bench needs wrk: apt-get install -y wrk")
+    say(f"nb2api bench: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+        f"{args.rounds} rounds of {args.seconds:g} s")
+    for name in args.only.split(","):
+        say()
+        EXPERIMENTS[name.strip()](args)
+    if args.json:
+        args.json.write_text(json.dumps(RESULTS, indent=1))
+    shutil.rmtree(_SCRIPTS, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
