@@ -86,7 +86,12 @@ class JupyterServer:
 
 
 def start_jupyter(
-    workdir: Path, *, app: str = "server", extra_args: list[str] = (), env: dict | None = None
+    workdir: Path,
+    *,
+    app: str = "server",
+    poll_interval: float = 0.3,
+    extra_args: list[str] = (),
+    env: dict | None = None,
 ) -> JupyterServer:
     """Start ``jupyter <app>`` rooted at ``workdir/root`` and wait until it answers."""
     root = workdir / "root"
@@ -104,7 +109,7 @@ def start_jupyter(
         f"--ServerApp.root_dir={root}",
         # enabled by the installed jupyter-config too; explicit so a bare checkout works
         '--ServerApp.jpserver_extensions={"nb2api": True}',
-        "--Nb2ApiExtension.poll_interval=0.3",
+        f"--Nb2ApiExtension.poll_interval={poll_interval}",
         *extra_args,
     ]  # fmt: skip
     if hasattr(os, "geteuid") and os.geteuid() == 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -54,6 +55,7 @@ def lab(tmp_path_factory):
     server = start_jupyter(
         work,
         app="lab",
+        poll_interval=0,  # no file watching: a reload on save must come from the button
         env={
             "JUPYTERLAB_SETTINGS_DIR": str(work / "lab-settings"),
             "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
@@ -61,6 +63,7 @@ def lab(tmp_path_factory):
     )
     copy_notebook("jupyter_ok.ipynb", server.root / "greeter.ipynb")
     copy_notebook("jupyter_broken.ipynb", server.root / "broken.ipynb")
+    copy_notebook("jupyter_ok.ipynb", server.root / "edited.ipynb")
     yield server
     server.stop()
 
@@ -83,7 +86,9 @@ def browser_context(lab):
                 offsite.append(route.request.url)
                 route.abort()
 
-        context.route("**/*", local_only)  # every server here is on 127.0.0.1
+        # Every server here is on 127.0.0.1. (With the sync API, route handlers run only
+        # while the test is inside a playwright call: wait with page.wait_for_timeout.)
+        context.route("**/*", local_only)
         yield context, offsite
         context.close()
         browser.close()
@@ -139,5 +144,56 @@ def test_a_broken_notebook_shows_the_error_in_a_dialog(lab, browser_context):
     text = dialog.inner_text()
     assert "Cannot serve this notebook as an API" in text
     assert 'cell 2 ("def f(x: Foo) -> int:")' in text and "'Foo' is not defined" in text
+    page.close()
+    assert offsite == []
+
+
+def test_saving_a_served_notebook_reloads_it(lab, browser_context):
+    context, offsite = browser_context
+    page, toolbar = open_notebook(context, lab, "edited.ipynb")
+    with context.expect_page() as new_tab:
+        toolbar.get_by_text("Serve as API").click()
+    docs = new_tab.value
+    docs.wait_for_url("**/nb2api/apps/*/docs")
+    app_url = docs.url.removesuffix("docs")
+    toolbar.get_by_text("Stop API").wait_for()
+
+    def set_last_cell_and_save(text: str) -> None:
+        editor = page.locator(".jp-NotebookPanel:visible .jp-Cell .cm-content").last
+        editor.click()
+        page.locator(".jp-NotebookPanel:visible .jp-Notebook.jp-mod-editMode").wait_for()
+        page.keyboard.press("Control+a")
+        page.keyboard.insert_text(text)  # typed keys would be auto-indented
+        first_line = text.splitlines()[1]
+        page.wait_for_function(
+            "([el, line]) => el.textContent.includes(line)",
+            arg=[editor.element_handle(), first_line],
+        )
+        toolbar.locator("[data-command='docmanager:save']").click()
+        deadline = time.monotonic() + 30
+        while first_line not in (lab.root / "edited.ipynb").read_text():
+            assert time.monotonic() < deadline, "the notebook was not saved"
+            page.wait_for_timeout(100)  # not time.sleep: the routes above run only in calls
+
+    with lab.client() as api:
+        # a version that cannot be served: the dialog says so, the old version serves on
+        set_last_cell_and_save("#| api\ndef broken(x: Nope) -> int:\n    return x\n")
+        dialog = page.locator(".jp-Dialog")
+        dialog.wait_for()
+        assert "previous version keeps serving" in dialog.inner_text()
+        assert "'Nope' is not defined" in dialog.inner_text()
+        dialog.get_by_role("button").last.click()
+        dialog.wait_for(state="detached")
+        assert api.post(f"{app_url}add", json={"a": 1}).json() == 2
+
+        # fixed and saved: the new route is served
+        set_last_cell_and_save("#| api\ndef triple(x: int) -> int:\n    return 3 * x\n")
+        deadline = time.monotonic() + 60
+        while "/triple" not in api.get(f"{app_url}openapi.json").json()["paths"]:
+            assert time.monotonic() < deadline, "the saved notebook was not reloaded"
+            page.wait_for_timeout(200)
+        assert api.post(f"{app_url}triple", json={"x": 5}).json() == 15
+    toolbar.get_by_text("Stop API").click()
+    docs.close()
     page.close()
     assert offsite == []
