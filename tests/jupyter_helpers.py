@@ -90,6 +90,7 @@ def start_jupyter(
     *,
     app: str = "server",
     poll_interval: float = 0.3,
+    base_url: str = "/",
     extra_args: list[str] = (),
     env: dict | None = None,
 ) -> JupyterServer:
@@ -107,6 +108,7 @@ def start_jupyter(
         "--ServerApp.port_retries=0",
         f"--ServerApp.token={TOKEN}",
         f"--ServerApp.root_dir={root}",
+        f"--ServerApp.base_url={base_url}",
         # enabled by the installed jupyter-config too; explicit so a bare checkout works
         '--ServerApp.jpserver_extensions={"nb2api": True}',
         f"--Nb2ApiExtension.poll_interval={poll_interval}",
@@ -126,7 +128,7 @@ def start_jupyter(
         process = subprocess.Popen(
             args, env=full_env, cwd=root, stdout=out, stderr=subprocess.STDOUT
         )
-    server = JupyterServer(process, f"http://127.0.0.1:{port}/", root, tmp, log)
+    server = JupyterServer(process, f"http://127.0.0.1:{port}{base_url}", root, tmp, log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -180,7 +180,8 @@ def test_a_broken_notebook_gives_the_one_line_error(api):
     r = serve(api, "broken.ipynb")
     assert r.status_code == 422
     message = r.json()["message"]
-    assert "cell 2" in message and "Foo" in message
+    assert message.startswith('error: broken.ipynb, cell 2 ("def f(x: Foo) -> int:")')
+    assert "'Foo' is not defined" in message
     assert "\n" not in message and "Traceback" not in message
     assert api.get("nb2api/api/apps").json() == []
 
@@ -252,6 +253,24 @@ def test_children_stop_when_the_server_stops(tmp_path):
         time.sleep(0.1)
     assert not pid_alive(app["pid"])
     assert list(srv.tmp.glob("nb2api-*")) == []
+
+
+def test_under_a_base_url(tmp_path):
+    """Behind JupyterHub the server lives under a prefix; so do the apps and their docs."""
+    srv = start_jupyter(tmp_path, base_url="/user/ada/")
+    try:
+        copy_notebook("jupyter_ok.ipynb", srv.root / "ok.ipynb")
+        with srv.client() as api:
+            app = serve(api, "ok.ipynb").json()
+            assert app["docs_url"] == f"/user/ada/nb2api/apps/{app['id']}/docs"
+            docs = api.get(f"nb2api/apps/{app['id']}/docs")
+            assert docs.status_code == 200
+            assert f"'/user/ada/nb2api/apps/{app['id']}/openapi.json'" in docs.text.replace(
+                '"', "'"
+            )
+            assert api.get(f"nb2api/apps/{app['id']}/hello/ada").json() == "hello ada"
+    finally:
+        srv.stop()
 
 
 def test_importing_starts_nothing(tmp_path):

@@ -234,14 +234,17 @@ class AppManager:
         self.log.info("nb2api: serving %s at %s/", relpath, app.prefix)
         return app
 
-    async def reload(self, app: ServedApp, *, force: bool = False) -> None:
-        """Load the notebook's current version into a new child and swap it in."""
+    async def reload(self, app: ServedApp) -> None:
+        """Load the notebook's current version into a new child and swap it in.
+
+        Does nothing if the file is unchanged since the last try and its child runs.
+        """
         async with app.lock:
             if app.id not in self.apps:
                 return  # stopped meanwhile
             stamp = _stat_stamp(app.file)
             running = app.child is not None and app.child.alive
-            if stamp == app.stamp and running and not force:
+            if stamp == app.stamp and running:
                 return
             app.stamp = stamp
             try:
@@ -318,7 +321,9 @@ class AppManager:
     async def _start_child(self, app: ServedApp) -> _Child:
         socket = self._new_socket(app)
         cmd = [
-            sys.executable, "-m", "nb2api", "serve", str(app.file),
+            # relative to the child's working directory, so that errors name the
+            # notebook as the user sees it, like `nb2api check`
+            sys.executable, "-m", "nb2api", "serve", app.file.name,
             "--uds", str(socket),
             "--root-path", app.prefix,
             "--log-level", "warning",
@@ -340,6 +345,10 @@ class AppManager:
         child = _Child(process=process, socket=socket, stderr_tail=tail, readers=readers)
         try:
             await self._wait_ready(child)
+        except ServeError as exc:
+            await self._stop_child(child)
+            # name the notebook by its path in Jupyter's file browser, not on disk
+            raise ServeError(str(exc).replace(str(app.file), app.path)) from None
         except BaseException:
             await self._stop_child(child)
             raise
