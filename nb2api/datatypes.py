@@ -19,15 +19,17 @@ import typing
 import uuid
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import orjson
-import pandas as pd
 from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter
 from pydantic_core import PydanticCustomError
 from pydantic_core import core_schema as cs
 from typing_extensions import is_typeddict
 
-from . import frames
+from ._lazy import LazyModule, in_use
+
+np = LazyModule("numpy")
+pd = LazyModule("pandas")
+frames = LazyModule("nb2api.frames")  # imports pandas and numpy
 
 ADVICE = (
     "use a type pydantic can validate (int, str, list[float], a BaseModel, a dataclass or a "
@@ -351,6 +353,8 @@ def _row_dumper(row: type):
 
 
 def _rewrite(annotation: Any) -> Any:
+    if not in_use():
+        return annotation  # no numpy, so no array, table or numpy scalar in any annotation
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         base, *meta = typing.get_args(annotation)

@@ -14,13 +14,15 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import orjson
-import pandas as pd
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
-from . import datatypes, frames, images
+from . import datatypes, images
+from ._lazy import LazyModule, data_types, in_use
+
+pd = LazyModule("pandas")
+frames = LazyModule("nb2api.frames")  # imports pandas and numpy
 
 Encoder = Callable[[Any], bytes]
 
@@ -36,20 +38,28 @@ class ResultError(Exception):
 
 
 def _fallback(value: Any) -> Any:
-    if _FRAGMENT is not None and isinstance(value, pd.DataFrame | pd.Series | np.ndarray):
+    if _FRAGMENT is not None and isinstance(value, data_types()):
         return _FRAGMENT(_dump_data(value))
     try:
-        return frames.to_jsonable(value)
+        return _data_jsonable(value)
     except TypeError:
         pass
     if images.is_figure(value):
         raise TypeError(
             "a matplotlib Figure is not JSON; annotate the return as Figure to answer image/png"
         )
-    return to_jsonable_python(value, fallback=frames.to_jsonable)
+    return to_jsonable_python(value, fallback=_data_jsonable)
 
 
-def _dump_data(value: pd.DataFrame | pd.Series | np.ndarray) -> bytes:
+def _data_jsonable(value: Any) -> Any:
+    """A numpy or pandas value as plain JSON data; TypeError for anything else."""
+    if not in_use():
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    return frames.to_jsonable(value)
+
+
+def _dump_data(value: Any) -> bytes:
+    """A DataFrame, Series or ndarray, written by :mod:`nb2api.frames`."""
     if isinstance(value, pd.DataFrame):
         return frames.frame_json(value)
     if isinstance(value, pd.Series):
@@ -59,7 +69,8 @@ def _dump_data(value: pd.DataFrame | pd.Series | np.ndarray) -> bytes:
 
 def dumps(value: Any) -> bytes:
     """JSON bytes for any value: orjson first, pydantic's encoder for what orjson lacks."""
-    if isinstance(value, pd.DataFrame | pd.Series | np.ndarray):
+    kinds = data_types()
+    if kinds and isinstance(value, kinds):
         return _dump_data(value)
     try:
         return orjson.dumps(value, default=_fallback, option=_ORJSON_OPTIONS)
@@ -85,9 +96,11 @@ def make_encoder(returns: Any) -> Encoder:
     def encode(value: Any) -> bytes:
         try:
             checked = adapter.validate_python(value, from_attributes=True)
-        except Exception as exc:
-            raise ResultError(str(exc)) from None
-        return adapter.dump_json(checked, fallback=frames.to_jsonable)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ResultError(f"{where + ': ' if where else ''}{first['msg']}") from None
+        return adapter.dump_json(checked, fallback=_data_jsonable)
 
     return encode
 

@@ -16,7 +16,6 @@ import typing
 from typing import Annotated, Any, Literal
 
 import anyio
-import pandas as pd
 from fastapi import File, Form, HTTPException, UploadFile
 from fastapi import params as fastapi_params
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +23,9 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from . import datatypes
+from ._lazy import LazyModule, in_use
+
+pd = LazyModule("pandas")
 
 UploadKind = Literal["bytes", "upload", "frame"]
 
@@ -44,7 +46,7 @@ def upload_kind(annotation: Any) -> UploadKind | None:
         return "bytes"
     if isinstance(base, type) and issubclass(base, StarletteUploadFile):
         return "upload"
-    if base is pd.DataFrame and any(isinstance(m, fastapi_params.File) for m in meta):
+    if in_use() and base is pd.DataFrame and any(isinstance(m, fastapi_params.File) for m in meta):
         return "frame"
     return None
 
