@@ -155,7 +155,7 @@ def serve(
         typer.Option(
             envvar="NB2API_MAX_WORKERS",
             min=1,
-            help="Threads per process for plain 'def' routes [default: min(32, CPUs + 4)].",
+            help="Threads per process for plain 'def' routes (default: min(32, CPUs + 4)).",
         ),
     ] = None,
     root_path: Annotated[
@@ -256,7 +256,7 @@ def serve(
     ] = None,
     replicas: Annotated[
         int | None,
-        typer.Option(min=1, help="With --ray: a fixed number of replicas [default: 1].",
+        typer.Option(min=1, help="With --ray: a fixed number of replicas (default: 1).",
                      show_default=False),
     ] = None,
     min_replicas: Annotated[
@@ -473,7 +473,7 @@ def ray_config(
     notebook: NotebookArg,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write the YAML here [default: print it].",
+        typer.Option("--output", "-o", help="Write the YAML here (default: print it).",
                      show_default=False),
     ] = None,
     replicas: Annotated[int | None, typer.Option(min=1, help="A fixed number of replicas.",
