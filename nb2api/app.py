@@ -84,7 +84,6 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
         version=__version__,
         docs_url=None,
         redoc_url=None,
-        root_path=settings.root_path,
         lifespan=lifespan,
     )
     app.state.notebook = loaded
@@ -93,6 +92,10 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
     app.state.runtime = runtime
     app.state.settings = settings
     app.state.ready = True
+    if settings.root_path:
+        # FastAPI(root_path=...) is deprecated in favour of the server's setting; this does the
+        # same for servers that are not told (create_app under any ASGI server).
+        app.add_middleware(_RootPath, root_path=settings.root_path)
     mount_docs(app)
     runtime.install(app)  # health, readiness, metrics, request logs, CORS, body limit
     for spec in specs:
@@ -116,6 +119,19 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
         )
     runtime.routes_first(app)
     return app
+
+
+class _RootPath:
+    """Pure ASGI middleware: the prefix a proxy serves the app under, unless the server set one."""
+
+    def __init__(self, app: Any, root_path: str) -> None:
+        self.app = app
+        self.root_path = root_path
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and not scope.get("root_path"):
+            scope["root_path"] = self.root_path
+        await self.app(scope, receive, send)
 
 
 def _endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Callable[..., Any]:

@@ -131,3 +131,10 @@ def test_async_functions_run_on_the_loop_and_plain_ones_on_the_pool(client):
 def test_unknown_setting_is_refused(notebook):
     with pytest.raises(TypeError):
         nb2api.create_app(notebook("core_tags"), no_such_setting=1)
+
+
+def test_root_path_setting_prefixes_docs_and_servers(client):
+    c = client("core_tags", root_path="/nb")
+    assert "/nb/openapi.json" in c.get("/docs").text
+    assert c.get("/openapi.json").json()["servers"] == [{"url": "/nb"}]
+    assert c.post("/area", json={"radius": 1}).status_code == 200
