@@ -291,7 +291,8 @@ def serve(
         "access_log": access_log,
     }
     _say(fmt, f"nb2api: loading {notebook.name}")
-    application = _load(notebook, quiet=False, log_format=fmt, **settings)
+    application = _load(notebook, quiet=False, log_format=fmt, **settings)  # errors: path as given
+    notebook = notebook.resolve()  # worker processes and Ray replicas may start elsewhere
     routes = application.state.routes
     if ray or address:
         del application
