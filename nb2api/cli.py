@@ -275,7 +275,6 @@ def serve(
 
     fmt: LogFormat = log_format or default_format()  # type: ignore[assignment]
     _configure_logging(log_level, fmt)
-    notebook = notebook.resolve()
     settings = {
         "debug": debug,
         "max_workers": max_workers,
