@@ -13,13 +13,18 @@ from typing import Any
 
 
 class LazyModule:
-    """Stands for a module; imports it on first attribute access."""
+    """Stands for a module; imports it on first attribute access.
 
-    def __init__(self, name: str) -> None:
+    A relative ``name`` (``".frames"``) needs ``package`` (the caller's ``__package__``): it keeps
+    these modules free of the name ``nb2api``, so ``nb2api export`` can copy them verbatim.
+    """
+
+    def __init__(self, name: str, package: str | None = None) -> None:
         self._name = name
+        self._package = package
 
     def __getattr__(self, attr: str) -> Any:
-        return getattr(importlib.import_module(self._name), attr)
+        return getattr(importlib.import_module(self._name, self._package), attr)
 
 
 def in_use() -> bool:

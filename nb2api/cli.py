@@ -399,7 +399,6 @@ def _serve_on_ray(notebook: Path, settings: dict[str, Any], fmt: LogFormat, *,
                   min_replicas: int | None, max_replicas: int | None, uds: str | None,
                   reload: bool, workers: int) -> None:
     import importlib.util
-    import signal
 
     from pydantic import ValidationError
 
@@ -422,9 +421,11 @@ def _serve_on_ray(notebook: Path, settings: dict[str, Any], fmt: LogFormat, *,
         )
     except ValidationError as error:
         raise typer.BadParameter(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # shut Ray down on SIGTERM too
     _say(fmt, f"nb2api: starting Ray Serve ({'joining ' + address if address else 'local'})")
-    with nb2api_ray.local_cluster(address=address, host=host, port=port):
+    # Ctrl-C or SIGTERM (local_cluster turns it into KeyboardInterrupt), at any point: Ray and
+    # its session folder are shut down on the way out, and the exit is a clean one.
+    with contextlib.suppress(KeyboardInterrupt), \
+            nb2api_ray.local_cluster(address=address, host=host, port=port):
         try:
             seconds = nb2api_ray.run(args, route_prefix=prefix)
         except NotebookError as error:
@@ -434,9 +435,9 @@ def _serve_on_ray(notebook: Path, settings: dict[str, Any], fmt: LogFormat, *,
             raise typer.Exit(2) from None
         where = f"http://{host}:{port}{prefix.rstrip('/')}"
         _say(fmt, f"nb2api: deployed on Ray Serve in {seconds:.1f} s; docs at {where}/docs")
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
+        while True:
+            time.sleep(3600)
+    _say(fmt, "nb2api: Ray Serve stopped")
 
 
 @app.command()
@@ -463,7 +464,12 @@ def export(
         raise typer.Exit(2) from None
     for warning in project.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    typer.echo(f"nb2api: wrote {', '.join(p.name for p in project.files)} in {outdir}")
+    written = dict.fromkeys(  # nbtypes/ once, not each of its modules
+        "/".join(p.relative_to(project.folder).parts[:1]) + ("/" if p.parent != project.folder
+                                                              else "")
+        for p in project.files
+    )
+    typer.echo(f"nb2api: wrote {', '.join(written)} in {outdir}")
     typer.echo(f"  run it: cd {outdir} && pip install -r requirements.txt && "
                f"uvicorn app:{project.app_name}")
 

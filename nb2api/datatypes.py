@@ -29,7 +29,7 @@ from ._lazy import LazyModule, in_use
 
 np = LazyModule("numpy")
 pd = LazyModule("pandas")
-frames = LazyModule("nb2api.frames")  # imports pandas and numpy
+frames = LazyModule(".frames", __package__)  # imports pandas and numpy
 
 ADVICE = (
     "use a type pydantic can validate (int, str, list[float], a BaseModel, a dataclass or a "

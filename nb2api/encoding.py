@@ -22,7 +22,7 @@ from . import datatypes, images
 from ._lazy import LazyModule, data_types, in_use
 
 pd = LazyModule("pandas")
-frames = LazyModule("nb2api.frames")  # imports pandas and numpy
+frames = LazyModule(".frames", __package__)  # imports pandas and numpy
 
 Encoder = Callable[[Any], bytes]
 

@@ -6,6 +6,11 @@ followed by explicit FastAPI wiring: one pydantic model and one endpoint per rou
 ``Dockerfile``, a ``.dockerignore`` and a short ``README.md``. The wiring is generated from the
 same route specs that ``nb2api serve`` mounts, and annotations are copied as the notebook spells
 them, so paths, schemas and model names match.
+
+A notebook that uses the data-science types (DataFrames, Series, arrays, numpy scalars, uploads,
+images) also gets ``nbtypes/``: nb2api's own modules for them, copied verbatim (they import
+nothing else of nb2api), so the exported app validates, documents and encodes those types with
+the very code ``nb2api serve`` runs, and an upgrade of nb2api reaches it with the next export.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, datatypes
+from . import __version__, datatypes, images, uploads
 from .errors import NotebookError
 from .loader import LoadedNotebook, load_notebook
 from .notebook import Cell
@@ -30,6 +35,12 @@ from .schema import RouteSpec, build_routes
 
 _TEMPLATES = Path(__file__).parent / "templates" / "export"
 _SERVER_REQUIREMENTS = ("fastapi", "pydantic", "uvicorn")
+# nb2api modules that make up the exported ``nbtypes`` package: each imports only the others
+# (relatively) and third-party packages, on every path the exported app takes.
+_SUPPORT_MODULES = ("_lazy", "frames", "datatypes", "encoding", "images", "uploads")
+_SUPPORT_REQUIREMENTS = ("numpy", "orjson", "pandas")
+_UPLOAD_REQUIREMENTS = ("python-multipart",)
+_OPTIONAL_UPLOAD_REQUIREMENTS = ("pyarrow",)  # Parquet uploads; pinned when installed here
 
 
 class ExportError(NotebookError):
@@ -59,10 +70,17 @@ def export_notebook(
     loaded = notebook if isinstance(notebook, LoadedNotebook) else load_notebook(notebook)
     specs = build_routes(loaded)
     app = render_app(loaded, specs)
-    requirements, requirement_warnings = find_requirements(loaded)
+    extra: list[str] = []
+    if app.support:
+        extra += _SUPPORT_REQUIREMENTS
+    if app.uploads:
+        extra += _UPLOAD_REQUIREMENTS
+        extra += [d for d in _OPTIONAL_UPLOAD_REQUIREMENTS if _installed(d)]
+    requirements, requirement_warnings = find_requirements(loaded, extra)
     folder = Path(folder)
     contents = {
         "app.py": app.source,
+        **(support_package() if app.support else {}),
         "requirements.txt": "".join(f"{r}\n" for r in requirements),
         "Dockerfile": _template("Dockerfile").format(
             python=f"{sys.version_info.major}.{sys.version_info.minor}", app=app.name
@@ -87,6 +105,7 @@ def export_notebook(
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for name, text in contents.items():
+        (folder / name).parent.mkdir(exist_ok=True)
         (folder / name).write_text(text, encoding="utf-8")
         files.append(folder / name)
     warnings = [
@@ -102,11 +121,42 @@ def _template(name: str) -> str:
     return (_TEMPLATES / name).read_text(encoding="utf-8")
 
 
+# --- nbtypes: the data-science types, for the exported app -------------------------------------
+
+
+def support_package() -> dict[str, str]:
+    """``nbtypes/``: nb2api's modules for the data-science types, verbatim, and an ``__init__``.
+
+    The modules are copied from nb2api's own source, so the export cannot drift from what
+    ``nb2api serve`` does; a test checks that they import nothing else of nb2api.
+    """
+    package = Path(__file__).parent
+    header = (
+        "# Copied verbatim from nb2api {version} (nb2api/{name}.py) by `nb2api export`: the same\n"
+        "# code `nb2api serve` runs. Do not edit; export the notebook again to update it.\n"
+    )
+    files = {"nbtypes/__init__.py": _template("nbtypes_init.py").format(version=__version__)}
+    for name in _SUPPORT_MODULES:
+        source = (package / f"{name}.py").read_text(encoding="utf-8")
+        files[f"nbtypes/{name}.py"] = header.format(version=__version__, name=name) + source
+    return files
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 # --- requirements ------------------------------------------------------------------------------
 
 
-def find_requirements(loaded: LoadedNotebook) -> tuple[list[str], list[str]]:
-    """Pinned distributions for the marked cells' imports, plus the server's own.
+def find_requirements(
+    loaded: LoadedNotebook, extra: list[str] | tuple[str, ...] = ()
+) -> tuple[list[str], list[str]]:
+    """Pinned distributions for the marked cells' imports, plus the server's own and ``extra``.
 
     Returns ``(requirements, warnings)``; a module that no installed distribution provides (a
     local ``helpers.py`` next to the notebook, say) is reported, not guessed.
@@ -134,7 +184,7 @@ def find_requirements(loaded: LoadedNotebook) -> tuple[list[str], list[str]]:
             continue
         for dist in distributions:
             pins.setdefault(dist.lower(), _pin(dist))
-    for dist in _SERVER_REQUIREMENTS:
+    for dist in (*_SERVER_REQUIREMENTS, *extra):
         pins.setdefault(dist, _pin(dist))
     pins["uvicorn"] = pins["uvicorn"].replace("uvicorn", "uvicorn[standard]", 1)
     return [pins[name] for name in sorted(pins)], warnings
@@ -172,9 +222,12 @@ class RenderedApp:
     source: str
     name: str  # the FastAPI app's name in the module
     warnings: tuple[str, ...] = ()
+    support: bool = False  # app.py imports the nbtypes package
+    uploads: bool = False  # a route takes a file (multipart)
 
 
 _NEW = object()
+_SUPPORT = object()  # the exported nbtypes package, as a name the wiring binds
 
 
 class _Names:
@@ -227,9 +280,18 @@ class _Imports:
         froms = [
             f"from {module} import {', '.join(sorted(entries))}"
             for module, entries in sorted(self.lines.items())
-            if module
+            if module and module != "nbtypes"
         ]
-        return "\n".join(plain + ([""] if plain and froms else []) + froms)
+        local = [f"import {entry}" for entry in self.lines.get("nbtypes", [])]
+        blocks = [block for block in (plain, froms, local) if block]
+        return "\n\n".join("\n".join(block) for block in blocks)
+
+    def support(self) -> str:
+        """The local ``nbtypes`` package (written next to app.py), imported as a module."""
+        alias = self.names("nbtypes", _SUPPORT)
+        entry = "nbtypes" if alias == "nbtypes" else f"nbtypes as {alias}"
+        self.lines["nbtypes"] = [entry]
+        return alias
 
 
 def render_app(loaded: LoadedNotebook, specs: list[RouteSpec]) -> RenderedApp:
@@ -259,7 +321,8 @@ def render_app(loaded: LoadedNotebook, specs: list[RouteSpec]) -> RenderedApp:
     wiring = _banner("HTTP API, generated by nb2api export") + imports.render() + "\n\n" + body
     source = "".join(header) + "".join(cells) + "\n" + wiring
     compile(source, "app.py", "exec")  # an export that does not even parse is nb2api's bug
-    return RenderedApp(source, n.app, tuple(n.warnings))
+    return RenderedApp(source, n.app, tuple(n.warnings), support="nbtypes" in imports.lines,
+                       uploads=n.uploads)
 
 
 def _str(text: str) -> str:
@@ -319,6 +382,14 @@ class _Wiring:
         self.imports = imports
         self.app = names("app")
         self.warnings: list[str] = []
+        self.uploads = False
+        self.support = False  # the notebook uses data-science types: app.py imports nbtypes
+        self.tables: dict[str, str] = {}  # route name -> its list of uploaded tables
+
+    @property
+    def nbtypes(self) -> str:
+        """The exported ``nbtypes`` package's name in app.py (imported on first use)."""
+        return self.imports.support()
 
     # Each helper is written once, under a name that the notebook does not use.
     def render(self, specs: list[RouteSpec]) -> str:
@@ -345,8 +416,23 @@ class _Wiring:
             "dumps": dumps,
             "checked": checked,
         }
+        self.support = any(_needs_support(spec) for spec in specs)
         routes = [self._route(spec) for spec in specs]
+        if self.support:
+            result_error_def = ""
+            encoders_def = _SUPPORT_ENCODERS.format(
+                dumps=dumps, result_error=result_error, nbtypes=self.nbtypes
+            )
+        else:
+            result_error_def = _RESULT_ERROR.format(result_error=result_error)
+            encoders_def = _ENCODERS.format(
+                jsonable=jsonable, dumps=dumps, checked=checked, Any=self.Any,
+                to_json=use("pydantic_core", "to_json"), result_error=result_error,
+                ValidationError=use("pydantic", "ValidationError"),
+            )
         helpers = _HELPERS.format(
+            result_error_def=result_error_def,
+            encoders_def=encoders_def,
             asyncio=mod("asyncio"),
             contextvars=mod("contextvars"),
             functools=mod("functools"),
@@ -358,21 +444,15 @@ class _Wiring:
             asynccontextmanager=use("contextlib", "asynccontextmanager"),
             JSONResponse=use("fastapi.responses", "JSONResponse"),
             FastAPI=use("fastapi", "FastAPI"),
-            to_json=use("pydantic_core", "to_json"),
-            ValidationError=use("pydantic", "ValidationError"),
             BaseModel=self.BaseModel,
             Any=self.Any,
             error_body=error_body,
             error_body_class=_scoped(self.names, error_body, "ErrorBody", _ERROR_BODY.format(
                 BaseModel=self.BaseModel)),
-            result_error=result_error,
             error_response=error_response,
             responses=responses,
             pool=pool,
             run_in_pool=run_in_pool,
-            dumps=dumps,
-            jsonable=jsonable,
-            checked=checked,
             logger=logger,
             lifespan=lifespan,
             debug=debug,
@@ -382,6 +462,7 @@ class _Wiring:
             title=_str(self.loaded.notebook.title or self.loaded.notebook.name),
             notebook=self.loaded.notebook.path.name,
         )
+        helpers = re.sub(r"\n{4,}", "\n\n\n", helpers)  # where a block was left out
         return helpers + "".join(routes) + _MAIN.format(app=self.app, os=mod("os"))
 
     def _route(self, spec: RouteSpec) -> str:
@@ -418,52 +499,132 @@ class _Wiring:
                 arguments["__optional_body__"] = class_name
             for p in params:
                 arguments[p.name] = f"{kind}.{p.name}"
+        tables = self._multipart(spec, source, endpoint_params, arguments, out)
 
-        response_model, encoder = self._response(spec, source, out)
+        response_model, encoded, support_encoder, image = self._response(spec, source, out)
         call_args = []
         optional_body = arguments.pop("__optional_body__", None)
         for p in spec.params:
             value = arguments[p.name]
             call_args.append(value if p.positional_only else f"{p.name}={value}")
+        result_error = self.h["result_error"]
         if spec.is_async:
-            call = f"await {spec.name}({', '.join(call_args)})"
+            call = [f"result = await {spec.name}({', '.join(call_args)})",
+                    f"content = {encoded}"]
+        elif support_encoder:
+            # Encoded on the worker thread too: a big table or a figure never holds the loop.
+            run = f"{self.nbtypes}.encode_after({spec.name}, {support_encoder})"
+            call = [f"content = await {self.h['run_in_pool']}({', '.join([run, *call_args])})"]
         else:
-            call = f"await {self.h['run_in_pool']}({', '.join([spec.name, *call_args])})"
+            call = [f"result = await {self.h['run_in_pool']}({', '.join([spec.name, *call_args])})",
+                    f"content = {encoded}"]
         summary = spec.summary or spec.name.replace("_", " ").title()  # as FastAPI names it
         decorator_args = [
-            _str(spec.path), f"operation_id={_str(spec.name)}", f"summary={_str(summary)}"
+            _str(spec.path), f"name={_str(spec.name)}", f"operation_id={_str(spec.name)}",
+            f"summary={_str(summary)}",
         ]
         if spec.description:
             decorator_args.append(f"description={_str(spec.description)}")
         if response_model:
             decorator_args.append(f"response_model={response_model}")
-        decorator_args.append(f"responses={self.h['responses']}")
+        if image:
+            decorator_args.append(f"response_class={self.nbtypes}.response_class({image})")
+            decorator_args.append(
+                f"responses={{**{self.h['responses']}, **{self.nbtypes}.image_responses({image})}}"
+            )
+        else:
+            decorator_args.append(f"responses={self.h['responses']}")
         endpoint = self.names(f"{spec.name}_endpoint")
+        signature = f"async def {endpoint}({', '.join(endpoint_params)}) -> {self.Response}:"
+        if len(signature) > 99:
+            signature = "\n".join([f"async def {endpoint}(",
+                                   *(f"    {param}," for param in endpoint_params),
+                                   f") -> {self.Response}:"])
         lines = [
             f"@{self.app}.{spec.method.lower()}(",
             *(f"    {arg}," for arg in decorator_args),
             ")",
-            f"async def {endpoint}({', '.join(endpoint_params)}) -> {self.Response}:",
+            signature,
         ]
         if optional_body:
             lines.append(f"    body = body if body is not None else {optional_body}()")
+        if tables:
+            lines += [
+                f"    files = {{{', '.join(f'{_str(p.name)}: {p.name}' for p in tables)}}}",
+                f"    await {self.nbtypes}.receive({self._tables_name(spec)}, files)"
+                "  # CSV or Parquet, read into DataFrames",
+            ]
+        media_type = images.media_type(spec.returns) or "application/json"
         lines += [
             "    try:",
-            f"        result = {call}",
-            f"        content = {encoder}",
+            *(f"        {line}" for line in call),
             f"    except {self.HTTPException}:",
             "        raise",
-            f"    except {self.h['result_error']} as exc:",
+            f"    except {result_error} as exc:",
             f"        return {self.h['error_response']}(",
             f"            {_str(spec.name)}, exc, \"returned a value that does not match its "
             "return annotation\",",
             "        )",
             "    except Exception as exc:",
             f"        return {self.h['error_response']}({_str(spec.name)}, exc)",
-            f'    return {self.Response}(content, media_type="application/json")',
+            f"    return {self.Response}(content, media_type={_str(media_type)})",
         ]
         out.append("\n".join(lines) + "\n")
         return "\n\n" + "\n\n".join(out)
+
+    def _tables_name(self, spec: RouteSpec) -> str:
+        if spec.name not in self.tables:
+            self.tables[spec.name] = self.names(f"{spec.name}_tables")
+        return self.tables[spec.name]
+
+    def _multipart(self, spec: RouteSpec, source, endpoint_params: list[str],
+                   arguments: dict[str, str], out: list[str]) -> list:
+        """A route that takes a file: its file and form parameters, as nb2api serve reads them.
+
+        Returns the parameters whose upload is read into a DataFrame (``nbtypes.receive``).
+        """
+        multipart = [p for p in spec.params if p.source in ("file", "form")]
+        if not multipart:
+            return []
+        self.uploads = True
+        tables = []
+        for p in multipart:
+            if p.source == "form":
+                base = self._annotation(spec, source, p)
+                marker = self.imports.use("fastapi", "Form")
+                description = p.description
+            else:
+                kind = uploads.upload_kind(p.annotation)
+                base = "bytes" if kind == "bytes" else self.imports.use("fastapi", "UploadFile")
+                marker = self.imports.use("fastapi", "File")
+                description = p.description or (
+                    "A CSV or Parquet file, read into a table" if kind == "frame" else None
+                )
+                if not p.required:
+                    base += " | None"
+                if kind == "frame":
+                    tables.append(p)
+                    arguments[p.name] = f"files[{_str(p.name)}]"
+            args = f"description={_str(description)}" if description else ""
+            text = f"{p.name}: {self.Annotated}[{base}, {marker}({args})]"
+            if not p.required:
+                text += f" = {self._default(spec, source, p)}"
+            endpoint_params.append(text)
+            arguments.setdefault(p.name, p.name)
+        if tables:
+            items = ", ".join(
+                f"{self.nbtypes}.Upload({_str(p.name)}, {self._written(spec, source, p)})"
+                for p in tables
+            )
+            out.append(f"{self._tables_name(spec)} = [{items}]\n")
+        return tables
+
+    def _written(self, spec: RouteSpec, source: _FunctionSource, p) -> str:
+        """A parameter's annotation exactly as the notebook wrote it."""
+        node = source.params.get(p.name)
+        if node is None:
+            raise self._error(spec, f"cannot find the annotation of '{p.name}' in the source")
+        return self._text(node)
 
     def _model(self, spec, source, class_name: str, schema_name: str, params) -> str:
         lines = [f"class {schema_name}({self.BaseModel}):"]
@@ -484,37 +645,43 @@ class _Wiring:
                 lines.append(f"    {p.name}: {annotation}")
         return _scoped(self.names, class_name, schema_name, "\n".join(lines) + "\n")
 
-    def _response(self, spec: RouteSpec, source, out: list[str]) -> tuple[str | None, str]:
-        """The ``response_model=`` text and the expression that encodes ``result``."""
+    def _response(
+        self, spec: RouteSpec, source, out: list[str]
+    ) -> tuple[str | None, str, str, str]:
+        """``response_model=`` text, the expression encoding ``result``, the name of nbtypes'
+        encoder when one is used (else empty) and, for an image route, its return annotation."""
         returns = spec.returns
         dumps = f"{self.h['dumps']}(result)"
         if returns is inspect.Parameter.empty or returns is None or returns is type(None):
-            return None, dumps
+            return None, dumps, "", ""
         model = spec.response_model
-        if model is None or datatypes.response_type(returns) is not returns:
-            # A type nb2api converts itself (a DataFrame, say): encoded by ``dumps`` in the export,
-            # without a response schema.
-            if model is not None:
-                self.warnings.append(
-                    f"{self.loaded.notebook.path}, {spec.function.cell.ref}: the export encodes "
-                    f"what {spec.name}() returns without a response schema in /openapi.json"
-                )
-            return None, dumps
         text = self._type_text(spec, source.returns, returns, returns)
-        if returns is typing.Any:
-            encoder = dumps
+        image = images.media_type(returns) is not None
+        if returns is not typing.Any and self.support:
+            # A type nb2api converts itself: nbtypes' encoder and schema, as under serve.
+            encoder = self.names(f"{spec.name}_encode")
+            out.append(f"{encoder} = {self.nbtypes}.make_encoder({text})\n")
+            if image:
+                return None, f"{encoder}(result)", encoder, text
+            text = f"{self.nbtypes}.response_type({text})"
+            encoded = f"{encoder}(result)"
+        elif returns is typing.Any:
+            return None, dumps, "", ""
         else:
+            encoder = ""
             adapter = self.names(f"{spec.name}_result")
             TypeAdapter = self.imports.use("pydantic", "TypeAdapter")
             out.append(f"{adapter} = {TypeAdapter}({text})\n")
-            encoder = f"{self.h['checked']}({adapter}, result)"
+            encoded = f"{self.h['checked']}({adapter}, result)"
+        if model is None:
+            return None, encoded, encoder, ""
         if isinstance(model, type) and model.__module__ == "nb2api.schema":
             class_name = self.names(model.__name__)
             RootModel = self.imports.use("pydantic", "RootModel")
             lines = [f"class {model.__name__}({RootModel}[{text}]):", "    pass"]
             out.append(_scoped(self.names, class_name, model.__name__, "\n".join(lines) + "\n"))
-            return class_name, encoder
-        return text, encoder
+            return class_name, encoded, encoder, ""
+        return text, encoded, encoder, ""
 
     def _annotation(self, spec: RouteSpec, source: _FunctionSource, p) -> str:
         if not p.annotated:
@@ -523,20 +690,20 @@ class _Wiring:
                                datatypes.request_type(p.annotation))
 
     def _type_text(self, spec, node: ast.expr | None, annotation: Any, mapped: Any) -> str:
-        """The annotation as the notebook wrote it, checked to mean the same in the module."""
+        """The annotation as the notebook wrote it; wrapped in ``nbtypes.request_type`` when
+        nb2api converts it (a DataFrame, say), as ``nb2api serve`` does."""
         if node is None:
             raise self._error(spec, f"cannot find the annotation '{annotation}' in the source")
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            text = node.value.strip()  # a string annotation: its text is the expression
-        else:
-            text = ast.unparse(node)
+        text = self._text(node)
         if mapped is not annotation:
-            raise self._error(
-                spec,
-                f"the annotation '{text}' needs nb2api's conversion at run time, which the export "
-                "does not write yet",
-            )
+            return f"{self.nbtypes}.request_type({text})"
         return text
+
+    @staticmethod
+    def _text(node: ast.expr) -> str:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value.strip()  # a string annotation: its text is the expression
+        return ast.unparse(node)
 
     def _default(self, spec: RouteSpec, source: _FunctionSource, p) -> str:
         """The default as a literal when it is one, else read from the function itself."""
@@ -566,6 +733,19 @@ class _Wiring:
             line=spec.function.line,
             function=spec.name,
         )
+
+
+def _needs_support(spec: RouteSpec) -> bool:
+    """Whether a route uses a type that nb2api converts itself (a DataFrame, an upload, ...)."""
+    returns = spec.returns
+    if returns is not inspect.Parameter.empty and (
+        images.media_type(returns) is not None or datatypes.response_type(returns) is not returns
+    ):
+        return True
+    return any(
+        p.source in ("file", "form") or datatypes.request_type(p.annotation) is not p.annotation
+        for p in spec.params
+    )
 
 
 @dataclass(frozen=True)
@@ -623,10 +803,7 @@ async def {run_in_pool}(func, /, *args, **kwargs):
 }}
 
 
-class {result_error}(Exception):
-    """A function returned something that does not fit its return annotation."""
-
-
+{result_error_def}
 def {error_response}(name: str, exc: Exception, what: str | None = None) -> {JSONResponse}:
     error_id = {uuid}.uuid4().hex[:12]
     message = f"{{name}}() {{what}}" if what else f"{{name}}() raised {{type(exc).__name__}}"
@@ -641,7 +818,37 @@ def {error_response}(name: str, exc: Exception, what: str | None = None) -> {JSO
     return {JSONResponse}(body, status_code=500)
 
 
-def {jsonable}(value: {Any}) -> {Any}:
+{encoders_def}
+@{asynccontextmanager}
+async def {lifespan}(app):
+    yield
+    {pool}.shutdown(wait=False, cancel_futures=True)
+
+
+{app} = {FastAPI}(
+    title={title},
+    description="Exported by nb2api from the notebook `{notebook}`.",
+    lifespan={lifespan},
+)
+
+
+@{app}.get("/healthz", include_in_schema=False)
+async def {healthz}() -> dict[str, str]:
+    return {{"status": "ok"}}
+
+
+@{app}.get("/readyz", include_in_schema=False)
+async def {readyz}() -> dict[str, str]:
+    return {{"status": "ready"}}
+'''
+
+_RESULT_ERROR = '''class {result_error}(Exception):
+    """A function returned something that does not fit its return annotation."""
+
+
+'''
+
+_ENCODERS = '''def {jsonable}(value: {Any}) -> {Any}:
     """JSON for what pydantic does not know: numpy arrays and scalars, pandas objects."""
     if hasattr(value, "to_dict") and hasattr(value, "columns"):  # a DataFrame: its records
         return value.to_dict(orient="records")
@@ -669,27 +876,14 @@ def {checked}(adapter, value: {Any}) -> bytes:
     return adapter.dump_json(value)
 
 
-@{asynccontextmanager}
-async def {lifespan}(app):
-    yield
-    {pool}.shutdown(wait=False, cancel_futures=True)
+'''
+
+# With nbtypes, every result is written by nb2api's own encoders, as under nb2api serve.
+_SUPPORT_ENCODERS = '''# nb2api's encoders write every result (numpy, pandas values anywhere in it).
+{dumps} = {nbtypes}.dumps
+{result_error} = {nbtypes}.ResultError
 
 
-{app} = {FastAPI}(
-    title={title},
-    description="Exported by nb2api from the notebook `{notebook}`.",
-    lifespan={lifespan},
-)
-
-
-@{app}.get("/healthz", include_in_schema=False)
-async def {healthz}() -> dict[str, str]:
-    return {{"status": "ok"}}
-
-
-@{app}.get("/readyz", include_in_schema=False)
-async def {readyz}() -> dict[str, str]:
-    return {{"status": "ready"}}
 '''
 
 _ERROR_BODY = '''class ErrorBody({BaseModel}):

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -187,7 +189,8 @@ def local_cluster(*, address: str | None = None, num_cpus: int | None = None,
     """Start a local Ray cluster (or join ``address``) and Serve; shut both down on exit.
 
     Yields the folder Ray keeps its session files in. A local cluster keeps every socket on
-    loopback and leaves nothing in the home folder.
+    loopback and leaves nothing in the home folder. Inside the block SIGTERM raises
+    ``KeyboardInterrupt``, as Ctrl-C does, so that either one unwinds through the shutdown below.
     """
     temp_dir = None
     if address is None:
@@ -199,29 +202,89 @@ def local_cluster(*, address: str | None = None, num_cpus: int | None = None,
     import ray
     from ray import serve
 
-    if address is None:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            _temp_dir=temp_dir,
-            _node_ip_address="127.0.0.1",
-        )
-    else:
-        ray.init(address=address, log_to_driver=False)
     try:
-        serve.start(http_options={"host": host, "port": port})
-        yield temp_dir or ""
+        with _sigterm_interrupts():
+            if address is None:
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    _temp_dir=temp_dir,
+                    _node_ip_address="127.0.0.1",
+                )
+            else:
+                ray.init(address=address, log_to_driver=False)
+            # ray.init installs its own SIGTERM handlers (one of them aborts the process, which
+            # skips every cleanup): take SIGTERM back once it has returned.
+            _interrupt_on_sigterm()
+            try:
+                serve.start(http_options={"host": host, "port": port})
+                yield temp_dir or ""
+            finally:
+                _shutdown(serve, ray, local=address is None)
+    finally:
+        if temp_dir:
+            _remove_session_folder(temp_dir)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt in the block (main thread only); restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    _interrupt_on_sigterm()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt_on_sigterm() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _shutdown(serve: Any, ray: Any, *, local: bool) -> None:
+    """Stop Serve and disconnect; a second Ctrl-C or SIGTERM meanwhile is not let in.
+
+    On a local cluster ``ray.shutdown`` ends every Ray process, replicas included, so Serve's
+    graceful drain (seconds per replica) is skipped there; on a joined cluster the app must be
+    taken down properly, since the cluster outlives this process.
+    """
+    interrupts = [signal.SIGINT, signal.SIGTERM]
+    main = threading.current_thread() is threading.main_thread()
+    previous = [signal.getsignal(s) for s in interrupts] if main else []
+    if main:
+        for s in interrupts:
+            signal.signal(s, signal.SIG_IGN)
+    try:
+        if not local:
+            serve.shutdown()
     finally:
         try:
-            serve.shutdown()
-        finally:
             ray.shutdown()
-            if temp_dir:
-                import shutil
+        finally:
+            for s, handler in zip(interrupts, previous, strict=False):
+                signal.signal(s, handler)
 
-                shutil.rmtree(temp_dir, ignore_errors=True)
+
+def _remove_session_folder(temp_dir: str, timeout: float = 10.0) -> None:
+    """Remove Ray's session folder; its processes may still write logs while they exit."""
+    import shutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        time.sleep(0.2)
+        if not os.path.exists(temp_dir) or time.monotonic() > deadline:
+            return
 
 
 def run(args: RayArgs, *, app_name: str | None = None, route_prefix: str = "/") -> float:

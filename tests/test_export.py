@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -148,6 +150,124 @@ def test_round_trip_without_nb2api(iris):
         ]
         assert theirs.get("/docs").status_code == 200
         assert theirs.get("/healthz").json() == {"status": "ok"}
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export") / "frames"
+    return export_notebook(notebook_path("export_frames"), folder)
+
+
+_NBTYPES = {"_lazy", "frames", "datatypes", "encoding", "images", "uploads"}
+_LOAD_TIME_ONLY = {"datatypes": {".schema", ".errors"}, "uploads": {".errors"}}
+
+
+def _imports_of(source: str) -> set[str]:
+    """Modules a source imports; relative ones as ".name" (``from . import x`` gives ".x")."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            found |= {f".{node.module}"} if node.module else {f".{a.name}" for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found.add(node.module or "")
+    return found
+
+
+def test_data_science_types_ship_nbtypes_copied_from_nb2api(frames):
+    import nb2api
+
+    names = {str(p.relative_to(frames.folder)) for p in frames.files}
+    assert {"nbtypes/__init__.py", "nbtypes/frames.py", "nbtypes/datatypes.py",
+            "nbtypes/encoding.py", "nbtypes/images.py", "nbtypes/uploads.py"} <= names
+    package = Path(nb2api.__file__).parent
+    for name in ("frames", "datatypes", "encoding", "images", "uploads"):
+        copied = (frames.folder / "nbtypes" / f"{name}.py").read_text()
+        assert copied.endswith((package / f"{name}.py").read_text())  # verbatim, after a header
+        imports = _imports_of(copied)
+        assert not [m for m in imports if m.startswith("nb2api")], name
+        assert not re.search(r"[\"']nb2api\.", copied), f"{name} names nb2api's modules"
+        outside = {m for m in imports if m.startswith(".") and m[1:] not in _NBTYPES}
+        # Load-time signature checks that only nb2api's schema stage calls; never the app.
+        assert outside <= _LOAD_TIME_ONLY.get(name, set()), (name, outside)
+    pins = [r.split("==")[0] for r in frames.requirements]
+    assert {"numpy", "pandas", "orjson", "python-multipart", "matplotlib"} <= set(pins)
+    assert not any("export encodes" in w for w in frames.warnings)
+    source = (frames.folder / "app.py").read_text()
+    assert "import nbtypes" in source and "nbtypes.request_type(Annotated[pd.DataFrame, Sale])" \
+        in source
+
+
+def _csv(text: str) -> dict:
+    return {"files": {"table": ("sales.csv", text.encode(), "text/csv")}}
+
+
+def test_round_trip_of_data_science_types_without_nb2api(frames):
+    """DataFrames, Series, arrays, uploads and images: same schemas, answers, 422s and 500s."""
+    import io
+
+    import pandas as pd
+
+    parquet = io.BytesIO()
+    pd.DataFrame({"item": ["a"], "price": [2.5], "qty": [4]}).to_parquet(parquet)
+    sales = [{"item": "a", "price": 2, "qty": 3}, {"item": "b", "price": 1.5, "qty": 2}]
+    with serve(notebook_path("export_frames")) as reference, reference.client() as ours, \
+            exported_server(frames) as theirs:
+        expected_spec, got_spec = ours.get("/openapi.json").json(), theirs.get(
+            "/openapi.json").json()
+        assert _comparable(got_spec) == _comparable(expected_spec)
+        requests = [
+            ("/describe", {"json": {"table": [{"a": 1, "b": "x"}, {"a": 2, "b": None}]}}),
+            ("/describe", {"json": {"table": {"columns": ["a"], "data": [[1], [2]],
+                                              "index": ["x", "y"]}}}),
+            ("/describe", {"json": {"table": {"columns": ["a"], "data": [[1, 2]]}}}),  # 422
+            ("/priced", {"json": {"sales": sales}}),
+            ("/priced", {"json": {"sales": [sales[0], {"item": "b", "price": "?"}]}}),  # 422
+            ("/first", {"json": {"sales": sales, "n": 1}}),
+            ("/cumulative", {"json": {"values": [1, 2, None]}}),
+            ("/cumulative", {"json": {"values": {"x": 1, "y": 2}}}),
+            ("/scaled", {"json": {"matrix": [[1, 2], [3, 4]], "factor": 0.5}}),
+            ("/scaled", {"json": {"matrix": [[1, 2], [3]]}}),  # 422: ragged
+            ("/scaled", {"json": {"matrix": [["a", "b"]]}}),  # 422: not numbers
+            ("/stats", {"json": {"values": [1, 2, 3]}}),
+            ("/when", {}),
+            ("/upload", {**_csv("item,price,qty\na,2.0,3\nb,1.5,2\n"), "data": {"note": "hi"}}),
+            ("/upload", _csv("item,price,qty\na,cheap,3\n")),  # 422: the row and the column
+            ("/upload", {"files": {"table": ("s.parquet", parquet.getvalue(),
+                                             "application/octet-stream")}}),
+            ("/upload", {"json": {}}),  # 422: no file
+            ("/raw", {"files": {"data": ("x.bin", b"hello world", "application/octet-stream")}}),
+            ("/stream", {"files": {"file": ("x.txt", b"abc", "text/plain")},
+                         "data": {"label": "L"}}),
+        ]
+        for path, kwargs in requests:
+            expected, got = ours.post(path, **kwargs), theirs.post(path, **kwargs)
+            assert (got.status_code, got.json()) == (expected.status_code, expected.json()), path
+            assert got.headers["content-type"] == expected.headers["content-type"]
+        statuses = [theirs.post(path, **kwargs).status_code for path, kwargs in requests]
+        assert statuses.count(422) == 6 and statuses.count(200) == len(requests) - 6
+        bad_row = theirs.post("/priced", json={"sales": [sales[0], {"item": "b", "price": "?"}]})
+        assert [e["loc"] for e in bad_row.json()["detail"]][:2] == [
+            ["body", "sales", 1, "price"], ["body", "sales", 1, "qty"]]
+        ragged = theirs.post("/scaled", json={"matrix": [[1, 2], [3]]}).json()["detail"][0]
+        assert ragged["loc"] == ["body", "matrix"] and "ragged" in ragged["msg"]
+        expected, got = ours.post("/bad_result"), theirs.post("/bad_result")
+        assert got.status_code == expected.status_code == 500
+        assert got.json()["detail"] == expected.json()["detail"]
+        assert "does not match its return annotation" in got.json()["detail"]
+        image = theirs.post("/plot", json={"n": 4})
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+        assert image.content.startswith(b"\x89PNG")
+        responses = got_spec["paths"]["/plot"]["post"]["responses"]["200"]["content"]
+        assert list(responses) == ["image/png"]
+        schemas = got_spec["components"]["schemas"]
+        rows = schemas["PricedResponse"]
+        assert "Sale" in json.dumps(rows)
+        assert "multipart/form-data" in got_spec["paths"]["/upload"]["post"]["requestBody"][
+            "content"]
 
 
 def _import(project, name: str):

@@ -1,12 +1,18 @@
-"""Ray Serve: the application builder without a cluster, then one deployment on 127.0.0.1.
+"""Ray Serve: the application builder without a cluster, then `nb2api serve --ray` end to end.
 
 Skipped when Ray is not installed, except in CI (CI=true), which installs the ``ray`` extra.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -113,17 +119,30 @@ def test_serve_ray_argument_errors_exit_2_before_starting_ray(extra):
     assert "Invalid value" in result.stderr and "Value error" not in result.stderr
 
 
-# --- one deployment on a local cluster ---------------------------------------------------------
+# --- `nb2api serve --ray`: one deployment on a local cluster, end to end ----------------------
+
+_SESSION = re.compile(r"/tmp/nb2api-ray-[A-Za-z0-9_]+")
 
 
-def _ray_processes(temp_dir: str) -> list[psutil.Process]:
-    """Ray's processes: this test's children (Ray renames its workers) and any naming temp_dir."""
-    found = psutil.Process().children(recursive=True)
+def test_sigterm_becomes_a_keyboard_interrupt_inside_a_cluster_block():
+    """What lets SIGTERM unwind through Ray's shutdown as Ctrl-C does (no cluster needed)."""
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), nb2api_ray._sigterm_interrupts():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def _ray_processes(cli: psutil.Process, session: str) -> list[psutil.Process]:
+    """Ray's processes: the CLI's descendants (Ray renames its workers) and any naming session."""
+    found = []
+    with contextlib.suppress(psutil.Error):
+        found = cli.children(recursive=True)
     for process in psutil.process_iter(["cmdline"]):
         if process in found:
             continue
         try:
-            if any(temp_dir in part for part in process.info["cmdline"] or ()):
+            if any(session in part for part in process.info["cmdline"] or ()):
                 found.append(process)
         except psutil.Error:
             continue
@@ -136,66 +155,103 @@ def _home_entries() -> set[str]:
             if "ray" in p.name.lower()}
 
 
+class RayServer:
+    """``nb2api serve ray_echo.ipynb --ray --replicas 2`` as a subprocess, on 127.0.0.1."""
+
+    def __init__(self, process: subprocess.Popen, log: Path, base_url: str) -> None:
+        self.process = process
+        self.log = log
+        self.base_url = base_url
+        self.cli = psutil.Process(process.pid)
+        self.session = ""
+        self.processes: list[psutil.Process] = []
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
 @pytest.fixture(scope="module")
-def deployed():
-    """ray_echo with 2 replicas behind Serve on 127.0.0.1, under the prefix /nb."""
+def served(tmp_path_factory):
+    """The CLI on a free port, under the prefix /nb, ready (bounded); stopped in the last test."""
     home_before = _home_entries()
-    previous_path = os.environ.get("PYTHONPATH")
-    # Replicas import nb2api from this checkout, whatever is installed.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), previous_path]))
     port = free_port()
-    cluster = nb2api_ray.local_cluster(num_cpus=2, port=port)
-    temp_dir = cluster.__enter__()
+    log = tmp_path_factory.mktemp("ray") / "serve.log"
+    env = {
+        **os.environ,
+        **LOCAL_CLUSTER_ENVIRONMENT,
+        # Replicas import nb2api from this checkout, whatever is installed.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nb2api", "serve", str(notebook_path("ray_echo")), "--ray",
+         "--replicas", "2", "--host", "127.0.0.1", "--port", str(port), "--root-path", "/nb"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=log.parent,
+        start_new_session=True,  # its own process group, as a terminal gives it: Ctrl-C hits all
+    )
+    server = RayServer(process, log, f"http://127.0.0.1:{port}/nb")
     try:
-        started = time.perf_counter()
-        nb2api_ray.run(RayArgs(notebook=notebook_path("ray_echo"), num_replicas=2, num_cpus=0.5),
-                       route_prefix="/nb")
-        ray_processes = _ray_processes(temp_dir)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}/nb", timeout=30) as client:
-            yield client, ray_processes, time.perf_counter() - started
+        # Ready when the CLI says the deployment is up (Serve may answer a moment earlier).
+        deadline = started + 120
+        while "deployed on Ray Serve" not in server.output():
+            assert process.poll() is None, f"nb2api serve --ray exited:\n{server.output()}"
+            assert time.monotonic() < deadline, f"not ready in 120 s:\n{server.output()}"
+            time.sleep(0.2)
+        server.startup_seconds = time.monotonic() - started
+        server.processes = server.cli.children(recursive=True)
+        sessions = {m for p in server.processes for part in _cmdline(p)
+                    for m in _SESSION.findall(part)}
+        assert len(sessions) == 1, sessions
+        server.session = sessions.pop()
+        yield server
     finally:
-        cluster.__exit__(None, None, None)
-        if previous_path is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = previous_path
-    deadline = time.monotonic() + 20
-    while _ray_processes(temp_dir) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = _ray_processes(temp_dir)
-    assert not left, f"Ray processes left running: {[p.pid for p in left]}"
-    assert not Path(temp_dir).exists()
+        if process.poll() is None:  # the stop test did not run or failed: clean up anyway
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+            for leftover in _ray_processes(server.cli, server.session or "/nonexistent"):
+                with contextlib.suppress(psutil.Error):
+                    leftover.kill()
+            if server.session:
+                shutil.rmtree(server.session, ignore_errors=True)
     assert _home_entries() <= home_before, "Ray wrote to the home folder"
 
 
-def test_serve_routes_and_replicas(deployed):
-    client, _, _ = deployed
-    assert client.post("/add", json={"a": 1, "b": 2}).json() == 3
-    assert client.get("/hello/ray").json()["greeting"] == "hello ray"
-    pids = {client.post("/pid", json={}).json() for _ in range(30)}
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def test_serve_routes_and_replicas(served):
+    with httpx.Client(base_url=served.base_url, timeout=30) as client:
+        assert client.post("/add", json={"a": 1, "b": 2}).json() == 3
+        assert client.get("/hello/ray").json()["greeting"] == "hello ray"
+        pids = {client.post("/pid", json={}).json() for _ in range(30)}
     assert len(pids) == 2  # both replicas answer
 
 
-def test_serve_validation_errors_docs_and_operations(deployed):
-    client, _, _ = deployed
-    invalid = client.post("/add", json={"a": "one"})
-    assert invalid.status_code == 422
-    assert invalid.json()["detail"][0]["loc"] == ["body", "a"]
-    assert client.get("/docs").status_code == 200
-    spec = client.get("/openapi.json").json()
-    assert spec["servers"] == [{"url": "/nb"}]
-    assert {"/add", "/hello/{name}", "/pid"} <= set(spec["paths"])
-    assert client.get("/healthz").status_code == 200
-    assert client.get("/readyz").status_code == 200
+def test_serve_validation_errors_docs_and_operations(served):
+    with httpx.Client(base_url=served.base_url, timeout=30) as client:
+        invalid = client.post("/add", json={"a": "one"})
+        assert invalid.status_code == 422
+        assert invalid.json()["detail"][0]["loc"] == ["body", "a"]
+        docs = client.get("/docs")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+        spec = client.get("/openapi.json").json()
+        assert spec["servers"] == [{"url": "/nb"}]
+        assert {"/add", "/hello/{name}", "/pid"} <= set(spec["paths"])
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 200
 
 
-def test_every_ray_socket_listens_on_loopback(deployed):
-    _, processes, _ = deployed
-    names = [p.name() for p in processes]
+def test_every_ray_socket_listens_on_loopback(served):
+    names = [p.name() for p in served.processes if p.is_running()]
     assert sum("ServeReplica" in name for name in names) == 2, names
     assert {"gcs_server", "raylet", "ray::ProxyActor", "ray::ServeController"} <= set(names)
     listening = []
-    for process in processes:
+    for process in [served.cli, *served.processes]:
         try:
             connections = process.net_connections(kind="inet")
         except psutil.Error:
@@ -210,3 +266,22 @@ def test_every_ray_socket_listens_on_loopback(deployed):
         if str(ip) != "127.0.0.1":
             outside.append((pid, address))
     assert not outside, f"Ray sockets listening beyond 127.0.0.1: {outside}"
+
+
+def test_ctrl_c_stops_everything_quickly_and_leaves_nothing(served):
+    """Last in this module: Ctrl-C (SIGINT to the process group, as a terminal sends it)."""
+    assert Path(served.session).is_dir()
+    stopping = time.monotonic()
+    os.killpg(served.process.pid, signal.SIGINT)
+    returncode = served.process.wait(30)
+    seconds = time.monotonic() - stopping
+    assert returncode == 0, served.output()
+    assert seconds < 20, f"shutdown took {seconds:.1f} s"
+    assert "Ray Serve stopped" in served.output()
+    deadline = time.monotonic() + 10
+    while _ray_processes(served.cli, served.session) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in _ray_processes(served.cli, served.session)
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"Ray processes left running: {[(p.pid, _cmdline(p)[:1]) for p in left]}"
+    assert not Path(served.session).exists(), "Ray's session folder was left in /tmp"
