@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
-from pydantic_core import to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from . import datatypes, images
 from ._lazy import LazyModule, data_types, in_use
@@ -100,7 +100,12 @@ def make_encoder(returns: Any) -> Encoder:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
             raise ResultError(f"{where + ': ' if where else ''}{first['msg']}") from None
-        return adapter.dump_json(checked, fallback=_data_jsonable)
+        try:
+            return adapter.dump_json(checked, fallback=_data_jsonable)
+        except PydanticSerializationError:
+            # A loosely declared result (``-> dict``) holding values pydantic takes for others
+            # it knows: pd.NaT passes for a datetime, then fails to serialize as one.
+            return dumps(checked)
 
     return encode
 

@@ -59,6 +59,13 @@ def test_declared_dict_holding_frames_and_series(results):
     assert results.post("/tables").json() == {"t": [{"a": 1.5}, {"a": None}], "s": {"x": 1}}
 
 
+def test_loosely_declared_dict_with_nat_and_frames(results):
+    response = results.post("/loosely_declared")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"nat": None, "when": "2024-05-01T00:00:00",
+                               "frame": [{"a": 1.0}, {"a": None}]}
+
+
 def test_declared_types_take_numpy_values(results):
     assert results.post("/declared").json() == {"a": 1.25, "b": 2.0}
     assert results.post("/timestamps").json() == ["2024-01-01T00:00:00",
