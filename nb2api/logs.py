@@ -51,6 +51,25 @@ def log_request(level: int, message: str, fields: dict[str, Any]) -> None:
     access_logger.handle(record)
 
 
+def access_json_handler(level: int) -> BufferedStderrHandler | None:
+    """The handler an enabled request line at ``level`` would reach, when nb2api's own JSON
+    setup is the only one (``nb2api serve --log-format json``): then the middleware writes the
+    line itself, the same bytes ``JSONFormatter`` would make, without a ``LogRecord``. Else
+    ``None``: use :func:`log_request`, which any handler, filter or formatter sees as usual."""
+    logger = access_logger
+    if logger.handlers or logger.filters or not logger.propagate or logger.disabled:
+        return None
+    root = logger.root
+    handlers = root.handlers
+    if len(handlers) != 1 or root.filters:
+        return None
+    handler = handlers[0]
+    if (type(handler) is not BufferedStderrHandler or handler.filters or level < handler.level
+            or type(handler.formatter) is not JSONFormatter):
+        return None
+    return handler
+
+
 def default_format() -> LogFormat:
     """JSON for machines (a pipe, a file, a container's log driver), text at a terminal."""
     return "text" if sys.stderr.isatty() else "json"
@@ -59,7 +78,8 @@ def default_format() -> LogFormat:
 _second: list = [-1, ""]  # the last whole second formatted, and its text
 
 
-def _timestamp(created: float) -> str:
+def timestamp(created: float) -> str:
+    """``2026-11-25T14:32:46.728Z`` (UTC), the whole seconds formatted once per second."""
     seconds = int(created)
     if seconds != _second[0]:
         _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
@@ -71,7 +91,7 @@ class JSONFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": _timestamp(record.created),
+            "time": timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -151,6 +171,14 @@ class BufferedStderrHandler(logging.StreamHandler):
         self._size += len(line)
         if record.levelno >= logging.WARNING or self._size >= self.limit:
             self._write()
+
+    def write_line(self, line: str) -> None:
+        """Queue one finished line (newline included), as ``emit`` would after formatting."""
+        with self.lock:
+            self._pending.append(line)
+            self._size += len(line)
+            if self._size >= self.limit:
+                self._write()
 
     def _write(self) -> None:
         if not self._pending:

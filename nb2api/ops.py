@@ -8,12 +8,13 @@ times the request for Prometheus, and writes one log line when the response is d
 from __future__ import annotations
 
 import logging
-import random
 import re
-import time
 from collections.abc import Sequence
+from os import urandom
+from time import perf_counter, time
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, Response
@@ -24,7 +25,7 @@ from .auth import require_token
 from .executor import WorkerPool
 from .limits import BodySizeLimit, Call, openapi_responses, route_call
 from .loader import LoadedNotebook
-from .logs import access_logger, log_request, request_id
+from .logs import access_json_handler, access_logger, log_request, request_id, timestamp
 from .metrics import CONTENT_TYPE, Metrics
 from .processes import ProcessPool
 from .schema import RouteSpec
@@ -34,30 +35,45 @@ WEDGED_AFTER = 60.0  # seconds with every worker busy and no call returning: not
 OPS_PATHS = ("/healthz", "/readyz", "/metrics")  # probes and scrapes: logged at debug level
 
 # What a client may send as a request id: short, printable, no spaces (it goes into log lines).
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$").match
 
 
 class RequestMiddleware:
-    """Request id in and out, Prometheus count and latency, one log line per request."""
+    """Request id in and out, Prometheus count and latency, one log line per request.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None, log: bool = True) -> None:
+    With ``max_body_size`` it also answers 413 to a request body over that many bytes (what
+    :class:`BodySizeLimit` does, without a second middleware layer per request).
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None, log: bool = True,
+                 max_body_size: int = 0) -> None:
         self.app = app
         self.metrics = metrics
         self.log = log
+        self.max_body_size = max_body_size
+        self.limited = BodySizeLimit(app, max_body_size) if max_body_size else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = perf_counter()
         rid = None
+        app = self.app
+        limited = self.limited
         for name, value in scope["headers"]:
-            if name == b"x-request-id" and _REQUEST_ID.match(value):
-                rid = value.decode()
-                break
+            if name == b"x-request-id":
+                if rid is None and _REQUEST_ID(value):
+                    rid = value.decode()
+            elif name == b"content-length" and limited is not None:
+                if value.isdigit() and int(value) > self.max_body_size:
+                    app = limited  # answers 413
+                limited = None  # a declared length the server enforces: no need to count
+        if limited is not None:
+            app = limited  # a chunked body: counted as it arrives
         if rid is None:
-            rid = f"{random.getrandbits(64):016x}"  # an id, not a secret: no need for urandom
-        token = request_id.set(rid)
+            rid = urandom(8).hex()  # not a secret, but unique across worker processes
+        token = _set_request_id(rid)
         header = (b"x-request-id", rid.encode())
         status = 500  # what the client gets if the app raises before it answers
 
@@ -70,30 +86,37 @@ class RequestMiddleware:
 
         metrics = self.metrics
         if metrics is not None:
-            metrics.in_flight.inc()
+            metrics.request_started()
         try:
-            await self.app(scope, receive, send_with_id)
+            await app(scope, receive, send_with_id)
         finally:
-            seconds = time.perf_counter() - started
+            seconds = perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "<unmatched>"
             if metrics is not None:
-                metrics.in_flight.dec()
-                metrics.observe(template, scope["method"], status, seconds)
+                metrics.request_finished(template, scope["method"], status, seconds)
             if self.log:
-                self._log(scope, template, status, seconds)
-            request_id.reset(token)
+                _log(scope, template, status, seconds, rid)
+            _reset_request_id(token)
 
-    @staticmethod
-    def _log(scope: Scope, template: str, status: int, seconds: float) -> None:
-        path = scope["path"]
-        level = logging.DEBUG if path in OPS_PATHS else logging.INFO
-        if not access_logger.isEnabledFor(level):
-            return
-        client = scope.get("client")
-        ms = round(seconds * 1000, 3)
-        method = scope["method"]
-        log_request(level, f"{method} {path} {status} {ms:.1f} ms", {
+
+_set_request_id = request_id.set
+_reset_request_id = request_id.reset
+_LEVEL_TEXT = {logging.DEBUG: "debug", logging.INFO: "info"}
+
+
+def _log(scope: Scope, template: str, status: int, seconds: float, rid: str) -> None:
+    path = scope["path"]
+    level = logging.DEBUG if path in OPS_PATHS else logging.INFO
+    if not access_logger.isEnabledFor(level):
+        return
+    client = scope.get("client")
+    ms = round(seconds * 1000, 3)
+    method = scope["method"]
+    message = f"{method} {path} {status} {ms:.1f} ms"
+    handler = access_json_handler(level)
+    if handler is None:
+        log_request(level, message, {
             "method": method,
             "path": path,
             "route": template,
@@ -101,6 +124,21 @@ class RequestMiddleware:
             "duration_ms": ms,
             "client": client[0] if client else None,
         })
+        return
+    # nb2api's own JSON setup: the line JSONFormatter would make, made here in one go.
+    handler.write_line(orjson.dumps({
+        "time": timestamp(time()),
+        "level": _LEVEL_TEXT[level],
+        "logger": "nb2api.access",
+        "message": message,
+        "request_id": rid,
+        "method": method,
+        "path": path,
+        "route": template,
+        "status": status,
+        "duration_ms": ms,
+        "client": client[0] if client else None,
+    }).decode() + "\n")
 
 
 class Runtime:
@@ -171,7 +209,8 @@ def install(
     _mount_health(app, pools)
     if metrics is not None:
         _mount_metrics(app, metrics, auth)
-    if settings.max_body_size:
+    if settings.max_body_size and settings.cors_origins:
+        # Inside CORS, so that a browser sees the 413 with its CORS headers.
         app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_size)
     if settings.cors_origins:
         app.add_middleware(
@@ -182,7 +221,10 @@ def install(
             expose_headers=["X-Request-ID", "Retry-After"],
             max_age=600,
         )
-    app.add_middleware(RequestMiddleware, metrics=metrics, log=settings.access_log)
+    app.add_middleware(
+        RequestMiddleware, metrics=metrics, log=settings.access_log,
+        max_body_size=0 if settings.cors_origins else settings.max_body_size,
+    )
 
 
 def routes_first(app: FastAPI, ours: list[Any]) -> None:

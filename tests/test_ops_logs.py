@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi.testclient import TestClient
 from ops_support import json_logs, ops_notebook
 
 from nb2api import create_app
-from nb2api.logs import TextFormatter, logging_config
+from nb2api.logs import TextFormatter, logging_config, request_id
 
 
 def access(lines: list[dict]) -> list[dict]:
@@ -92,3 +93,44 @@ def test_logging_config_routes_uvicorn_through_nb2api_formatter():
     assert config["formatters"]["nb2api"]["()"] == "nb2api.logs.JSONFormatter"
     assert config["root"]["level"] == "WARNING"
     assert config["loggers"]["uvicorn.access"]["propagate"] is False
+
+
+def test_serve_json_setup_writes_the_same_line_as_the_formatter(monkeypatch):
+    """Under ``nb2api serve``'s JSON setup the middleware writes request lines itself: they must
+    be the lines ``JSONFormatter`` makes from the same request."""
+    import io
+    import logging.config
+
+    from nb2api.logs import access_json_handler, log_request
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    logging.config.dictConfig(logging_config("json", "info"))
+    try:
+        [handler] = root.handlers
+        assert access_json_handler(logging.INFO) is handler
+        handler.stream = io.StringIO()
+        with TestClient(create_app(ops_notebook("basic"))) as client:
+            response = client.post("/add", json={"a": 1, "b": 2},
+                                   headers={"X-Request-ID": "fast-1"})
+            client.get("/healthz")  # debug level: not written
+        handler.flush()
+        [line] = [json.loads(x) for x in handler.stream.getvalue().splitlines()
+                  if '"nb2api.access"' in x]
+        assert response.headers["x-request-id"] == "fast-1"
+        handler.stream = io.StringIO()
+        fields = {k: line[k] for k in ("method", "path", "route", "status", "duration_ms",
+                                       "client")}
+        token = request_id.set("fast-1")
+        try:
+            log_request(logging.INFO, line["message"], fields)
+        finally:
+            request_id.reset(token)
+        handler.flush()
+        expected = json.loads(handler.stream.getvalue())
+        assert list(line) == list(expected)
+        assert {**line, "time": None} == {**expected, "time": None}
+    finally:
+        for h in root.handlers:
+            h.close()
+        root.handlers[:], root.level = saved
