@@ -8,6 +8,7 @@ files there, and a scrape of any worker adds them all up (prometheus-client's mu
 from __future__ import annotations
 
 import os
+import time
 from bisect import bisect_left
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ from .executor import WorkerPool
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+FLUSH_EVERY = 0.5  # seconds: the most a busy process's figures lag under --workers N
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
            60.0)
 
@@ -91,37 +93,38 @@ class Metrics:
         self.in_flight_now = 0  # requests in the middleware now (counted on the event loop)
         self._children: dict[tuple[str, str, int], tuple[Callable[[], None],
                                                          Callable[[float], None]]] = {}
-        # Several processes: values live in files that the others read, so every request
-        # writes through (``observe``).
+        # Requests add to plain numbers on the event loop's thread; ``flush`` moves them into
+        # the prometheus-client metrics: same figures, a fraction of the cost of the metrics'
+        # locks, bucket loop and (several processes) file writes per request.
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._flushed = time.monotonic()
         if not self.multiprocess:
-            # One process: requests add to plain numbers on the event loop's thread, and a
-            # scrape moves them into the prometheus-client metrics first (``flush``). Same
-            # figures, a fraction of the cost of the metrics' locks and bucket loop per request.
+            # One process: a scrape flushes first (``render``), so figures are never stale.
             self.in_flight.set_function(lambda: self.in_flight_now)
-            self._pending: dict[tuple[str, str], _Pending] = {}
 
     def request_started(self) -> None:
-        if self.multiprocess:
-            self.in_flight.inc()
         self.in_flight_now += 1
 
     def request_finished(self, route: str, method: str, status: int, seconds: float) -> None:
         self.in_flight_now -= 1
-        if self.multiprocess:
-            self.in_flight.dec()
-            self.observe(route, method, status, seconds)
-            return
         pending = self._pending.get((route, method))
         if pending is None:
             pending = self._pending[(route, method)] = _Pending()
         pending.statuses[status] = pending.statuses.get(status, 0) + 1
         pending.buckets[bisect_left(BUCKETS, seconds)] += 1
         pending.sum += seconds
+        # Several processes: a scrape of another process reads this one's files, so write them
+        # whenever this process goes idle, and at least every FLUSH_EVERY seconds under load.
+        if self.multiprocess and (
+            not self.in_flight_now or time.monotonic() - self._flushed >= FLUSH_EVERY
+        ):
+            self.flush()
 
     def flush(self) -> None:
-        """Move what requests added since the last scrape into the prometheus-client metrics."""
+        """Move what requests added since the last flush into the prometheus-client metrics."""
+        self._flushed = time.monotonic()
         if self.multiprocess:
-            return
+            self.in_flight.set(self.in_flight_now)
         for (route, method), pending in self._pending.items():
             if not pending.statuses:
                 continue
@@ -165,8 +168,8 @@ class Metrics:
         return self.queue_depth.labels(route).inc
 
     def render(self) -> bytes:
+        self.flush()
         if self.registry is not None:
-            self.flush()
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         _multiprocess.MultiProcessCollector(registry)
@@ -175,4 +178,5 @@ class Metrics:
     def close(self) -> None:
         """In multiprocess mode, drop this process's live gauges (it is going away)."""
         if self.multiprocess:
+            self.flush()
             _multiprocess.mark_process_dead(os.getpid())
