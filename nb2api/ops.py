@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from os import urandom
+from random import getrandbits as _getrandbits
 from time import perf_counter, time
 from typing import Any
 
@@ -72,7 +72,9 @@ class RequestMiddleware:
         if limited is not None:
             app = limited  # a chunked body: counted as it arrives
         if rid is None:
-            rid = urandom(8).hex()  # not a secret, but unique across worker processes
+            # An id, not a secret: no getrandom system call per request (os.urandom). Python
+            # reseeds ``random`` in a forked worker, so workers do not repeat each other.
+            rid = f"{_getrandbits(64):016x}"
         token = _set_request_id(rid)
         header = (b"x-request-id", rid.encode())
         status = 500  # what the client gets if the app raises before it answers
