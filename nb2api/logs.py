@@ -159,6 +159,7 @@ class BufferedStderrHandler(logging.StreamHandler):
     def _flush_loop(self) -> None:
         while not self._closed:
             self._wake.wait(self.interval)
+            self._wake.clear()
             self.flush()
 
     def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
@@ -177,8 +178,14 @@ class BufferedStderrHandler(logging.StreamHandler):
         with self.lock:
             self._pending.append(line)
             self._size += len(line)
-            if self._size >= self.limit:
-                self._write()
+            size = self._size
+        if size >= self.limit:
+            # The flusher thread writes (the GIL is free during the write, so the event loop
+            # goes on); this thread writes itself only when the flusher falls far behind.
+            if size >= 8 * self.limit:
+                self.flush()
+            else:
+                self._wake.set()
 
     def _write(self) -> None:
         if not self._pending:
