@@ -32,6 +32,16 @@ def in_use() -> bool:
     return "numpy" in sys.modules
 
 
+def loaded(module: str, name: str) -> Any:
+    """``module.name`` when ``module`` is already imported, else None (without importing it).
+
+    A notebook that never imported pandas cannot hold a DataFrame annotation: checking costs
+    nothing then, where touching ``pd.DataFrame`` would import pandas.
+    """
+    found = sys.modules.get(module)
+    return getattr(found, name, None) if found is not None else None
+
+
 def data_types() -> tuple[type, ...]:
     """The array and table types whose library is loaded (empty when none is)."""
     found: list[type] = []

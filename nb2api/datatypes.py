@@ -25,7 +25,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_core import core_schema as cs
 from typing_extensions import is_typeddict
 
-from ._lazy import LazyModule, in_use
+from ._lazy import LazyModule, in_use, loaded
 
 np = LazyModule("numpy")
 pd = LazyModule("pandas")
@@ -356,9 +356,10 @@ def _rewrite(annotation: Any) -> Any:
     if not in_use():
         return annotation  # no numpy, so no array, table or numpy scalar in any annotation
     origin = typing.get_origin(annotation)
+    frame_type = loaded("pandas", "DataFrame")  # None unless the notebook imported pandas
     if origin is Annotated:
         base, *meta = typing.get_args(annotation)
-        if base is pd.DataFrame:
+        if frame_type is not None and base is frame_type:
             rows = [m for m in meta if is_row(m)]
             others = [m for m in meta if not is_row(m)]
             strays = [m for m in others if isinstance(m, type)]
@@ -373,15 +374,16 @@ def _rewrite(annotation: Any) -> Any:
             return annotation
         rewritten = _rewrite(base)
         return annotation if rewritten is base else Annotated[(rewritten, *meta)]
-    if annotation is pd.DataFrame:
-        return Annotated[pd.DataFrame, FrameSchema()]
-    if annotation is pd.Series:
-        return Annotated[pd.Series, SeriesSchema()]
+    if frame_type is not None:
+        if annotation is frame_type:
+            return Annotated[pd.DataFrame, FrameSchema()]
+        if annotation is pd.Series:
+            return Annotated[pd.Series, SeriesSchema()]
+        if annotation is pd.Timestamp:
+            return Annotated[annotation, ScalarSchema(annotation)]
     if annotation is np.ndarray or origin is np.ndarray:
         return Annotated[np.ndarray, _array_schema(annotation)]
-    if annotation is pd.Timestamp or (
-        isinstance(annotation, type) and issubclass(annotation, np.number | np.bool_)
-    ):
+    if isinstance(annotation, type) and issubclass(annotation, np.number | np.bool_):
         return Annotated[annotation, ScalarSchema(annotation)]
     if origin is None or origin is Literal:
         return annotation

@@ -126,7 +126,9 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
             f"({exc.msg})",
             path=str(path),
         ) from None
-    if not isinstance(raw, dict) or "cells" not in raw or "nbformat" not in raw:
+    if not isinstance(raw, dict) or "nbformat" not in raw or not (
+        "cells" in raw or "worksheets" in raw  # format 4, or 3 and older
+    ):
         raise NotebookReadError(
             "not a Jupyter notebook: the JSON has no 'cells' and 'nbformat' keys", path=str(path)
         )
@@ -198,7 +200,9 @@ def _as_v4(raw: dict, text: str, path: Path) -> dict:
     """
     if raw.get("nbformat") != 4:
         try:
-                        raw = json.loads(nbformat.writes(nbformat.reads(text, as_version=4)))
+            import nbformat
+
+            raw = json.loads(nbformat.writes(nbformat.reads(text, as_version=4)))
         except Exception as exc:  # nbformat raises several unrelated types for bad input
             raise NotebookReadError(f"not a Jupyter notebook: {exc}", path=str(path)) from None
     cells = raw.get("cells")

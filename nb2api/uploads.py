@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from . import datatypes
-from ._lazy import LazyModule, in_use
+from ._lazy import LazyModule, loaded
 
 pd = LazyModule("pandas")
 
@@ -46,7 +46,10 @@ def upload_kind(annotation: Any) -> UploadKind | None:
         return "bytes"
     if isinstance(base, type) and issubclass(base, StarletteUploadFile):
         return "upload"
-    if in_use() and base is pd.DataFrame and any(isinstance(m, fastapi_params.File) for m in meta):
+    frame_type = loaded("pandas", "DataFrame")  # None unless the notebook imported pandas
+    if frame_type is not None and base is frame_type and any(
+        isinstance(m, fastapi_params.File) for m in meta
+    ):
         return "frame"
     return None
 

@@ -92,3 +92,8 @@ def test_display_inside_a_function_body_is_kept():
 def test_cell_magic_body_is_kept():
     python = to_python("%%time\ntotal = sum(range(10))\n")
     assert python.code.splitlines() == ["", "total = sum(range(10))"]
+
+
+def test_older_notebook_formats_are_converted(notebook):
+    parsed = read_notebook(notebook("core_v3"))
+    assert [(c.index, c.kind) for c in parsed.cells] == [(1, "setup"), (2, "api")]
