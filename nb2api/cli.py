@@ -314,6 +314,7 @@ def serve(
         "timeout_graceful_shutdown": 10,
     }
     if workers == 1 and not reload:
+        _freeze_startup_objects()
         uvicorn.run(application, **common)
         return
     # Several processes, or restarts on change: each process builds its own app from settings.
@@ -354,6 +355,17 @@ def _multiprocess_metrics(enabled: bool) -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _freeze_startup_objects() -> None:
+    """Move what start-up made (modules, models, the notebook's data) out of the collector's way.
+
+    Collections otherwise keep rescanning those long-lived objects while requests wait.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def app_from_environment():
     """The app factory that uvicorn calls in each worker process of ``serve``."""
     settings = json.loads(os.environ[_ENV_SETTINGS])
@@ -361,11 +373,13 @@ def app_from_environment():
     try:
         from .app import create_app
 
-        return create_app(notebook, **settings)
+        application = create_app(notebook, **settings)
     except NotebookError as error:
         # Under --reload the last save broke the notebook: say why and wait for the next save.
         logging.getLogger("nb2api").error("%s", error)
         raise SystemExit(2) from None
+    _freeze_startup_objects()
+    return application
 
 
 @app.command()
