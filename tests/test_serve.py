@@ -6,7 +6,6 @@ import threading
 import time
 
 import httpx
-
 from conftest import EXAMPLES, serve
 
 FLOWER = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.5, "petal_width": 2.1}
