@@ -273,6 +273,9 @@ def test_round_trip_of_data_science_types_without_nb2api(frames):
 def _import(project, name: str):
     spec = importlib.util.spec_from_file_location(name, project.folder / "app.py")
     module = importlib.util.module_from_spec(spec)
+    # As a real import (uvicorn app:app) does: pydantic looks the module up while it builds
+    # generic models at module level (RootModel[Point]).
+    sys.modules[name] = module
     previous = os.getcwd()
     try:
         spec.loader.exec_module(module)
