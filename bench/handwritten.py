@@ -31,6 +31,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@app.get("/ping")
+async def ping() -> str:
+    return "pong"
+
+
 @app.post("/add")
 async def add(body: AddRequest) -> float:
     return body.a + body.b

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -311,23 +312,31 @@ def event_loop(args) -> None:
         RESULTS["event_loop"] = found
 
 
+def _thousand(server: Server, *, path: str, method: str, body: str | None,
+              seconds: float) -> Load:
+    return wrk(server.url + path, seconds=seconds, connections=1000, timeout="10s",
+               method=method, body=body)
+
+
 def connections(args) -> None:
-    say("1,000 connections, --workers 2, POST /add")
     RESULTS["connections"] = {}
     with start(*nb2api("bench.ipynb", "--workers", "2")) as ours, \
             start(*handwritten("--workers", "2")) as theirs:
-        for server in (ours, theirs):
-            wrk(server.url + "/add", seconds=2, connections=200)
-        ra, rb = alternate(ours, theirs, max(2, args.rounds - 2), lambda s: wrk(
-            s.url + "/add", seconds=args.seconds, connections=1000, timeout="10s"))
-        for server, results in ((ours, ra), (theirs, rb)):
-            say(f"  {server.name:<16} failed {sum(r.errors for r in results)} of "
-                f"{sum(r.requests for r in results):,}  median latency "
-                f"{statistics.median([r.p50_ms for r in results]):.1f} ms  (rounds "
-                f"{', '.join(f'{r.p50_ms:.1f}' for r in results)})  p99 "
-                f"{statistics.median([r.p99_ms for r in results]):.1f} ms  req/s "
-                f"{statistics.median([r.rps for r in results]):,.0f}")
-            RESULTS["connections"][server.name] = [r.__dict__ for r in results]
+        for method, path, body in (("POST", "/add", ADD_BODY), ("GET", "/ping", None)):
+            say(f"1,000 connections, --workers 2, {method} {path}")
+            for server in (ours, theirs):
+                wrk(server.url + path, seconds=2, connections=200, method=method, body=body)
+            ra, rb = alternate(ours, theirs, max(2, args.rounds - 2), functools.partial(
+                _thousand, path=path, method=method, body=body, seconds=args.seconds))
+            for server, results in ((ours, ra), (theirs, rb)):
+                say(f"  {server.name:<16} failed {sum(r.errors for r in results)} of "
+                    f"{sum(r.requests for r in results):,}  median latency "
+                    f"{statistics.median([r.p50_ms for r in results]):.1f} ms  (rounds "
+                    f"{', '.join(f'{r.p50_ms:.1f}' for r in results)})  p99 "
+                    f"{statistics.median([r.p99_ms for r in results]):.1f} ms  req/s "
+                    f"{statistics.median([r.rps for r in results]):,.0f}")
+                RESULTS["connections"][f"{server.name} {method} {path}"] = [
+                    r.__dict__ for r in results]
 
 
 def startup(args) -> None:
