@@ -116,16 +116,17 @@ def _log(scope: Scope, template: str, status: int, seconds: float, rid: str) -> 
     ms = round(seconds * 1000, 3)
     method = scope["method"]
     message = f"{method} {path} {status} {ms:.1f} ms"
+    fields = {
+        "method": method,
+        "path": path,
+        "route": template,
+        "status": status,
+        "duration_ms": ms,
+        "client": client[0] if client else None,
+    }
     handler = access_json_handler(level)
     if handler is None:
-        log_request(level, message, {
-            "method": method,
-            "path": path,
-            "route": template,
-            "status": status,
-            "duration_ms": ms,
-            "client": client[0] if client else None,
-        })
+        log_request(level, message, fields)
         return
     # nb2api's own JSON setup: the line JSONFormatter would make, made here in one go.
     handler.write_line(orjson.dumps({
@@ -134,12 +135,7 @@ def _log(scope: Scope, template: str, status: int, seconds: float, rid: str) -> 
         "logger": "nb2api.access",
         "message": message,
         "request_id": rid,
-        "method": method,
-        "path": path,
-        "route": template,
-        "status": status,
-        "duration_ms": ms,
-        "client": client[0] if client else None,
+        **fields,
     }).decode() + "\n")
 
 
