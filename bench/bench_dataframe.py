@@ -5,7 +5,7 @@ default response path (``jsonable_encoder`` and ``json.dumps``). nb2api serves t
 function ``def table() -> pd.DataFrame`` and writes the records column by column.
 
 Both servers run under uvicorn in their own processes on 127.0.0.1 (free ports); the load comes
-from ``wrk`` in a third process (a bounded httpx loop when wrk is missing). Rounds alternate the
+from ``wrk`` in a third process (servers and load as in ``bench/run.py``). Rounds alternate the
 order (A B, B A, ...) so drift on a shared machine hits both; every run is bounded in time.
 Printed: req/s per round, the per-round ratio, its median and spread.
 
@@ -19,21 +19,17 @@ code per row when no ``Row`` is declared: it counts Python function calls during
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 import httpx
+from run import alternate, start, wrk
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -70,6 +66,10 @@ def fastapi_app():
     df = namespace["DF"]
     app = FastAPI()
 
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
     @app.post("/table")
     def table():
         return df.to_dict("records")
@@ -92,78 +92,24 @@ def write_notebook(folder: Path) -> Path:
     return path
 
 
-# -- servers and load -------------------------------------------------------------------------
+# -- servers and load: bench/run.py's ------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def uvicorn_app(factory: str, notebook: Path) -> dict:
+    """``start`` arguments for one of this file's factories under uvicorn, like run.py's servers."""
+    command = [sys.executable, "-m", "uvicorn", "--factory", f"bench_dataframe:{factory}",
+               "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", "{port}",
+               "--log-level", "warning", "--no-access-log"]
+    return {"name": factory, "command": command, "probe": "/healthz",
+            "env": {"BENCH_NOTEBOOK": str(notebook)}}
 
 
-@contextlib.contextmanager
-def server(factory: str, env: dict[str, str]):
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", f"bench_dataframe:{factory}",
-         "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"{factory} exited: {process.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.post(f"{url}/table", timeout=10).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{factory} did not answer within 60 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-_WRK_POST = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-
-
-def load(url: str, seconds: float, connections: int, script: Path) -> float:
-    """Requests per second against POST url/table for ``seconds``."""
-    if shutil.which("wrk"):
-        out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-             "-s", str(script), f"{url}/table"],
-            capture_output=True, text=True, timeout=seconds + 30, check=True,
-        ).stdout
-        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        if errors:
-            raise SystemExit(f"{url}: {errors.group(1)} failed responses\n{out}")
-        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    # Fallback: a bounded httpx loop in a separate process.
-    code = textwrap.dedent(f"""
-        import concurrent.futures, time, httpx
-        end = time.monotonic() + {seconds}
-        def worker():
-            n = 0
-            with httpx.Client(timeout=30) as c:
-                while time.monotonic() < end:
-                    c.post("{url}/table").raise_for_status(); n += 1
-            return n
-        with concurrent.futures.ThreadPoolExecutor({connections}) as pool:
-            print(sum(pool.map(lambda _: worker(), range({connections}))) / {seconds})
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=seconds + 60, check=True).stdout
-    return float(out.strip())
+def load(server, seconds: float, connections: int) -> float:
+    """Requests per second against POST /table for ``seconds``; every answer must be a 200."""
+    result = wrk(server.url + "/table", seconds=seconds, connections=connections, body=None)
+    if result.errors:
+        raise SystemExit(f"{server.name}: {result.errors} failed requests")
+    return result.rps
 
 
 # -- the parse path ---------------------------------------------------------------------------
@@ -238,37 +184,29 @@ def main() -> None:
 
 
 def http(options) -> None:
+    if not shutil.which("wrk"):
+        raise SystemExit("the load comes from wrk: apt-get install wrk")
     folder = Path(tempfile.mkdtemp(prefix="nb2api-bench-"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1",
-           "BENCH_NOTEBOOK": str(write_notebook(folder))}
-    script = folder / "post.lua"
-    script.write_text(_WRK_POST)
-    tool = "wrk" if shutil.which("wrk") else "httpx loop"
+    notebook = write_notebook(folder)
     print(f"{ROWS:,} rows x {COLUMNS} columns, POST /table, {options.connections} connections, "
-          f"{options.seconds:g} s per run, {options.rounds} rounds, load from {tool}")
-    with server("nb2api_app", env) as ours, server("fastapi_app", env) as theirs:
-        a, b = httpx.post(f"{ours}/table", timeout=30), httpx.post(f"{theirs}/table", timeout=30)
+          f"{options.seconds:g} s per run, {options.rounds} rounds, load from wrk")
+    with start(**uvicorn_app("nb2api_app", notebook)) as ours, \
+            start(**uvicorn_app("fastapi_app", notebook)) as theirs:
+        a = httpx.post(f"{ours.url}/table", timeout=30)
+        b = httpx.post(f"{theirs.url}/table", timeout=30)
         if a.json() != b.json():
             raise SystemExit("the two servers do not return the same records")
         print(f"response: {len(a.content) / 1e6:.2f} MB (nb2api), {len(b.content) / 1e6:.2f} MB "
               "(FastAPI)")
-        for url in (ours, theirs):  # warm up both
-            load(url, 2, options.connections, script)
-        rows = []
-        for r in range(options.rounds):
-            order = [("nb2api", ours), ("fastapi", theirs)]
-            if r % 2:
-                order.reverse()
-            result = {name: load(url, options.seconds, options.connections, script)
-                      for name, url in order}
-            ratio = result["nb2api"] / result["fastapi"]
-            rows.append((result["nb2api"], result["fastapi"], ratio))
-            first = "A B" if r % 2 == 0 else "B A"
-            print(f"round {r + 1} ({first}): nb2api {result['nb2api']:7.1f} req/s   "
-                  f"FastAPI to_dict {result['fastapi']:6.1f} req/s   ratio {ratio:5.2f}x")
-    ratios = [r[2] for r in rows]
-    base = [r[1] for r in rows]
-    ours_rps = [r[0] for r in rows]
+        for server in (ours, theirs):  # warm up both
+            load(server, 2, options.connections)
+        ours_rps, base = alternate(ours, theirs, options.rounds,
+                                   lambda s: load(s, options.seconds, options.connections))
+    ratios = [x / y for x, y in zip(ours_rps, base, strict=True)]
+    for r, (x, y, ratio) in enumerate(zip(ours_rps, base, ratios, strict=True)):
+        first = "A B" if r % 2 == 0 else "B A"
+        print(f"round {r + 1} ({first}): nb2api {x:7.1f} req/s   FastAPI to_dict {y:6.1f} req/s"
+              f"   ratio {ratio:5.2f}x")
     print(f"median ratio {statistics.median(ratios):.2f}x (rounds: {min(ratios):.2f}-"
           f"{max(ratios):.2f}x); nb2api median {statistics.median(ours_rps):.1f} req/s, "
           f"baseline median {statistics.median(base):.1f} req/s (spread {min(base):.1f}-"

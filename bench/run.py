@@ -91,13 +91,14 @@ def _get(url: str, timeout: float = 2.0) -> int:
 
 @contextlib.contextmanager
 def start(name: str, command: list[str], probe: str, cwd: Path = ROOT,
-          timeout: float = 120.0) -> Iterator[Server]:
+          timeout: float = 120.0, env: dict[str, str] | None = None) -> Iterator[Server]:
     port = free_port()
     command = [part.replace("{port}", str(port)) for part in command]
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
     began = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, env=ENV, stdout=log, stderr=subprocess.STDOUT,
-                               preexec_fn=_raise_nofile, start_new_session=True)
+    process = subprocess.Popen(command, cwd=cwd, env={**ENV, **(env or {})}, stdout=log,
+                               stderr=subprocess.STDOUT, preexec_fn=_raise_nofile,
+                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         while _get(url + probe, timeout=1.0) != 200:
