@@ -26,38 +26,34 @@ def has_local_assets() -> bool:
     ).is_file()
 
 
+# Keyword arguments of FastAPI's page builders -> files under nb2api/_static.
+_SWAGGER_ASSETS = {
+    "swagger_js_url": "swagger-ui/swagger-ui-bundle.js",
+    "swagger_css_url": "swagger-ui/swagger-ui.css",
+    "swagger_favicon_url": "swagger-ui/favicon-32x32.png",
+}
+_REDOC_ASSETS = {
+    "redoc_js_url": "redoc/redoc.standalone.js",
+    "redoc_favicon_url": "swagger-ui/favicon-32x32.png",
+}
+
+
 def mount_docs(app: FastAPI) -> None:
     local = has_local_assets()
     if local:
         app.mount(ASSETS_PATH, StaticFiles(directory=STATIC), name="nb2api-static")
 
-    def asset(request: Request, name: str) -> str:
-        return f"{request.scope.get('root_path', '')}{ASSETS_PATH}/{name}"
+    def page(request: Request, assets: dict[str, str]) -> dict[str, str]:
+        """The openapi URL and, when the wheel has them, local asset URLs, under root_path."""
+        root = request.scope.get("root_path", "")
+        urls = {key: f"{root}{ASSETS_PATH}/{name}" for key, name in assets.items()} if local else {}
+        return {"openapi_url": f"{root}{app.openapi_url}", **urls}
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        kwargs = {}
-        if local:
-            kwargs = {
-                "swagger_js_url": asset(request, "swagger-ui/swagger-ui-bundle.js"),
-                "swagger_css_url": asset(request, "swagger-ui/swagger-ui.css"),
-                "swagger_favicon_url": asset(request, "swagger-ui/favicon-32x32.png"),
-            }
-        return get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - docs", **kwargs
-        )
+        return get_swagger_ui_html(title=f"{app.title} - docs", **page(request, _SWAGGER_ASSETS))
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        kwargs = {}
-        if local:
-            kwargs = {
-                "redoc_js_url": asset(request, "redoc/redoc.standalone.js"),
-                "redoc_favicon_url": asset(request, "swagger-ui/favicon-32x32.png"),
-                "with_google_fonts": False,
-            }
-        return get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc", **kwargs
-        )
+        fonts = {"with_google_fonts": False} if local else {}
+        return get_redoc_html(title=f"{app.title} - ReDoc", **page(request, _REDOC_ASSETS), **fonts)
