@@ -62,14 +62,6 @@ class ParsedNotebook:
     description: str | None = None
     text: str = field(default="", repr=False)
 
-    @property
-    def setup_cells(self) -> tuple[Cell, ...]:
-        return tuple(c for c in self.cells if c.kind == "setup")
-
-    @property
-    def api_cells(self) -> tuple[Cell, ...]:
-        return tuple(c for c in self.cells if c.kind == "api")
-
 
 def first_code_line(source: str) -> str:
     lines = [line.strip() for line in source.splitlines() if line.strip()]
