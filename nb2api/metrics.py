@@ -7,8 +7,8 @@ files there, and a scrape of any worker adds them all up (prometheus-client's mu
 
 from __future__ import annotations
 
+import asyncio
 import os
-import time
 from bisect import bisect_left
 from collections.abc import Callable
 
@@ -26,7 +26,7 @@ from .executor import WorkerPool
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-FLUSH_EVERY = 0.5  # seconds: the most a busy process's figures lag under --workers N
+FLUSH_AFTER = 0.1  # seconds: the most a process's figures lag in the files under --workers N
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
            60.0)
 
@@ -91,13 +91,11 @@ class Metrics:
             multiprocess_mode="max", registry=r,
         )
         self.in_flight_now = 0  # requests in the middleware now (counted on the event loop)
-        self._children: dict[tuple[str, str, int], tuple[Callable[[], None],
-                                                         Callable[[float], None]]] = {}
         # Requests add to plain numbers on the event loop's thread; ``flush`` moves them into
         # the prometheus-client metrics: same figures, a fraction of the cost of the metrics'
         # locks, bucket loop and (several processes) file writes per request.
         self._pending: dict[tuple[str, str], _Pending] = {}
-        self._flushed = time.monotonic()
+        self._flush_due = False
         if not self.multiprocess:
             # One process: a scrape flushes first (``render``), so figures are never stale.
             self.in_flight.set_function(lambda: self.in_flight_now)
@@ -114,15 +112,14 @@ class Metrics:
         pending.buckets[bisect_left(BUCKETS, seconds)] += 1
         pending.sum += seconds
         # Several processes: a scrape of another process reads this one's files, so write them
-        # whenever this process goes idle, and at least every FLUSH_EVERY seconds under load.
-        if self.multiprocess and (
-            not self.in_flight_now or time.monotonic() - self._flushed >= FLUSH_EVERY
-        ):
-            self.flush()
+        # soon, but once for all the requests of the next FLUSH_AFTER seconds, not per request.
+        if self.multiprocess and not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_later(FLUSH_AFTER, self.flush)
 
     def flush(self) -> None:
         """Move what requests added since the last flush into the prometheus-client metrics."""
-        self._flushed = time.monotonic()
+        self._flush_due = False
         if self.multiprocess:
             self.in_flight.set(self.in_flight_now)
         for (route, method), pending in self._pending.items():
@@ -138,18 +135,6 @@ class Metrics:
             for i, n in enumerate(buckets):
                 if n:
                     histogram._buckets[i].inc(n)
-
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.requests.labels(route, method, str(status)).inc,
-                self.duration.labels(route, method).observe,
-            )
-            self._children[key] = children
-        children[0]()
-        children[1](seconds)
 
     def watch_pool(self, pool: WorkerPool) -> None:
         busy = self.pool_busy.labels(pool.kind)

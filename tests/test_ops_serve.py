@@ -11,6 +11,8 @@ import pytest
 from ops_support import ops_notebook, serve
 from prometheus_client.parser import text_string_to_metric_families
 
+from nb2api.metrics import FLUSH_AFTER
+
 REQUESTS = 400
 CONNECTIONS = 200
 
@@ -39,7 +41,9 @@ def test_two_workers_answer_hundreds_of_concurrent_requests(tmp_path):
             f"load-{i}" for i in range(REQUESTS)
         }
 
-        # Either worker answers the scrape with the sum over both (multiprocess mode).
+        # Either worker answers the scrape with the sum over both (multiprocess mode); each
+        # worker writes its figures for the others to read within metrics.FLUSH_AFTER.
+        time.sleep(FLUSH_AFTER * 2)
         text = httpx.get(f"{url}/metrics", timeout=30).text
         counts = {
             s.labels["status"]: s.value
