@@ -21,10 +21,13 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Query
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
 from . import __version__, images, uploads
+from .direct import DirectRoutes
 from .docs import mount_docs
 from .encoding import ResultError, encode_after, make_encoder
 from .loader import LoadedNotebook, Progress, load_notebook
@@ -97,6 +100,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
         # same for servers that are not told (create_app under any ASGI server).
         app.add_middleware(_RootPath, root_path=settings.root_path)
     mount_docs(app)
+    notebook_routes: list[APIRoute] = []
     runtime.install(app)  # health, readiness, metrics, request logs, CORS, body limit
     for spec in specs:
         options = runtime.route_options(spec)  # auth dependency, 401/413/503/504 answers
@@ -117,7 +121,11 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
             },
             dependencies=options["dependencies"],
         )
+        notebook_routes.append(app.router.routes[-1])
     runtime.routes_first(app)
+    # The innermost middleware (inside CORS, limits and request logs): valid JSON requests to
+    # the notebook's routes skip FastAPI's per-request handler.
+    app.user_middleware.append(Middleware(DirectRoutes, fastapi_app=app, routes=notebook_routes))
     return app
 
 

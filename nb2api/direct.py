@@ -1,0 +1,177 @@
+"""The direct path: a valid JSON request to a notebook route, answered without FastAPI's
+per-request machinery.
+
+FastAPI answers a request through an exception layer, two exit stacks, the router, a ``Request``
+object, a dependency solve and an error context around the endpoint; on a small route that costs
+more than the route itself (``bench/run.py``: about 1.7x the requests per second without it).
+:class:`DirectRoutes` is the innermost middleware. For a notebook route whose only input is its
+JSON body (or nothing) it makes exactly the calls FastAPI would make: ``route.matches(scope)``,
+``json.loads`` of the body (what Starlette's ``Request.json()`` does), the route's own
+``body_field.validate``, then awaits the endpoint and sends its ``Response``.
+
+Whatever it cannot answer that way goes on to FastAPI untouched, with the body replayed: other
+routes, a missing or unusual content type, an empty body, JSON that does not parse, a body that
+fails validation (so every 422 is FastAPI's own), a route with a dependency (the bearer token),
+query, path or upload parameters, FastAPI telemetry being on. An ``HTTPException`` from the
+endpoint goes through Starlette's ``ExceptionMiddleware`` with the app's own handlers, as it
+would have.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import FastAPI, params
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import ClientDisconnect
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+try:  # FastAPI >= 0.160: OpenTelemetry spans around dependencies and the endpoint
+    from fastapi.telemetry import get_telemetry_data
+except ImportError:  # pragma: no cover - an older FastAPI has no telemetry to keep
+    def get_telemetry_data() -> None:
+        return None
+
+class DirectRoutes:
+    """Pure ASGI middleware that answers valid JSON requests to ``routes`` itself.
+
+    ``routes`` are nb2api's own routes, whose endpoints take at most one JSON body parameter and
+    always return a ``Response``. The app's routes and exception handlers are read when the
+    middleware stack is built (the first request), so later additions count.
+    """
+
+    def __init__(self, app: ASGIApp, fastapi_app: FastAPI, routes: Iterable[APIRoute]) -> None:
+        self.app = app
+        self.by_method: dict[str, list[tuple[APIRoute, str]]] = {}
+        for route, body in direct_routes(fastapi_app.router.routes, list(routes)):
+            for method in route.methods:
+                self.by_method.setdefault(method, []).append((route, body))
+        # The handlers FastAPI gives its ExceptionMiddleware (500 and Exception go elsewhere).
+        self.handlers = {key: handler for key, handler in fastapi_app.exception_handlers.items()
+                         if key not in (500, Exception)}
+        self.debug = fastapi_app.debug
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route, body in self.by_method.get(scope["method"], ()):
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    await self._answer(route, body, child_scope, scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, route: APIRoute, body_name: str, child_scope: Scope, scope: Scope,
+                      receive: Receive, send: Send) -> None:
+        if get_telemetry_data() is not None or (body_name and not _is_json(scope)):
+            await self.app(scope, receive, send)
+            return
+        arguments: dict[str, Any] = {}
+        if body_name:
+            body = await _read_body(receive)
+            value, ok = _validated(route, body)
+            if not ok:
+                await self.app(scope, _replay(body, receive), send)
+                return
+            arguments[body_name] = value
+        scope.update(child_scope)  # route, endpoint, path_params: what the router would set
+        try:
+            response = await route.dependant.call(**arguments)  # type: ignore[misc]
+        except Exception as exc:
+            await self._handled(exc, scope, receive, send)
+            return
+        if not isinstance(response, Response):  # nb2api's endpoints always return one
+            raise TypeError(f"endpoint {route.name} returned {type(response).__name__}")
+        await response(scope, receive, send)
+
+    async def _handled(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+        """Turn ``exc`` into a response with the app's handlers, or raise it on (a 500)."""
+
+        async def raising(scope: Scope, receive: Receive, send: Send) -> None:
+            raise exc
+
+        await ExceptionMiddleware(raising, self.handlers, self.debug)(scope, receive, send)
+
+
+def direct_routes(in_order: list[BaseRoute], candidates: list[APIRoute]) -> list[
+        tuple[APIRoute, str]]:
+    """The candidates the direct path may answer, each with its body parameter's name (``""``
+    for none). A route qualifies only while no route before it in the app's order could match
+    the same request, so the router would have picked it too."""
+    found = []
+    for route in in_order:
+        if route in candidates and (body := direct_body(route)) is not None:
+            found.append((route, body))
+        elif not (isinstance(route, APIRoute) or hasattr(route, "methods")) or "{" in getattr(
+                route, "path", "{"):
+            break  # a mount or a path with parameters: it could shadow what follows
+    return found
+
+
+def direct_body(route: APIRoute) -> str | None:
+    """The body parameter's name if the direct path can answer ``route``, ``""`` if it takes no
+    parameters, ``None`` if FastAPI's handler must answer every request."""
+    d = route.dependant
+    if (
+        "{" in route.path or d.dependencies or d.path_params or d.query_params
+        or d.header_params or d.cookie_params or d.request_param_name or d.websocket_param_name
+        or d.http_connection_param_name or d.response_param_name
+        or d.background_tasks_param_name or d.security_scopes_param_name
+        or len(d.body_params) > 1
+    ):
+        return None
+    if not d.body_params:
+        return ""
+    field = d.body_params[0]
+    if isinstance(field.field_info, params.Form) or getattr(field.field_info, "embed", False):
+        return None
+    if route.body_field is not field:
+        return None  # FastAPI wraps it in an embedding model: not the single-body case
+    return field.name
+
+
+def _validated(route: APIRoute, body: bytes) -> tuple[Any, bool]:
+    if not body:
+        return None, False  # FastAPI decides what an empty body means for this route
+    try:
+        data = json.loads(body)  # what Starlette's Request.json() does
+    except Exception:  # noqa: BLE001 - FastAPI's handler makes the 422 or 400 from it
+        return None, False
+    value, errors = route.body_field.validate(data, {}, loc=("body",))  # type: ignore[union-attr]
+    return value, not errors
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":  # the first one, as Starlette's Headers.get reads it
+            return value.split(b";", 1)[0].strip().lower() == b"application/json"
+    return False
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:  # as Starlette's Request.stream() reads it
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that hands over the already-read body once, then defers to the server."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
