@@ -11,15 +11,17 @@ JSON body (or nothing) it makes exactly the calls FastAPI would make: ``route.ma
 
 Whatever it cannot answer that way goes on to FastAPI untouched, with the body replayed: other
 routes, a missing or unusual content type, an empty body, JSON that does not parse, a body that
-fails validation (so every 422 is FastAPI's own), a route with a dependency (the bearer token),
-query, path or upload parameters, FastAPI telemetry being on. An ``HTTPException`` from the
-endpoint goes through Starlette's ``ExceptionMiddleware`` with the app's own handlers, as it
+fails validation (so every 422 is FastAPI's own), an ``Authorization`` header other than exactly
+``Bearer <token>`` on a route behind ``--token`` (FastAPI's dependency then answers 401, or
+accepts), query, path or upload parameters, FastAPI telemetry being on. An ``HTTPException`` from
+the endpoint goes through Starlette's ``ExceptionMiddleware`` with the app's own handlers, as it
 would have.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,10 +49,13 @@ class DirectRoutes:
 
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI, routes: Iterable[APIRoute]) -> None:
         self.app = app
-        self.by_method: dict[str, list[tuple[APIRoute, str]]] = {}
+        # method -> (route, its body parameter's name, the Authorization header it accepts)
+        self.by_method: dict[str, list[tuple[APIRoute, str, bytes | None]]] = {}
         for route, body in direct_routes(fastapi_app.router.routes, list(routes)):
+            dependencies = route.dependant.dependencies
+            token = dependencies[0].call.accepts if dependencies else None  # type: ignore[union-attr]
             for method in route.methods:
-                self.by_method.setdefault(method, []).append((route, body))
+                self.by_method.setdefault(method, []).append((route, body, token))
         # The handlers FastAPI gives its ExceptionMiddleware (500 and Exception go elsewhere).
         self.handlers = {key: handler for key, handler in fastapi_app.exception_handlers.items()
                          if key not in (500, Exception)}
@@ -58,21 +63,26 @@ class DirectRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            for route, body in self.by_method.get(scope["method"], ()):
+            for route, body, token in self.by_method.get(scope["method"], ()):
                 match, child_scope = route.matches(scope)
                 if match is Match.FULL:
-                    await self._answer(route, body, child_scope, scope, receive, send)
+                    await self._answer(route, body, token, child_scope, scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
-    async def _answer(self, route: APIRoute, body_name: str, child_scope: Scope, scope: Scope,
-                      receive: Receive, send: Send) -> None:
-        if get_telemetry_data() is not None or (body_name and not _is_json(scope)):
+    async def _answer(self, route: APIRoute, body_name: str, token: bytes | None,
+                      child_scope: Scope, scope: Scope, receive: Receive, send: Send) -> None:
+        if (get_telemetry_data() is not None or (body_name and not _is_json(scope))
+                or (token is not None and not _authorized(scope, token))):
             await self.app(scope, receive, send)
             return
         arguments: dict[str, Any] = {}
         if body_name:
-            body = await _read_body(receive)
+            try:
+                body = await _read_body(receive)
+            except Exception as exc:  # noqa: BLE001 - a limit's 413, a client gone
+                await self.app(scope, _failing(exc), send)  # FastAPI answers it as it would
+                return
             value, ok = _validated(route, body)
             if not ok:
                 await self.app(scope, _replay(body, receive), send)
@@ -117,7 +127,7 @@ def direct_body(route: APIRoute) -> str | None:
     parameters, ``None`` if FastAPI's handler must answer every request."""
     d = route.dependant
     if (
-        "{" in route.path or d.dependencies or d.path_params or d.query_params
+        "{" in route.path or not _token_only(d.dependencies) or d.path_params or d.query_params
         or d.header_params or d.cookie_params or d.request_param_name or d.websocket_param_name
         or d.http_connection_param_name or d.response_param_name
         or d.background_tasks_param_name or d.security_scopes_param_name
@@ -132,6 +142,21 @@ def direct_body(route: APIRoute) -> str | None:
     if route.body_field is not field:
         return None  # FastAPI wraps it in an embedding model: not the single-body case
     return field.name
+
+
+def _token_only(dependencies: list[Any]) -> bool:
+    """No dependencies, or just nb2api's bearer token (``auth.require_token``) when it says
+    which header it accepts."""
+    return not dependencies or (
+        len(dependencies) == 1 and isinstance(getattr(dependencies[0].call, "accepts", None), bytes)
+    )
+
+
+def _authorized(scope: Scope, accepted: bytes) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"authorization":  # the first one, as HTTPBearer reads it
+            return secrets.compare_digest(value, accepted)
+    return False
 
 
 def _validated(route: APIRoute, body: bytes) -> tuple[Any, bool]:
@@ -161,6 +186,15 @@ async def _read_body(receive: Receive) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _failing(exc: Exception) -> Receive:
+    """``receive`` that fails as reading the body did."""
+
+    async def failing() -> Message:
+        raise exc
+
+    return failing
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -123,6 +123,21 @@ def test_limits_answer_the_same_on_the_direct_path(notebook):
         _same(direct, plain, "POST", "/upload", json={"data": [1, 2]})
 
 
+def test_body_limit_answers_the_same_on_the_direct_path(notebook):
+    direct, plain = _apps(notebook("core_types"), max_body_size=64)
+
+    def chunks():  # no Content-Length: the limit counts the body as it arrives
+        yield b'{"sample": {"values": ['
+        yield b"1, " * 40
+        yield b"1]}}"
+
+    got, expected = (c.post("/summarize", content=chunks(), headers=JSON) for c in (direct, plain))
+    assert got.status_code == 413
+    assert "64 bytes" in got.json()["detail"]
+    assert _seen(got) == _seen(expected)
+    _same(direct, plain, "POST", "/summarize", json={"sample": {"values": [1]}})
+
+
 def _handler_calls(client, monkeypatch):
     """Count the requests that reach each route's FastAPI handler."""
     calls = []
@@ -150,13 +165,38 @@ def test_valid_json_skips_fastapis_handler_and_the_rest_reaches_it(notebook, mon
     assert calls == ["summarize", "greet"]
 
 
-def test_routes_with_a_token_keep_fastapis_handler(notebook, monkeypatch):
+@pytest.mark.parametrize("authorization", [
+    None, f"Bearer {TOKEN}", f"bearer {TOKEN}", f"Bearer  {TOKEN}", f"Bearer {TOKEN}x",
+    f"Bearer {TOKEN[:-1]}", f"Basic {TOKEN}", "Bearer", f"Token {TOKEN}",
+])
+def test_bearer_token_answers_match_fastapi(notebook, authorization):
+    direct, plain = _apps(notebook("core_types"), token=TOKEN)
+    headers = {"Authorization": authorization} if authorization else {}
+    got = _same(direct, plain, "POST", "/summarize", headers=headers,
+                json={"sample": {"values": [1]}})
+    assert got.status_code == (200 if authorization and TOKEN in authorization.split()
+                               and authorization.lower().startswith("bearer ") else 401)
+
+
+def test_only_the_exact_token_header_skips_fastapis_dependency(notebook, monkeypatch):
     client = TestClient(nb2api.create_app(notebook("core_types"), token=TOKEN))
     calls = _handler_calls(client, monkeypatch)
+    assert client.post("/nothing", headers={"Authorization": f"Bearer {TOKEN}"}).json() == (
+        "nothing needed")
+    assert calls == []
     assert client.post("/nothing").status_code == 401
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    assert client.post("/nothing", headers=auth).json() == "nothing needed"
-    assert calls == ["nothing", "nothing"]
+    assert client.post("/nothing", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
+    assert client.post("/nothing", headers=[("Authorization", "Bearer wrong"),
+                                            ("Authorization", f"Bearer {TOKEN}")]).status_code == 401
+    assert calls == ["nothing", "nothing", "nothing"]
+
+
+def test_a_token_with_spaces_leaves_every_request_to_fastapi(notebook, monkeypatch):
+    token = "two words"
+    client = TestClient(nb2api.create_app(notebook("core_types"), token=token))
+    calls = _handler_calls(client, monkeypatch)
+    assert client.post("/nothing", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert calls == ["nothing"]
 
 
 def test_root_path_and_metrics_see_direct_requests(notebook):
