@@ -90,3 +90,17 @@ def serve(notebook: Path, *args: str, env: dict[str, str] | None = None,
                 process.kill()
                 process.wait()
         log.unlink(missing_ok=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that used a Jupyter server shows the end of its log (children's output
+    included), so a failure in CI can be read without running it again."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for name, value in getattr(item, "funcargs", {}).items():
+            log_text = getattr(value, "log_text", None)
+            if callable(log_text):
+                report.sections.append((f"{name}: server log, last 8000 characters",
+                                        log_text()[-8000:]))
