@@ -184,7 +184,7 @@ class BufferedStderrHandler(logging.StreamHandler):
             # goes on); this thread writes itself only when the flusher falls far behind.
             if size >= 8 * self.limit:
                 self.flush()
-            else:
+            elif not self._wake.is_set():  # set() takes a lock and notifies: once is enough
                 self._wake.set()
 
     def _write(self) -> None:
