@@ -100,8 +100,8 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
         # same for servers that are not told (create_app under any ASGI server).
         app.add_middleware(_RootPath, root_path=settings.root_path)
     mount_docs(app)
-    notebook_routes: list[APIRoute] = []
     runtime.install(app)  # health, readiness, metrics, request logs, CORS, body limit
+    notebook_routes: list[APIRoute] = []
     for spec in specs:
         options = runtime.route_options(spec)  # auth dependency, 401/413/503/504 answers
         app.add_api_route(

@@ -3,7 +3,7 @@ per-request machinery.
 
 FastAPI answers a request through an exception layer, two exit stacks, the router, a ``Request``
 object, a dependency solve and an error context around the endpoint; on a small route that costs
-more than the route itself (``bench/run.py``: about 1.7x the requests per second without it).
+more than the route itself (``bench/run.py``: 1.7-2x the requests per second without it).
 :class:`DirectRoutes` is the innermost middleware. For a notebook route whose only input is its
 JSON body (or nothing) it makes exactly the calls FastAPI would make: ``route.matches(scope)``,
 ``json.loads`` of the body (what Starlette's ``Request.json()`` does), the route's own
@@ -30,7 +30,7 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import ClientDisconnect
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 try:  # FastAPI >= 0.160: OpenTelemetry spans around dependencies and the endpoint
@@ -38,6 +38,7 @@ try:  # FastAPI >= 0.160: OpenTelemetry spans around dependencies and the endpoi
 except ImportError:  # pragma: no cover - an older FastAPI has no telemetry to keep
     def get_telemetry_data() -> None:
         return None
+
 
 class DirectRoutes:
     """Pure ASGI middleware that answers valid JSON requests to ``routes`` itself.
@@ -113,12 +114,15 @@ def direct_routes(in_order: list[BaseRoute], candidates: list[APIRoute]) -> list
     for none). A route qualifies only while no route before it in the app's order could match
     the same request, so the router would have picked it too."""
     found = []
+    paths_before: set[str] = set()
     for route in in_order:
-        if route in candidates and (body := direct_body(route)) is not None:
-            found.append((route, body))
-        elif not (isinstance(route, APIRoute) or hasattr(route, "methods")) or "{" in getattr(
-                route, "path", "{"):
-            break  # a mount or a path with parameters: it could shadow what follows
+        if not isinstance(route, Route) or "{" in route.path:
+            break  # a mount or a path with parameters could shadow any route after it
+        if route in candidates and route.path not in paths_before:
+            body = direct_body(route)  # type: ignore[arg-type]
+            if body is not None:
+                found.append((route, body))
+        paths_before.add(route.path)
     return found
 
 

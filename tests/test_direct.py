@@ -237,3 +237,12 @@ def notebook_apps():
     from conftest import notebook_path
 
     return _apps(notebook_path("core_types"))
+
+
+def test_a_route_placed_before_a_notebook_route_still_answers_it(notebook):
+    app = nb2api.create_app(notebook("core_types"))
+    app.post("/summarize")(lambda: "the app's own")
+    app.router.routes.insert(0, app.router.routes.pop())  # ahead of the notebook's route
+    client = TestClient(app)
+    assert client.post("/summarize", json={"sample": {"values": [1]}}).json() == "the app's own"
+    assert client.post("/nothing").json() == "nothing needed"
