@@ -156,11 +156,17 @@ def _token_only(dependencies: list[Any]) -> bool:
     )
 
 
-def _authorized(scope: Scope, accepted: bytes) -> bool:
+def _first_header(scope: Scope, wanted: bytes) -> bytes | None:
+    """The first header of that (lower-case) name, as Starlette's ``Headers.get`` reads it."""
     for name, value in scope["headers"]:
-        if name == b"authorization":  # the first one, as HTTPBearer reads it
-            return secrets.compare_digest(value, accepted)
-    return False
+        if name == wanted:
+            return value
+    return None
+
+
+def _authorized(scope: Scope, accepted: bytes) -> bool:
+    value = _first_header(scope, b"authorization")  # what HTTPBearer reads
+    return value is not None and secrets.compare_digest(value, accepted)
 
 
 def _validated(route: APIRoute, body: bytes) -> tuple[Any, bool]:
@@ -175,10 +181,8 @@ def _validated(route: APIRoute, body: bytes) -> tuple[Any, bool]:
 
 
 def _is_json(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"content-type":  # the first one, as Starlette's Headers.get reads it
-            return value.split(b";", 1)[0].strip().lower() == b"application/json"
-    return False
+    value = _first_header(scope, b"content-type")
+    return value is not None and value.split(b";", 1)[0].strip().lower() == b"application/json"
 
 
 async def _read_body(receive: Receive) -> bytes:
