@@ -139,7 +139,7 @@ def parse_path() -> None:
     import pandas as pd
     from pydantic import BaseModel, TypeAdapter
 
-    from nb2api.datatypes import request_type
+    from nb2api.types.datatypes import request_type
 
     class Row(BaseModel):
         a: float

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "LoadedNotebook",
@@ -25,23 +25,22 @@ __all__ = [
 ]
 
 _SOURCES = {
-    "LoadedNotebook": ".loader",
+    "LoadedNotebook": ".load",
     "NotebookError": ".errors",
-    "ParsedNotebook": ".notebook",
-    "RouteSpec": ".schema",
+    "ParsedNotebook": ".load",
+    "RouteSpec": ".routes",
     "Settings": ".settings",
-    "build_routes": ".schema",
-    "create_app": ".app",
-    "load_notebook": ".loader",
-    "read_notebook": ".notebook",
+    "build_routes": ".routes",
+    "create_app": ".serve",
+    "load_notebook": ".load",
+    "read_notebook": ".load",
 }
 
 if TYPE_CHECKING:
-    from .app import create_app
     from .errors import NotebookError
-    from .loader import LoadedNotebook, load_notebook
-    from .notebook import ParsedNotebook, read_notebook
-    from .schema import RouteSpec, build_routes
+    from .load import LoadedNotebook, ParsedNotebook, load_notebook, read_notebook
+    from .routes import RouteSpec, build_routes
+    from .serve import create_app
     from .settings import Settings
 
 

@@ -6,6 +6,8 @@ Library errors become one line on stderr and exit code 2 here, and nowhere else 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import logging
 import logging.config
@@ -15,17 +17,22 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from .errors import NotebookError
-from .limits import parse_size
-from .loader import Cell
-from .logs import LogFormat, default_format, logging_config
-from .metrics import MULTIPROC_ENV
+from .load import Cell
+from .serve.logs import LogFormat, default_format, logging_config
+from .serve.metrics import MULTIPROC_ENV
+from .settings import ServerOptions, Settings, env_var
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 app = typer.Typer(
     name="nb2api",
@@ -35,7 +42,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_ENV_SETTINGS = "NB2API_SERVE_SETTINGS"  # hands the settings to uvicorn's worker processes
+# Hand the notebook and its settings to uvicorn's worker processes.
+_ENV_NOTEBOOK = "NB2API_SERVE_NOTEBOOK"
+_ENV_SETTINGS = "NB2API_SERVE_SETTINGS"
 
 NotebookArg = Annotated[
     Path, typer.Argument(help="The notebook (.ipynb) to serve.", show_default=False)
@@ -109,142 +118,117 @@ def _configure_logging(level: str, log_format: LogFormat = "text") -> None:
     )
 
 
-def _size(text: str) -> int:
+def with_settings(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` one option per field of :class:`Settings` and :class:`ServerOptions`.
+
+    The command declares ``settings: Settings`` and ``server: ServerOptions``; typer sees, in their
+    place, a ``--flag`` per field, named, described and defaulted by the field's declaration. A
+    flag left out is taken from its ``NB2API_*`` variable, else the default (pydantic-settings);
+    every value is validated by the same model, whatever its source.
+    """
+    signature = inspect.signature(command)
+    models = {"settings": Settings, "server": ServerOptions}
+    own = [p for p in signature.parameters.values() if p.name not in models]
+    generated = [option for model in models.values() for option in settings_options(model)]
+
+    @functools.wraps(command)
+    def run(**values: Any) -> None:
+        for parameter, model in models.items():
+            given = {name: values.pop(name) for name in model.model_fields}
+            try:
+                values[parameter] = model(**{k: v for k, v in given.items() if v is not None})
+            except ValidationError as error:
+                raise typer.BadParameter(_validation_message(error)) from None
+        command(**values)
+
+    arguments = [p for p in own if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    keywords = [p for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    run.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=arguments + generated + keywords
+    )
+    return run
+
+
+def settings_options(model: type[BaseSettings]) -> list[inspect.Parameter]:
+    """A typer option per field of ``model``: ``--max-workers`` for ``max_workers``, help text
+    from its description, a note of its environment variable and default."""
+    options = []
+    for name, field in model.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        shown = _shown_default(name, field.default)
+        default = f" \\[default: {shown}]" if shown else ""
+        help_text = f"{field.description}{default} \\[env: {env_var(name)}]"
+        kind = _cli_type(field.annotation)
+        names = (f"{flag}/--no-{flag[2:]}",) if kind is bool else (flag, *_ALIASES.get(name, ()))
+        option = typer.Option(*names, help=help_text, show_default=False,
+                              metavar=None if kind is bool else _metavar(name, field.annotation))
+        options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                         annotation=Annotated[kind | None, option]))
+    return options
+
+
+# Flags kept from before the settings were declared in one place.
+_ALIASES = {"cors_origins": ("--cors-origin",)}
+
+
+def _shown_default(name: str, default: Any) -> str:
+    if default in (None, "", ()):
+        return ""
+    if name == "max_body_size":
+        return f"{default // 1024**2}MiB"
+    if isinstance(default, bool):
+        return f"--{'' if default else 'no-'}{name.replace('_', '-')}"
+    return str(default)
+
+
+def _metavar(name: str, annotation: Any) -> str:
+    if name == "max_body_size":
+        return "SIZE"
+    args = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    base = args[0]
+    if get_origin(base) is Annotated or get_origin(base) is tuple:
+        return "TEXT"
+    if get_origin(base) is Literal:
+        return "|".join(map(str, get_args(base)))
+    return {int: "INT", float: "SECONDS" if name == "timeout" else "FLOAT"}.get(base, "TEXT")
+
+
+def _cli_type(annotation: Any) -> Any:
+    """What the command line reads for a field: flags for bools, a repeatable option for a
+    tuple, text for the rest (pydantic converts and checks it, as it does the variables)."""
+    args = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    base = get_args(args[0])[0] if get_origin(args[0]) is Annotated else args[0]
+    if base is bool:
+        return bool
+    if get_origin(base) is tuple:
+        return list[str]
+    return str
+
+
+def _validation_message(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    flag = f"--{where.replace('_', '-')}: " if where else ""
+    return flag + first["msg"].removeprefix("Value error, ")
+
+
+def _load(notebook: Path, settings: Settings | None = None, quiet: bool = True,
+          log_format: LogFormat = "text") -> FastAPI:
+    from .serve import create_app
+
     try:
-        return parse_size(text)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
-
-
-def _log_format(value: str | None) -> str | None:
-    if value is not None and value not in ("json", "text"):
-        raise typer.BadParameter(f"{value!r} is not 'json' or 'text'")
-    return value
-
-
-def _origins(values: list[str] | None) -> tuple[str, ...]:
-    # NB2API_CORS_ORIGINS may list several, separated by commas or spaces.
-    return tuple(o for value in values or () for o in value.replace(",", " ").split())
-
-
-def _load(notebook: Path, quiet: bool = True, log_format: LogFormat = "text", **settings: Any):
-    from .app import create_app
-
-    try:
-        return create_app(notebook, progress=_progress(quiet, log_format), **settings)
+        return create_app(notebook, settings, progress=_progress(quiet, log_format))
     except NotebookError as error:
         raise _fail(error) from None
 
 
 @app.command()
+@with_settings
 def serve(
     notebook: NotebookArg,
-    host: Annotated[str, typer.Option(envvar="NB2API_HOST", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="NB2API_PORT", help="Port to bind.")] = 8000,
-    uds: Annotated[
-        str | None, typer.Option(help="Bind to this unix domain socket instead of host and port.")
-    ] = None,
-    reload: Annotated[
-        bool, typer.Option(help="Restart when the notebook file changes (for development).")
-    ] = False,
-    workers: Annotated[
-        int, typer.Option(envvar="NB2API_WORKERS", min=1, help="Server processes.")
-    ] = 1,
-    max_workers: Annotated[
-        int | None,
-        typer.Option(
-            envvar="NB2API_MAX_WORKERS",
-            min=1,
-            help="Threads per process for plain 'def' routes (default: min(32, CPUs + 4)).",
-        ),
-    ] = None,
-    root_path: Annotated[
-        str, typer.Option(envvar="NB2API_ROOT_PATH", help="Prefix the app is proxied under.")
-    ] = "",
-    debug: Annotated[
-        bool,
-        typer.Option(envvar="NB2API_DEBUG", help="Put tracebacks in 500 responses (never in "
-                     "production)."),
-    ] = False,
-    log_level: Annotated[
-        str, typer.Option(envvar="NB2API_LOG_LEVEL", help="debug, info, warning or error.")
-    ] = "info",
-    log_format: Annotated[
-        str | None,
-        typer.Option(
-            envvar="NB2API_LOG_FORMAT",
-            callback=_log_format,
-            help="One JSON line per record, or text (default: text at a terminal, else json).",
-            show_default=False,
-        ),
-    ] = None,
-    access_log: Annotated[
-        bool, typer.Option(envvar="NB2API_ACCESS_LOG", help="Log one line per request.")
-    ] = True,
-    metrics: Annotated[
-        bool, typer.Option(envvar="NB2API_METRICS", help="Prometheus metrics at /metrics.")
-    ] = True,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            envvar="NB2API_TOKEN",
-            help="Require 'Authorization: Bearer TOKEN' on the notebook's routes and /metrics.",
-            show_default=False,
-        ),
-    ] = None,
-    cors_origin: Annotated[
-        list[str] | None,
-        typer.Option(
-            envvar="NB2API_CORS_ORIGINS",
-            help="An origin allowed to call from a browser ('*' for any); repeat for several.",
-            show_default=False,
-        ),
-    ] = None,
-    max_body_size: Annotated[
-        str,
-        typer.Option(
-            envvar="NB2API_MAX_BODY_SIZE",
-            help="Largest request body (413 above it), e.g. 512kB, 16MiB; 0 for no limit.",
-        ),
-    ] = "16MiB",
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            envvar="NB2API_TIMEOUT",
-            min=0.001,
-            help="Seconds a call may take (504 after) where no '#| timeout:' says.",
-            show_default=False,
-        ),
-    ] = None,
-    max_concurrency: Annotated[
-        int | None,
-        typer.Option(
-            envvar="NB2API_MAX_CONCURRENCY",
-            min=1,
-            help="Calls of one route at once where no '#| max-concurrency:' says (default: the "
-            "pool size for 'def' routes, no limit for 'async def').",
-            show_default=False,
-        ),
-    ] = None,
-    max_queue: Annotated[
-        int,
-        typer.Option(
-            envvar="NB2API_MAX_QUEUE",
-            min=0,
-            help="Requests that may wait per route beyond its concurrency; 503 + Retry-After "
-            "past that.",
-        ),
-    ] = 100,
-    processes: Annotated[
-        int | None,
-        typer.Option(
-            envvar="NB2API_PROCESSES",
-            min=1,
-            help="Worker processes per server process for '#| executor: process' routes "
-            "(default: CPUs).",
-            show_default=False,
-        ),
-    ] = None,
+    *,
+    settings: Settings,
+    server: ServerOptions,
     ray: Annotated[
         bool,
         typer.Option("--ray", help="Serve on Ray Serve: a local Ray cluster, or --address's."),
@@ -273,61 +257,48 @@ def serve(
     """Serve NOTEBOOK's marked cells as an HTTP API (docs at /docs)."""
     import uvicorn
 
-    fmt: LogFormat = log_format or default_format()  # type: ignore[assignment]
-    _configure_logging(log_level, fmt)
-    settings = {
-        "debug": debug,
-        "max_workers": max_workers,
-        "root_path": root_path,
-        "token": token or None,
-        "cors_origins": _origins(cors_origin),
-        "max_body_size": _size(max_body_size),
-        "timeout": timeout,
-        "max_concurrency": max_concurrency,
-        "max_queue": max_queue,
-        "processes": processes,
-        "metrics": metrics,
-        "access_log": access_log,
-    }
+    fmt: LogFormat = server.log_format or default_format()
+    _configure_logging(server.log_level, fmt)
     _say(fmt, f"nb2api: loading {notebook.name}")
-    application = _load(notebook, quiet=False, log_format=fmt, **settings)  # errors: path as given
+    application = _load(notebook, settings, quiet=False, log_format=fmt)  # errors: path as given
     notebook = notebook.resolve()  # worker processes and Ray replicas may start elsewhere
     routes = application.state.routes
     if ray or address:
         del application
-        _serve_on_ray(notebook, settings, fmt, address=address, host=host, port=port,
-                      replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
-                      uds=uds, reload=reload, workers=workers)
+        _serve_on_ray(notebook, settings, server, fmt, address=address, replicas=replicas,
+                      min_replicas=min_replicas, max_replicas=max_replicas)
         return
-    where = f"unix socket {uds}" if uds else f"http://{host}:{port}{root_path}"
+    where = (f"unix socket {server.uds}" if server.uds
+             else f"http://{server.host}:{server.port}{settings.root_path}")
     _say(fmt, f"nb2api: {len(routes)} routes ready; docs at {where}/docs")
     os.chdir(notebook.parent)  # requests see the notebook's folder as Jupyter would
     common: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "uds": uds,
-        "root_path": root_path,
-        "log_level": log_level.lower(),
-        "log_config": logging_config(fmt, log_level),
+        "host": server.host,
+        "port": server.port,
+        "uds": server.uds,
+        "root_path": settings.root_path,
+        "log_level": server.log_level,
+        "log_config": logging_config(fmt, server.log_level),
         "access_log": False,  # nb2api writes its own request lines, with the request id
         "proxy_headers": True,
         "timeout_graceful_shutdown": 10,
     }
-    if workers == 1 and not reload:
+    if server.workers == 1 and not server.reload:
         _freeze_startup_objects()
         uvicorn.run(application, **common)
         return
     # Several processes, or restarts on change: each process builds its own app from settings.
     del application
-    os.environ[_ENV_SETTINGS] = json.dumps({"notebook": str(notebook), **settings})
-    with _multiprocess_metrics(metrics):
+    os.environ[_ENV_NOTEBOOK] = str(notebook)
+    os.environ[_ENV_SETTINGS] = settings.model_dump_json()
+    with _multiprocess_metrics(settings.metrics):
         uvicorn.run(
             "nb2api.cli:app_from_environment",
             factory=True,
-            workers=None if reload else workers,
-            reload=reload,
-            reload_dirs=[str(notebook.parent)] if reload else None,
-            reload_includes=[notebook.name] if reload else None,
+            workers=None if server.reload else server.workers,
+            reload=server.reload,
+            reload_dirs=[str(notebook.parent)] if server.reload else None,
+            reload_includes=[notebook.name] if server.reload else None,
             **common,
         )
 
@@ -371,12 +342,12 @@ def _freeze_startup_objects() -> None:
 
 def app_from_environment():
     """The app factory that uvicorn calls in each worker process of ``serve``."""
-    settings = json.loads(os.environ[_ENV_SETTINGS])
-    notebook = settings.pop("notebook")
+    settings = Settings.model_validate_json(os.environ[_ENV_SETTINGS])
+    notebook = os.environ[_ENV_NOTEBOOK]
     try:
-        from .app import create_app
+        from .serve import create_app
 
-        application = create_app(notebook, **settings)
+        application = create_app(notebook, settings)
     except NotebookError as error:
         # Under --reload the last save broke the notebook: say why and wait for the next save.
         logging.getLogger("nb2api").error("%s", error)
@@ -411,30 +382,30 @@ def openapi(notebook: NotebookArg) -> None:
     typer.echo(json.dumps(application.openapi(), indent=2))
 
 
-def _serve_on_ray(notebook: Path, settings: dict[str, Any], fmt: LogFormat, *,
-                  address: str | None, host: str, port: int, replicas: int | None,
-                  min_replicas: int | None, max_replicas: int | None, uds: str | None,
-                  reload: bool, workers: int) -> None:
+def _serve_on_ray(notebook: Path, settings: Settings, server: ServerOptions, fmt: LogFormat,
+                  *, address: str | None, replicas: int | None, min_replicas: int | None,
+                  max_replicas: int | None) -> None:
     import importlib.util
 
     from pydantic import ValidationError
 
     from . import ray as nb2api_ray
 
-    if uds or reload or workers != 1:
+    host, port = server.host, server.port
+    if server.uds or server.reload or server.workers != 1:
         raise typer.BadParameter("--ray runs replicas itself: drop --uds, --reload and --workers")
     if importlib.util.find_spec("ray") is None:
         typer.echo("error: --ray needs Ray Serve: pip install 'nb2api[ray]'", err=True)
         raise typer.Exit(2)
     # Serve's proxy puts the app under the prefix, so replicas serve it at their root.
-    prefix = settings["root_path"] or "/"
+    prefix = settings.root_path or "/"
     try:
         args = nb2api_ray.RayArgs(
             notebook=notebook,
             num_replicas=replicas,
             min_replicas=min_replicas,
             max_replicas=max_replicas,
-            settings={**settings, "root_path": ""},
+            settings=settings.updated(root_path=""),
         )
     except ValidationError as error:
         raise typer.BadParameter(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
@@ -513,7 +484,7 @@ def ray_config(
     """Write a Ray Serve config for NOTEBOOK, for 'serve deploy' on a Ray cluster."""
     from pydantic import ValidationError
 
-    from .notebook import read_notebook
+    from .load import read_notebook
     from .ray import RayArgs, config_text
 
     try:

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, datatypes, images, uploads
+from ._version import __version__
 from .errors import NotebookError
-from .loader import LoadedNotebook, load_notebook
-from .notebook import Cell
-from .schema import RouteSpec, build_routes
+from .load import Cell, LoadedNotebook, load_notebook
+from .routes import RouteSpec, build_routes
+from .types import datatypes, images, uploads
 
 _TEMPLATES = Path(__file__).parent / "templates" / "export"
 _SERVER_REQUIREMENTS = ("fastapi", "pydantic", "uvicorn")
@@ -130,7 +130,7 @@ def support_package() -> dict[str, str]:
     The modules are copied from nb2api's own source, so the export cannot drift from what
     ``nb2api serve`` does; a test checks that they import nothing else of nb2api.
     """
-    package = Path(__file__).parent
+    package = Path(__file__).parent / "types"
     header = (
         "# Copied verbatim from nb2api {version} (nb2api/{name}.py) by `nb2api export`: the same\n"
         "# code `nb2api serve` runs. Do not edit; export the notebook again to update it.\n"
@@ -675,7 +675,7 @@ class _Wiring:
             encoded = f"{self.h['checked']}({adapter}, result)"
         if model is None:
             return None, encoded, encoder, ""
-        if isinstance(model, type) and model.__module__ == "nb2api.schema":
+        if isinstance(model, type) and model.__module__ == "nb2api.routes":
             class_name = self.names(model.__name__)
             RootModel = self.imports.use("pydantic", "RootModel")
             lines = [f"class {model.__name__}({RootModel}[{text}]):", "    pass"]

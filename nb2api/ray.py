@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .notebook import parse_notebook
+from .load import parse_notebook
 from .settings import Settings
 
 # Where a local cluster is started, Ray must keep its own traffic on loopback: with this unset,
@@ -54,8 +54,8 @@ class RayArgs(BaseModel):
     max_ongoing_requests: int = Field(
         100, ge=1, description="Requests one replica handles at once (its thread pool bounds work)."
     )
-    settings: dict[str, Any] = Field(
-        default_factory=dict, description="nb2api settings for each replica (debug, ...)."
+    settings: Settings = Field(
+        default_factory=Settings, description="nb2api settings for each replica (debug, ...)."
     )
 
     @model_validator(mode="after")
@@ -68,10 +68,6 @@ class RayArgs(BaseModel):
             high = self.max_replicas if self.max_replicas is not None else max(low, 1)
             if high < max(low, 1):
                 raise ValueError(f"max_replicas ({high}) is below min_replicas ({low})")
-        try:
-            Settings().updated(**self.settings)  # fail here, not in every replica
-        except TypeError as error:
-            raise ValueError(str(error)) from None
         return self
 
     def deployment_options(self) -> dict[str, Any]:
@@ -110,7 +106,7 @@ def build(args: RayArgs | dict[str, Any]):
     return serve.deployment(**args.deployment_options())(ingress).bind()
 
 
-def replica_app_builder(text: str, path: str, settings: dict[str, Any]) -> Callable[[], Any]:
+def replica_app_builder(text: str, path: str, settings: Settings) -> Callable[[], Any]:
     """A function, shipped to each replica with the notebook's text, that builds the app there."""
 
     def build_notebook_app():
@@ -120,15 +116,15 @@ def replica_app_builder(text: str, path: str, settings: dict[str, Any]) -> Calla
     return build_notebook_app
 
 
-def notebook_app(text: str, path: str, settings: dict[str, Any]):
+def notebook_app(text: str, path: str, settings: Settings):
     """The FastAPI app for a notebook given as text; ``path`` names it and sets its folder."""
-    from .app import create_app
-    from .loader import load_parsed
+    from .load import load_parsed
+    from .serve import create_app
 
     where = Path(path)
     if not where.parent.is_dir():  # a node that has no copy of the notebook's folder
         where = Path.cwd() / where.name
-    return create_app(load_parsed(parse_notebook(text, where)), **settings)
+    return create_app(load_parsed(parse_notebook(text, where)), settings)
 
 
 def _keep_replica_on_loopback() -> None:
@@ -161,7 +157,11 @@ def _keep_replica_on_loopback() -> None:
 def config_text(args: RayArgs, *, app_name: str | None = None, route_prefix: str = "/",
                 host: str = "127.0.0.1", port: int = 8000) -> str:
     """A Ray Serve config (YAML) for ``serve deploy`` or ``serve run`` of ``args``."""
-    fields = args.model_dump(mode="json", exclude_defaults=True)
+    fields = args.model_dump(mode="json", exclude_defaults=True, exclude={"settings"})
+    # The token never goes into a file: replicas read it from NB2API_TOKEN where they run.
+    settings = args.settings.model_dump(mode="json", exclude_defaults=True, exclude={"token"})
+    if settings:
+        fields["settings"] = settings
     fields["notebook"] = str(args.notebook.expanduser().resolve())
     name = app_name or _deployment_name(args.notebook.stem)
     # JSON scalars and flow collections are valid YAML, which keeps PyYAML out of nb2api.

@@ -1,35 +1,201 @@
-"""Settings of a served notebook, shared by ``create_app``, the CLI and the Jupyter extension."""
+"""How a notebook is served: every setting declared once.
+
+Each field below is the one declaration of a setting: its name, type, default and help text.
+From it come the ``nb2api serve`` flag (``--max-workers``), the environment variable
+(``NB2API_MAX_WORKERS``, read by pydantic-settings), the ``create_app`` keyword and the table in
+README; ``tests/test_settings.py`` checks that all four agree.
+
+A flag given on the command line wins over the environment variable, which wins over the default.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+import re
+from typing import Annotated, Any, Literal, TypedDict
 
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "NB2API_"
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+          "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "ki": 1024, "mi": 1024**2,
+          "gi": 1024**3}
 
-@dataclass(frozen=True)
-class Settings:
-    """How a notebook is served. Every field has a CLI flag of the same name."""
 
-    debug: bool = False  # tracebacks in 500 responses
-    max_workers: int | None = None  # threads for plain ``def`` routes; default min(32, cpus + 4)
-    root_path: str = ""  # the prefix a proxy serves the app under
-    token: str | None = field(default=None, repr=False)  # bearer token for the notebook's routes
-    cors_origins: tuple[str, ...] = ()  # origins allowed to call from a browser; "*" for any
-    max_body_size: int = DEFAULT_MAX_BODY_SIZE  # bytes; larger request bodies get 413; 0: no limit
-    timeout: float | None = None  # seconds per call, for routes without '#| timeout:' (504)
-    max_concurrency: int | None = None  # calls at once per route without '#| max-concurrency:'
-    max_queue: int = 100  # requests waiting per route beyond its concurrency; then 503
-    processes: int | None = None  # workers for '#| executor: process' routes; default: CPUs
-    metrics: bool = True  # Prometheus metrics at /metrics
-    access_log: bool = True  # one log line per request
+def parse_size(text: str | int) -> int:
+    """``'10MB'`` -> 10_000_000, ``'1MiB'`` -> 1_048_576, ``'512'`` -> 512."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(text)
+    unit = (match.group(2) or "").lower() if match else ""
+    if not match or unit not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (for example 512, 100kB, 10MB, 1GiB)")
+    return int(float(match.group(1)) * _UNITS[unit])
 
-    def updated(self, **changes: Any) -> Settings:
-        known = {f.name for f in fields(self)}
-        unknown = set(changes) - known
+
+def _split_words(value: Any) -> Any:
+    """``"a, b c"`` -> ``("a", "b", "c")``: a list in one environment variable or flag."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list | tuple):
+        return tuple(word for item in value for word in str(item).replace(",", " ").split())
+    return value
+
+
+class _Declared(BaseSettings):
+    """Settings read from ``NB2API_*`` variables; unknown keywords are refused."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=False
+    )
+
+    def updated(self, **changes: Any) -> Any:
+        """A copy with ``changes`` applied and validated (unknown names raise TypeError)."""
+        unknown = set(changes) - set(type(self).model_fields)
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        if changes.get("cors_origins") is not None:
-            changes["cors_origins"] = tuple(changes["cors_origins"])
-        return replace(self, **changes)
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+
+class Settings(_Declared):
+    """How a notebook's app behaves: the same under ``nb2api serve``, ``create_app`` and Jupyter."""
+
+    debug: bool = Field(
+        False, description="Put tracebacks in 500 responses (never in production)."
+    )
+    max_workers: int | None = Field(
+        None, ge=1,
+        description="Threads per process for plain 'def' routes (default: min(32, CPUs + 4)).",
+    )
+    root_path: str = Field("", description="Prefix the app is proxied under.")
+    token: str | None = Field(
+        None, repr=False,
+        description="Require 'Authorization: Bearer TOKEN' on the notebook's routes and "
+        "/metrics.",
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Origins allowed to call from a browser ('*' for any); several separated by "
+        "commas or spaces, or the flag repeated.",
+    )
+    max_body_size: int = Field(
+        DEFAULT_MAX_BODY_SIZE, ge=0,
+        description="Largest request body in bytes (413 above it), e.g. 512kB, 16MiB; 0 for no "
+        "limit.",
+    )
+    timeout: float | None = Field(
+        None, gt=0, description="Seconds a call may take (504 after) where no '#| timeout:' says."
+    )
+    max_concurrency: int | None = Field(
+        None, ge=1,
+        description="Calls of one route at once where no '#| max-concurrency:' says (default: the "
+        "pool size for 'def' routes, no limit for 'async def').",
+    )
+    max_queue: int = Field(
+        100, ge=0,
+        description="Requests that may wait per route beyond its concurrency; 503 + Retry-After "
+        "past that.",
+    )
+    processes: int | None = Field(
+        None, ge=1,
+        description="Worker processes per server process for '#| executor: process' routes "
+        "(default: CPUs).",
+    )
+    metrics: bool = Field(True, description="Prometheus metrics at /metrics.")
+    access_log: bool = Field(True, description="Log one line per request.")
+    fast_path: bool = Field(
+        True,
+        description="Answer valid JSON requests to body-only routes without FastAPI's "
+        "per-request handler (same answers, faster); off to compare or debug.",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        return _split_words(value)
+
+    @field_validator("max_body_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return parse_size(value) if isinstance(value, str) else value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and not value:
+            raise ValueError("the token is empty: give a token, or leave the setting out")
+        return value
+
+
+class ServerOptions(_Declared):
+    """How ``nb2api serve`` runs the app: address, processes, logs. Not ``create_app``'s."""
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
+    uds: str | None = Field(
+        None, description="Bind to this unix domain socket instead of host and port."
+    )
+    reload: bool = Field(
+        False, description="Restart when the notebook file changes (for development)."
+    )
+    workers: int = Field(1, ge=1, description="Server processes.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug, info, warning or error."
+    )
+    log_format: Literal["json", "text"] | None = Field(
+        None,
+        description="One JSON line per record, or text (default: text at a terminal, else json).",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class SettingsKeywords(TypedDict, total=False):
+    """The keywords ``create_app`` takes: the fields of :class:`Settings` (a test keeps them
+    equal), so that a type checker knows them."""
+
+    debug: bool
+    max_workers: int | None
+    root_path: str
+    token: str | None
+    cors_origins: tuple[str, ...]
+    max_body_size: int
+    timeout: float | None
+    max_concurrency: int | None
+    max_queue: int
+    processes: int | None
+    metrics: bool
+    access_log: bool
+    fast_path: bool
+
+
+def env_var(name: str) -> str:
+    """The environment variable of the setting ``name``."""
+    return f"{ENV_PREFIX}{name.upper()}"
+
+
+def markdown_table(model: type[_Declared]) -> str:
+    """README's table of ``model``'s settings: flag, variable, default, meaning."""
+    rows = ["| flag | environment variable | default | what it does |", "| --- | --- | --- | --- |"]
+    for name, field in model.model_fields.items():
+        flag = f"`--{name.replace('_', '-')}`"
+        if field.annotation is bool:
+            flag = f"`--{name.replace('_', '-')}` / `--no-{name.replace('_', '-')}`"
+        default = field.default
+        shown = "" if default in (None, "", ()) else f"`{default}`"
+        if name == "max_body_size":
+            shown = f"`{default // 1024**2}MiB`"
+        description = (field.description or "").replace("|", "\\|")
+        rows.append(f"| {flag} | `{env_var(name)}` | {shown} | {description} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m nb2api.settings: the README tables
+    print(markdown_table(Settings))
+    print(markdown_table(ServerOptions), end="")

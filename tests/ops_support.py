@@ -12,7 +12,7 @@ from pathlib import Path
 from conftest import EXAMPLES, NOTEBOOKS  # noqa: F401 (EXAMPLES is for the ops tests)
 from conftest import serve as serve_process
 
-from nb2api.logs import JSONFormatter
+from nb2api.serve.logs import JSONFormatter
 
 
 def ops_notebook(name: str) -> Path:

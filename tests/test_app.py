@@ -125,7 +125,7 @@ def test_async_functions_run_on_the_loop_and_plain_ones_on_the_pool(client):
     c = client("core_pool", max_workers=3)
     assert c.post("/heavy", json={"seconds": 0}).json().startswith("nb2api-worker")
     assert not c.post("/loop_thread").json().startswith("nb2api-worker")
-    assert c.app.state.pool.max_workers == 3
+    assert c.app.state.runtime.pool.max_workers == 3
 
 
 def test_unknown_setting_is_refused(notebook):

@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, TypeAdapter
 
 import nb2api
-from nb2api.datatypes import request_type
 from nb2api.errors import AnnotationError
+from nb2api.types.datatypes import request_type
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nb2api
-from nb2api.direct import DirectRoutes
+from nb2api.serve.fastpath import DirectRoutes
 
 TOKEN = "s3cret-token"
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import nb2api
-from nb2api.encoding import dumps
+from nb2api.types.encoding import dumps
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_declared_scalars_and_optional_frames(results, path, body, expected):
 def test_a_plain_def_result_is_encoded_off_the_event_loop(results, monkeypatch):
     import asyncio
 
-    from nb2api import frames
+    from nb2api.types import frames
 
     seen = []
     original = frames.frame_json

@@ -183,7 +183,7 @@ def test_data_science_types_ship_nbtypes_copied_from_nb2api(frames):
     names = {str(p.relative_to(frames.folder)) for p in frames.files}
     assert {"nbtypes/__init__.py", "nbtypes/frames.py", "nbtypes/datatypes.py",
             "nbtypes/encoding.py", "nbtypes/images.py", "nbtypes/uploads.py"} <= names
-    package = Path(nb2api.__file__).parent
+    package = Path(nb2api.__file__).parent / "types"
     for name in ("frames", "datatypes", "encoding", "images", "uploads"):
         copied = (frames.folder / "nbtypes" / f"{name}.py").read_text()
         assert copied.endswith((package / f"{name}.py").read_text())  # verbatim, after a header

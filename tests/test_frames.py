@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nb2api import frames
+from nb2api.types import frames
 
 
 def test_records_with_missing_keys_fill_with_nan_in_first_seen_column_order():

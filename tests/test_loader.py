@@ -1,7 +1,7 @@
 import pytest
 
 from nb2api.errors import CellExecutionError, UndefinedNameError
-from nb2api.loader import load_notebook
+from nb2api.load import load_notebook
 
 
 def test_setup_and_api_cells_run_once_in_order_and_unmarked_never(notebook):

@@ -3,8 +3,9 @@ import json
 import pytest
 
 from nb2api.errors import CellSyntaxError, DirectiveError, NoMarkedCellsError, NotebookReadError
-from nb2api.notebook import parse_directives, parse_notebook, read_notebook
-from nb2api.source import to_python
+from nb2api.load import parse_notebook, read_notebook
+from nb2api.load.clean import to_python
+from nb2api.load.directives import parse_directives
 
 
 def _nb(*cells):

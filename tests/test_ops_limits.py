@@ -32,7 +32,7 @@ def run(app, scenario):
 
 def test_a_thread_route_over_its_timeout_gets_504_and_its_worker_frees_on_return():
     app = create_app(ops_notebook("limits"))
-    pool = app.state.pool
+    pool = app.state.runtime.pool
 
     async def scenario(client):
         fast = await client.post("/slow", json={"seconds": 0.01})

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from ops_support import json_logs, ops_notebook
 
 from nb2api import create_app
-from nb2api.logs import TextFormatter, logging_config, request_id
+from nb2api.serve.logs import TextFormatter, logging_config, request_id
 
 
 def access(lines: list[dict]) -> list[dict]:
@@ -90,7 +90,7 @@ def test_text_format_reads_as_a_line_for_people():
 
 def test_logging_config_routes_uvicorn_through_nb2api_formatter():
     config = logging_config("json", "warning")
-    assert config["formatters"]["nb2api"]["()"] == "nb2api.logs.JSONFormatter"
+    assert config["formatters"]["nb2api"]["()"] == "nb2api.serve.logs.JSONFormatter"
     assert config["root"]["level"] == "WARNING"
     assert config["loggers"]["uvicorn.access"]["propagate"] is False
 
@@ -101,7 +101,7 @@ def test_serve_json_setup_writes_the_same_line_as_the_formatter(monkeypatch):
     import io
     import logging.config
 
-    from nb2api.logs import access_json_handler, log_request
+    from nb2api.serve.logs import access_json_handler, log_request
 
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from ops_support import ops_notebook
 
 from nb2api import create_app
-from nb2api.limits import parse_size
+from nb2api.settings import parse_size
 
 TOKEN = "s3cret-token"
 

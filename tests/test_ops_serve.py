@@ -11,7 +11,7 @@ import pytest
 from ops_support import ops_notebook, serve
 from prometheus_client.parser import text_string_to_metric_families
 
-from nb2api.metrics import FLUSH_AFTER
+from nb2api.serve.metrics import FLUSH_AFTER
 
 REQUESTS = 400
 CONNECTIONS = 200

@@ -1,8 +1,8 @@
 import pytest
 
 from nb2api.errors import AnnotationError, RouteConflictError, SignatureError, UndefinedNameError
-from nb2api.loader import load_notebook
-from nb2api.schema import build_routes
+from nb2api.load import load_notebook
+from nb2api.routes import build_routes
 
 
 def routes(notebook, name):

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CellExecutionError, DirectiveError, UndefinedNameError
-from .notebook import FUNCTION_OPTIONS, Cell, ParsedNotebook, read_notebook
+from ..errors import CellExecutionError, DirectiveError, UndefinedNameError
+from .directives import DirectiveProblem, function_options
+from .read import Cell, ParsedNotebook, read_notebook
 
 Progress = Callable[[Cell, "float | None"], None]
 """Called with ``(cell, None)`` before a cell runs and ``(cell, seconds)`` after."""
@@ -176,28 +177,12 @@ def _collect_functions(
         for node in tree.body
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
     ]
-    options: dict[str, dict[str, str]] = {name: {} for _, name in defs}
-    for directive in cell.directives:
-        if directive.key not in FUNCTION_OPTIONS:
-            continue
-        following = [name for line, name in defs if line > directive.line]
-        if not following:
-            raise DirectiveError(
-                f"'#| {directive.key}: {directive.value}' has no function below it to apply to",
-                path=str(notebook.path),
-                cell=cell.ref,
-                line=directive.line,
-            )
-        targets = following if directive.in_header and directive.key != "route" else following[:1]
-        for name in targets:
-            if directive.key in options[name] and not directive.in_header:
-                raise DirectiveError(
-                    f"two '#| {directive.key}' lines apply to {name}()",
-                    path=str(notebook.path),
-                    cell=cell.ref,
-                    line=directive.line,
-                )
-            options[name][directive.key] = directive.value
+    try:
+        options = function_options(cell.directives, defs)
+    except DirectiveProblem as problem:
+        raise DirectiveError(
+            problem.reason, path=str(notebook.path), cell=cell.ref, line=problem.line
+        ) from None
     found = []
     for line, name in defs:
         if name.startswith("_"):

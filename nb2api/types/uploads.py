@@ -8,7 +8,6 @@ takes ``multipart/form-data``: its other parameters become form fields.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import io
 import types
@@ -37,7 +36,7 @@ _PARQUET_MAGIC = b"PAR1"
 
 def upload_kind(annotation: Any) -> UploadKind | None:
     """What a file parameter receives, or None when the parameter is not a file."""
-    base, _ = _unwrap_optional(annotation)
+    base, _ = unwrap_optional(annotation)
     meta: tuple[Any, ...] = ()
     if typing.get_origin(base) is Annotated:
         base, *rest = typing.get_args(base)
@@ -54,37 +53,13 @@ def upload_kind(annotation: Any) -> UploadKind | None:
     return None
 
 
-def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+def unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1:
             return rest[0], True
     return annotation, False
-
-
-def with_form_sources(params: list, method: str, fail) -> list:
-    """For a route that takes a file: file parameters come from ``file``, the rest from ``form``."""
-    from .errors import SignatureError
-
-    files = [p for p in params if upload_kind(p.annotation) is not None]
-    if not files:
-        return params
-    for p in files:
-        if p.source != "body":
-            where = "the path" if p.source == "path" else f"the query string of a {method} route"
-            raise fail(
-                SignatureError,
-                f"parameter '{p.name}' is a file but comes from {where}; files are uploaded in "
-                "the body: use a POST route",
-                p.name,
-            )
-    return [
-        dataclasses.replace(p, source="file" if p in files else "form")
-        if p.source == "body"
-        else p
-        for p in params
-    ]
 
 
 def endpoint_parameters(spec) -> list[inspect.Parameter]:
@@ -163,7 +138,7 @@ def _read_table(param: str, data: bytes, filename: str, content_type: str) -> pd
 
 
 def _validate_rows(p, frame: pd.DataFrame) -> pd.DataFrame:
-    table, _ = _unwrap_optional(p.annotation)
+    table, _ = unwrap_optional(p.annotation)
     schema = datatypes.data_schema(datatypes.request_type(table))
     if schema is None or getattr(schema, "row", None) is None:
         return frame

@@ -1,9 +1,9 @@
-"""Mount route specs on a FastAPI app.
+"""One notebook function as one FastAPI endpoint.
 
-Fourth stage of the pipeline: list of :class:`RouteSpec` -> ``FastAPI``. Each route's endpoint is a
-small async function whose signature FastAPI reads, so validation, 422s and OpenAPI are FastAPI's
-own; the endpoint calls the notebook function (awaited, or on the worker pool) and encodes the
-result straight to JSON bytes.
+The endpoint is a small async function whose signature FastAPI reads (path parameters, a query
+model, a body model, upload and form fields), so validation, 422s and OpenAPI are FastAPI's own.
+It calls the notebook function through the runtime (awaited, or on its pool within its limits)
+and encodes the result straight to bytes with :mod:`nb2api.types`.
 """
 
 from __future__ import annotations
@@ -13,27 +13,20 @@ import inspect
 import logging
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Query
+from fastapi import Body, Query
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 
-from . import __version__, images, uploads
-from .direct import DirectRoutes
-from .docs import mount_docs
-from .encoding import ResultError, encode_after, make_encoder
-from .loader import LoadedNotebook, Progress, load_notebook
-from .ops import Runtime
-from .schema import RouteSpec, build_routes
-from .settings import Settings
+from ..routes import RouteSpec
+from ..settings import Settings
+from ..types import images, uploads
+from ..types.encoding import ResultError, encode_after, make_encoder
+from .runtime import Runtime
 
 logger = logging.getLogger("nb2api")
 
@@ -48,101 +41,7 @@ class ErrorBody(BaseModel):
     error_id: str
 
 
-def create_app(
-    notebook: str | Path | LoadedNotebook,
-    *,
-    progress: Progress | None = None,
-    **settings: Any,
-) -> FastAPI:
-    """Load ``notebook`` (running its setup and api cells) and return its FastAPI app.
-
-    ``settings`` are the fields of :class:`nb2api.Settings` (``debug``, ``max_workers``, ...).
-    Raises :class:`nb2api.NotebookError` when the notebook cannot be served.
-    """
-    config = Settings().updated(**settings)
-    loaded = notebook if isinstance(notebook, LoadedNotebook) else load_notebook(
-        notebook, progress=progress
-    )
-    specs = build_routes(loaded)
-    for message in loaded.warnings + [w for s in specs for w in s.warnings]:
-        logger.warning(message)
-    return build_app(loaded, specs, config)
-
-
-def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings) -> FastAPI:
-    runtime = Runtime(loaded, specs, settings)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime.start()
-        try:
-            yield
-        finally:
-            runtime.stop()
-
-    nb = loaded.notebook
-    app = FastAPI(
-        title=nb.title or nb.name,
-        description=f"Served by nb2api from the notebook `{nb.path.name}`.",
-        version=__version__,
-        docs_url=None,
-        redoc_url=None,
-        lifespan=lifespan,
-    )
-    app.state.notebook = loaded
-    app.state.routes = specs
-    app.state.pool = runtime.pool
-    app.state.runtime = runtime
-    app.state.settings = settings
-    app.state.ready = True
-    if settings.root_path:
-        # FastAPI(root_path=...) is deprecated in favour of the server's setting; this does the
-        # same for servers that are not told (create_app under any ASGI server).
-        app.add_middleware(_RootPath, root_path=settings.root_path)
-    mount_docs(app)
-    runtime.install(app)  # health, readiness, metrics, request logs, CORS, body limit
-    notebook_routes: list[APIRoute] = []
-    for spec in specs:
-        options = runtime.route_options(spec)  # auth dependency, 401/413/503/504 answers
-        app.add_api_route(
-            spec.path,
-            _endpoint(spec, runtime, settings),
-            methods=[spec.method],
-            name=spec.name,
-            operation_id=spec.name,
-            summary=spec.summary,
-            description=spec.description or "",
-            response_model=spec.response_model,
-            response_class=images.response_class(spec.returns),
-            responses={
-                500: {"model": ErrorBody, "description": "The notebook code raised"},
-                **images.openapi_responses(spec.returns),
-                **options["responses"],
-            },
-            dependencies=options["dependencies"],
-        )
-        notebook_routes.append(app.router.routes[-1])
-    runtime.routes_first(app)
-    # The innermost middleware (inside CORS, limits and request logs): valid JSON requests to
-    # the notebook's routes skip FastAPI's per-request handler.
-    app.user_middleware.append(Middleware(DirectRoutes, fastapi_app=app, routes=notebook_routes))
-    return app
-
-
-class _RootPath:
-    """Pure ASGI middleware: the prefix a proxy serves the app under, unless the server set one."""
-
-    def __init__(self, app: Any, root_path: str) -> None:
-        self.app = app
-        self.root_path = root_path
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket") and not scope.get("root_path"):
-            scope["root_path"] = self.root_path
-        await self.app(scope, receive, send)
-
-
-def _endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Callable[..., Any]:
+def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Callable[..., Any]:
     """An async endpoint for ``spec`` with a signature FastAPI can read."""
     encode = make_encoder(spec.returns)
     if not spec.is_async and spec.options.executor == "thread":

@@ -84,7 +84,7 @@ def make_encoder(returns: Any) -> Encoder:
     if returns is inspect.Parameter.empty or returns is Any:
         return dumps
     if images.media_type(returns) is not None:
-        return images.make_encoder(returns)
+        return _image_encoder(returns)
     annotation = datatypes.response_type(returns)
     if annotation is None or annotation is type(None):
         return dumps
@@ -106,6 +106,21 @@ def make_encoder(returns: Any) -> Encoder:
             # A loosely declared result (``-> dict``) holding values pydantic takes for others
             # it knows: pd.NaT passes for a datetime, then fails to serialize as one.
             return dumps(checked)
+
+    return encode
+
+
+def _image_encoder(annotation: Any) -> Encoder:
+    """Bytes of the image the function returned; ResultError for anything else."""
+    figure = images.is_figure_type(annotation)
+
+    def encode(value: Any) -> bytes:
+        if figure and images.is_figure(value):
+            return images.render_png(value)
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value)
+        expected = "a matplotlib Figure" if figure else "bytes"
+        raise ResultError(f"expected {expected}, got {type(value).__name__}")
 
     return encode
 

@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_core import core_schema as cs
 from typing_extensions import is_typeddict
 
+from . import images
 from ._lazy import LazyModule, in_use, loaded
 
 np = LazyModule("numpy")
@@ -60,8 +61,6 @@ def request_type(annotation: Any) -> Any:
 
 def response_type(annotation: Any) -> Any:
     """The type that documents a response, or None when the media type says it all."""
-    from . import images
-
     if images.media_type(annotation) is not None:
         return None
     return _rewrite(annotation)
@@ -435,43 +434,13 @@ def is_scalar(annotation: Any) -> bool:
     )
 
 
-def _is_scalar_list(annotation: Any) -> bool:
+def is_scalar_list(annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _is_scalar_list(typing.get_args(annotation)[0])
+        return is_scalar_list(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return len(args) == 1 and _is_scalar_list(args[0])
+        return len(args) == 1 and is_scalar_list(args[0])
     return origin in _SEQUENCES and all(
         is_scalar(a) for a in typing.get_args(annotation) if a is not Ellipsis
-    )
-
-
-def check_scalar_param(param, method: str, fail) -> None:
-    """Path, query and form parameters arrive as text: only scalars (and lists of them) fit."""
-    annotation = param.annotation
-    lists = param.source in ("query", "form")
-    if is_scalar(annotation) or (lists and _is_scalar_list(annotation)):
-        return
-    from .schema import type_name
-
-    where = {
-        "path": "the path",
-        "query": f"the query string of a {method} route",
-        "form": "a form field (the route takes a file, so its body is a form)",
-    }[param.source]
-    fix = (
-        "take the file in a route of its own, or send this value inside the file"
-        if param.source == "form"
-        else "use a POST route to take it in a JSON body"
-    )
-    from .errors import AnnotationError
-
-    raise fail(
-        AnnotationError,
-        f"parameter '{param.name}: {type_name(annotation)}' comes from {where}, which holds only "
-        "plain values (str, int, float, bool, date, UUID, Enum, Literal"
-        + (", or a list of them" if lists else "")
-        + f"); {fix}",
-        param.name,
     )

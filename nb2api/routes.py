@@ -7,6 +7,7 @@ checked here, at load time, so a request never meets a function nb2api cannot ca
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import typing
@@ -20,10 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, creat
 from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 from pydantic.fields import FieldInfo
 
-from . import datatypes, uploads
 from .errors import AnnotationError, RouteConflictError, SignatureError, UndefinedNameError
-from .loader import LoadedNotebook, NotebookFunction
-from .notebook import parse_route
+from .load import LoadedNotebook, NotebookFunction, parse_route
+from .types import datatypes, uploads
 
 ParamSource = Literal["path", "query", "body", "form", "file"]  # form and file: multipart
 _PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?}")
@@ -195,10 +195,10 @@ def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec
             f"'{missing}'",
             missing,
         )
-    params = uploads.with_form_sources(params, method, fail)
+    params = _with_form_sources(params, method, fail)
     for p in params:
         if p.source not in ("body", "file"):
-            datatypes.check_scalar_param(p, method, fail)
+            _check_scalar_param(p, method, fail)
 
     stem = _pascal(name)
     body_params = [p for p in params if p.source == "body"]
@@ -265,6 +265,54 @@ def _resolve_hints(func, name, fail) -> dict[str, Any]:
                 None if param == "return" else param,
             ) from None
     raise fail(UndefinedNameError, f"an annotation of {name}() names something not defined")
+
+
+def _with_form_sources(params: list[ParamSpec], method: str, fail) -> list[ParamSpec]:
+    """For a route that takes a file: file parameters come from ``file``, the rest from ``form``."""
+    files = [p for p in params if uploads.upload_kind(p.annotation) is not None]
+    if not files:
+        return params
+    for p in files:
+        if p.source != "body":
+            where = "the path" if p.source == "path" else f"the query string of a {method} route"
+            raise fail(
+                SignatureError,
+                f"parameter '{p.name}' is a file but comes from {where}; files are uploaded in "
+                "the body: use a POST route",
+                p.name,
+            )
+    return [
+        dataclasses.replace(p, source="file" if p in files else "form")
+        if p.source == "body"
+        else p
+        for p in params
+    ]
+
+
+def _check_scalar_param(param: ParamSpec, method: str, fail) -> None:
+    """Path, query and form parameters arrive as text: only scalars (and lists of them) fit."""
+    annotation = param.annotation
+    lists = param.source in ("query", "form")
+    if datatypes.is_scalar(annotation) or (lists and datatypes.is_scalar_list(annotation)):
+        return
+    where = {
+        "path": "the path",
+        "query": f"the query string of a {method} route",
+        "form": "a form field (the route takes a file, so its body is a form)",
+    }[param.source]
+    fix = (
+        "take the file in a route of its own, or send this value inside the file"
+        if param.source == "form"
+        else "use a POST route to take it in a JSON body"
+    )
+    raise fail(
+        AnnotationError,
+        f"parameter '{param.name}: {type_name(annotation)}' comes from {where}, which holds only "
+        "plain values (str, int, float, bool, date, UUID, Enum, Literal"
+        + (", or a list of them" if lists else "")
+        + f"); {fix}",
+        param.name,
+    )
 
 
 def _route_options(function: NotebookFunction, fail) -> RouteOptions:

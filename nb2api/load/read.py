@@ -8,32 +8,26 @@ cell tag or by a ``#| setup`` / ``#| api`` directive among its first comment lin
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from .errors import CellRef, CellSyntaxError, DirectiveError, NoMarkedCellsError, NotebookReadError
-from .source import PythonSource, to_python
-
-CellKind = Literal["setup", "api"]
-MARKS: tuple[CellKind, ...] = ("setup", "api")
-
-# `#| key` or `#| key: value`, as in Quarto and nbdev.
-_DIRECTIVE = re.compile(r"^\s*#\|\s*([A-Za-z][\w-]*)\s*(?::\s*(.*?))?\s*$")
-# Options that apply to the function defined next below them (or, in the cell's header, to
-# every function of the cell).
-FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor")
-
-
-@dataclass(frozen=True)
-class Directive:
-    """One ``#| key: value`` line; ``line`` is 1-based within the cell."""
-
-    key: str
-    value: str
-    line: int
-    in_header: bool
+from ..errors import (
+    CellRef,
+    CellSyntaxError,
+    DirectiveError,
+    NoMarkedCellsError,
+    NotebookReadError,
+)
+from .clean import PythonSource, to_python
+from .directives import (
+    CellKind,
+    Directive,
+    DirectiveProblem,
+    cell_kind,
+    check_directives,
+    is_directive,
+    parse_directives,
+)
 
 
 @dataclass(frozen=True)
@@ -66,33 +60,9 @@ class ParsedNotebook:
 def first_code_line(source: str) -> str:
     lines = [line.strip() for line in source.splitlines() if line.strip()]
     for line in lines:
-        if not _DIRECTIVE.match(line):
+        if not is_directive(line):
             return line
     return lines[0] if lines else ""
-
-
-def parse_directives(source: str) -> tuple[Directive, ...]:
-    directives = []
-    in_header = True
-    for number, line in enumerate(source.splitlines(), start=1):
-        stripped = line.strip()
-        match = _DIRECTIVE.match(line)
-        if match:
-            key = match.group(1).lower()
-            directives.append(Directive(key, (match.group(2) or "").strip(), number, in_header))
-        elif stripped and not stripped.startswith("#"):
-            in_header = False
-    return tuple(directives)
-
-
-def cell_kind(tags: list[str], directives: tuple[Directive, ...]) -> CellKind | None:
-    marks = {t for t in tags if t in MARKS}
-    marks |= {d.key for d in directives if d.in_header and d.key in MARKS and not d.value}
-    if "api" in marks:
-        return "api"
-    if "setup" in marks:
-        return "setup"
-    return None
 
 
 def read_notebook(path: str | Path) -> ParsedNotebook:
@@ -142,15 +112,12 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
         if kind is None:
             continue
         ref = CellRef(index, first_code_line(source))
-        for d in directives:
-            if d.key == "route" and not _ROUTE.match(d.value):
-                raise DirectiveError(
-                    f"'#| route: {d.value}' is not 'METHOD /path' "
-                    "(for example '#| route: GET /species/{name}')",
-                    path=str(path),
-                    cell=ref,
-                    line=d.line,
-                )
+        try:
+            check_directives(directives)
+        except DirectiveProblem as problem:
+            raise DirectiveError(
+                problem.reason, path=str(path), cell=ref, line=problem.line
+            ) from None
         python: PythonSource = to_python(source)
         if python.error is not None:
             line, message = python.error
@@ -213,14 +180,3 @@ def _as_v4(raw: dict, text: str, path: Path) -> dict:
     if not isinstance(raw.get("metadata"), dict):
         raw["metadata"] = {}
     return raw
-
-
-_ROUTE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE)\s+(/\S*)$", re.IGNORECASE)
-
-
-def parse_route(value: str) -> tuple[str, str]:
-    """``'GET /species/{name}'`` -> ``('GET', '/species/{name}')``."""
-    match = _ROUTE.match(value.strip())
-    if not match:
-        raise ValueError(value)
-    return match.group(1).upper(), match.group(2)

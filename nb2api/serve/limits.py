@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -21,29 +20,12 @@ from typing import TYPE_CHECKING, Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .executor import WorkerPool
-from .settings import Settings
+from ..settings import Settings
+from .pools import WorkerPool
 
 if TYPE_CHECKING:
+    from ..routes import RouteSpec
     from .metrics import Metrics
-    from .schema import RouteSpec
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
-          "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "ki": 1024, "mi": 1024**2,
-          "gi": 1024**3}
-
-
-def parse_size(text: str | int) -> int:
-    """``'10MB'`` -> 10_000_000, ``'1MiB'`` -> 1_048_576, ``'512'`` -> 512."""
-    if isinstance(text, int):
-        return text
-    match = _SIZE.match(text)
-    unit = (match.group(2) or "").lower() if match else ""
-    if not match or unit not in _UNITS:
-        raise ValueError(f"not a size: {text!r} (for example 512, 100kB, 10MB, 1GiB)")
-    return int(float(match.group(1)) * _UNITS[unit])
-
 
 class BodySizeLimit:
     """Pure ASGI middleware: a request body over ``max_bytes`` gets 413 before the app sees it."""

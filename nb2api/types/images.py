@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import sys
 import typing
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi.datastructures import Default
@@ -27,7 +26,7 @@ def is_figure(value: Any) -> bool:
     )
 
 
-def _is_figure_type(annotation: Any) -> bool:
+def is_figure_type(annotation: Any) -> bool:
     return isinstance(annotation, type) and any(
         cls.__name__ == "Figure" and cls.__module__ == "matplotlib.figure"
         for cls in annotation.__mro__
@@ -48,7 +47,7 @@ def _marked_bytes(annotation: Any) -> str | None:
 
 def media_type(annotation: Any) -> str | None:
     """The image media type a return annotation declares, or None for a JSON route."""
-    if _is_figure_type(annotation):
+    if is_figure_type(annotation):
         return PNG
     return _marked_bytes(annotation)
 
@@ -72,23 +71,6 @@ def response_class(annotation: Any) -> Any:
     if kind is None:
         return Default(JSONResponse)
     return type("ImageResponse", (Response,), {"media_type": kind})
-
-
-def make_encoder(annotation: Any) -> Callable[[Any], bytes]:
-    """Bytes of the image the function returned; TypeError for anything else."""
-    from .encoding import ResultError
-
-    figure = _is_figure_type(annotation)
-
-    def encode(value: Any) -> bytes:
-        if figure and is_figure(value):
-            return render_png(value)
-        if isinstance(value, bytes | bytearray | memoryview):
-            return bytes(value)
-        expected = "a matplotlib Figure" if figure else "bytes"
-        raise ResultError(f"expected {expected}, got {type(value).__name__}")
-
-    return encode
 
 
 def render_png(figure: Any) -> bytes:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
-from .executor import WorkerPool
+from .pools import WorkerPool
 
 logger = logging.getLogger("nb2api")
 

@@ -1,0 +1,118 @@
+"""Every ``#|`` directive, parsed in one place.
+
+A directive is a comment line ``#| key`` or ``#| key: value``, as Quarto and nbdev write them.
+Marks (``#| setup``, ``#| api``) say which cells belong to the service; function options
+(``#| route:``, ``#| timeout:``, ...) apply to the function defined next below them, or, written
+in the cell's header, to every function of the cell.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+CellKind = Literal["setup", "api"]
+MARKS: tuple[CellKind, ...] = ("setup", "api")
+FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor")
+
+# `#| key` or `#| key: value`, as in Quarto and nbdev.
+_DIRECTIVE = re.compile(r"^\s*#\|\s*([A-Za-z][\w-]*)\s*(?::\s*(.*?))?\s*$")
+_ROUTE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE)\s+(/\S*)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Directive:
+    """One ``#| key: value`` line; ``line`` is 1-based within the cell."""
+
+    key: str
+    value: str
+    line: int
+    in_header: bool  # among the cell's leading comment lines, before any code
+
+
+class DirectiveProblem(ValueError):
+    """A directive that cannot apply; ``line`` is the directive's line within its cell."""
+
+    def __init__(self, reason: str, line: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+
+
+def is_directive(line: str) -> bool:
+    return _DIRECTIVE.match(line) is not None
+
+
+def parse_directives(source: str) -> tuple[Directive, ...]:
+    directives = []
+    in_header = True
+    for number, line in enumerate(source.splitlines(), start=1):
+        stripped = line.strip()
+        match = _DIRECTIVE.match(line)
+        if match:
+            key = match.group(1).lower()
+            directives.append(Directive(key, (match.group(2) or "").strip(), number, in_header))
+        elif stripped and not stripped.startswith("#"):
+            in_header = False
+    return tuple(directives)
+
+
+def cell_kind(tags: Sequence[str], directives: Sequence[Directive]) -> CellKind | None:
+    """``api`` or ``setup`` (by tag or header directive), or None for an unmarked cell."""
+    marks = {t for t in tags if t in MARKS}
+    marks |= {d.key for d in directives if d.in_header and d.key in MARKS and not d.value}
+    if "api" in marks:
+        return "api"
+    if "setup" in marks:
+        return "setup"
+    return None
+
+
+def check_directives(directives: Sequence[Directive]) -> None:
+    """Refuse a directive whose value cannot be understood; raises :class:`DirectiveProblem`."""
+    for d in directives:
+        if d.key == "route" and not _ROUTE.match(d.value):
+            raise DirectiveProblem(
+                f"'#| route: {d.value}' is not 'METHOD /path' "
+                "(for example '#| route: GET /species/{name}')",
+                d.line,
+            )
+
+
+def parse_route(value: str) -> tuple[str, str]:
+    """``'GET /species/{name}'`` -> ``('GET', '/species/{name}')``."""
+    match = _ROUTE.match(value.strip())
+    if not match:
+        raise ValueError(value)
+    return match.group(1).upper(), match.group(2)
+
+
+def function_options(
+    directives: Sequence[Directive], defs: Sequence[tuple[int, str]]
+) -> dict[str, dict[str, str]]:
+    """Which function options apply to which function of a cell.
+
+    ``defs`` are the cell's top-level functions as ``(line, name)``, the line being that of the
+    ``def`` or its first decorator. Raises :class:`DirectiveProblem` for an option with no
+    function below it, or two options of one key on one function.
+    """
+    options: dict[str, dict[str, str]] = {name: {} for _, name in defs}
+    for directive in directives:
+        if directive.key not in FUNCTION_OPTIONS:
+            continue
+        following = [name for line, name in defs if line > directive.line]
+        if not following:
+            raise DirectiveProblem(
+                f"'#| {directive.key}: {directive.value}' has no function below it to apply to",
+                directive.line,
+            )
+        targets = following if directive.in_header and directive.key != "route" else following[:1]
+        for name in targets:
+            if directive.key in options[name] and not directive.in_header:
+                raise DirectiveProblem(
+                    f"two '#| {directive.key}' lines apply to {name}()", directive.line
+                )
+            options[name][directive.key] = directive.value
+    return options

@@ -1,0 +1,160 @@
+"""Compose a FastAPI app from a loaded notebook's route specs.
+
+Third stage of the pipeline: list of :class:`RouteSpec` -> ``FastAPI``. The app gets nb2api's own
+endpoints (docs, health, metrics), one endpoint per route (:mod:`.endpoint`), and its middleware,
+outermost first: request ids, metrics and logs (with the body limit), CORS, the fast path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from typing_extensions import Unpack
+
+from .._version import __version__
+from ..load import LoadedNotebook, Progress, load_notebook
+from ..routes import RouteSpec, build_routes
+from ..settings import Settings, SettingsKeywords
+from ..types import images
+from . import health
+from .docs import mount_docs
+from .endpoint import ErrorBody, make_endpoint
+from .fastpath import DirectRoutes
+from .limits import BodySizeLimit
+from .middleware import RequestMiddleware, RootPath
+from .runtime import Runtime
+
+logger = logging.getLogger("nb2api")
+
+
+def create_app(
+    notebook: str | Path | LoadedNotebook,
+    settings: Settings | None = None,
+    *,
+    progress: Progress | None = None,
+    **changes: Unpack[SettingsKeywords],
+) -> FastAPI:
+    """Load ``notebook`` (running its setup and api cells) and return its FastAPI app.
+
+    ``settings`` defaults to :class:`nb2api.Settings` read from the ``NB2API_*`` environment
+    variables; keywords (``debug=True``, ``max_workers=4``, ...) change single fields of it.
+    Raises :class:`nb2api.NotebookError` when the notebook cannot be served.
+    """
+    config = settings if settings is not None else Settings()
+    if changes:
+        config = config.updated(**changes)
+    loaded = notebook if isinstance(notebook, LoadedNotebook) else load_notebook(
+        notebook, progress=progress
+    )
+    specs = build_routes(loaded)
+    for message in loaded.warnings + [w for s in specs for w in s.warnings]:
+        logger.warning(message)
+    return build_app(loaded, specs, config)
+
+
+def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings) -> FastAPI:
+    """The FastAPI app serving ``specs``; its lifespan starts and stops the runtime's pools."""
+    runtime = Runtime(loaded, specs, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.start()
+        try:
+            yield
+        finally:
+            runtime.stop()
+
+    nb = loaded.notebook
+    app = FastAPI(
+        title=nb.title or nb.name,
+        description=f"Served by nb2api from the notebook `{nb.path.name}`.",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.notebook = loaded
+    app.state.routes = specs
+    app.state.runtime = runtime
+    app.state.settings = settings
+    if settings.root_path:
+        # FastAPI(root_path=...) is deprecated in favour of the server's setting; this does the
+        # same for servers that are not told (create_app under any ASGI server).
+        app.add_middleware(RootPath, root_path=settings.root_path)
+    mount_docs(app)
+    health.mount(app, list(runtime.pools.values()), runtime.metrics, runtime.auth)
+    own_routes = list(app.router.routes)
+    _add_middleware(app, settings, runtime)
+    notebook_routes: list[APIRoute] = []
+    for spec in specs:
+        app.add_api_route(
+            spec.path,
+            make_endpoint(spec, runtime, settings),
+            methods=[spec.method],
+            name=spec.name,
+            operation_id=spec.name,
+            summary=spec.summary,
+            description=spec.description or "",
+            response_model=spec.response_model,
+            response_class=images.response_class(spec.returns),
+            responses={
+                500: {"model": ErrorBody, "description": "The notebook code raised"},
+                **images.openapi_responses(spec.returns),
+                **runtime.responses(spec),
+            },
+            dependencies=[runtime.auth] if runtime.auth is not None else None,
+        )
+        notebook_routes.append(app.router.routes[-1])  # type: ignore[arg-type]
+    _routes_first(app, own_routes)
+    if settings.fast_path:
+        # The innermost middleware (inside CORS, limits and request logs): valid JSON requests
+        # to the notebook's routes skip FastAPI's per-request handler.
+        app.user_middleware.append(
+            Middleware(DirectRoutes, fastapi_app=app, routes=notebook_routes)
+        )
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings, runtime: Runtime) -> None:
+    """Request ids, metrics and logs outermost, then CORS, then the body limit."""
+    if settings.max_body_size and settings.cors_origins:
+        # Inside CORS, so that a browser sees the 413 with its CORS headers.
+        app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_size)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(
+        RequestMiddleware, metrics=runtime.metrics, log=settings.access_log,
+        max_body_size=0 if settings.cors_origins else settings.max_body_size,
+    )
+
+
+def _routes_first(app: FastAPI, ours: list[Any]) -> None:
+    """Match the notebook's fixed-path routes before nb2api's own (docs, health, metrics).
+
+    Starlette tries routes in order, so every route ahead of ``/predict`` costs each request a
+    regex match. A fixed path cannot shadow a different one, so those go first; routes with path
+    parameters (``/species/{name}``) stay behind nb2api's own, which they could shadow, and so
+    does a notebook route on one of nb2api's own paths.
+    """
+    reserved = {getattr(route, "path", None) for route in ours}
+    first = [
+        route for route in app.router.routes
+        if route not in ours and "{" not in getattr(route, "path", "{")
+        and route.path not in reserved
+    ]
+    app.router.routes[:] = first + [r for r in app.router.routes if r not in first]

@@ -1,0 +1,65 @@
+"""What an app runs notebook code with: its pools, metrics and auth, and their lifetime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.params import Depends as DependsParam
+
+from ..load import LoadedNotebook
+from ..routes import RouteSpec
+from ..settings import Settings
+from .auth import require_token
+from .limits import Call, openapi_responses, route_call
+from .metrics import Metrics
+from .pools import WorkerPool
+from .processes import ProcessPool
+
+
+class Runtime:
+    """The pools, metrics and auth of one app; :meth:`start` and :meth:`stop` bracket its life."""
+
+    def __init__(self, loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings):
+        self.settings = settings
+        self.pool = WorkerPool(settings.max_workers)
+        in_processes = {
+            s.name: s.func for s in specs if s.options.executor == "process" and not s.is_async
+        }
+        self.processes = ProcessPool(in_processes, settings.processes) if in_processes else None
+        self.pools: dict[str, WorkerPool] = {"thread": self.pool}
+        if self.processes is not None:
+            self.pools["process"] = self.processes
+        self.metrics = Metrics() if settings.metrics else None
+        if self.metrics is not None:
+            self.metrics.load_seconds.set(loaded.load_seconds)
+            for pool in self.pools.values():
+                self.metrics.watch_pool(pool)
+        self.auth: DependsParam | None = (
+            require_token(settings.token) if settings.token else None
+        )
+
+    def start(self) -> None:
+        """Fork the process pool (after setup, before the first request)."""
+        if self.processes is not None:
+            self.processes.start()
+
+    def stop(self) -> None:
+        for pool in self.pools.values():
+            pool.shutdown()
+        if self.metrics is not None:
+            self.metrics.close()
+
+    def call(self, spec: RouteSpec) -> Call:
+        """``await call(args, kwargs)``: the route's function on its pool, within its limits."""
+        return route_call(spec, self.settings, self.pools, self.metrics)
+
+    def responses(self, spec: RouteSpec) -> dict[int | str, dict[str, Any]]:
+        """The answers nb2api itself may give on ``spec``'s route, for its OpenAPI document."""
+        responses = openapi_responses(spec, self.settings)
+        if self.auth is not None:
+            responses[401] = {"description": "Missing or invalid bearer token"}
+        return responses
+
+    def failed(self, spec: RouteSpec, exc: BaseException) -> None:
+        if self.metrics is not None:
+            self.metrics.exceptions.labels(spec.path, type(exc).__name__).inc()

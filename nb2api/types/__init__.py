@@ -1,0 +1,37 @@
+"""The data-science types: DataFrames, Series, arrays, numpy scalars, uploads and images.
+
+How each becomes a pydantic type (``datatypes``), how values are converted column by column
+(``frames``), how results are written as JSON or image bytes (``encoding``, ``images``) and how
+uploaded files are read (``uploads``).
+
+This package imports nothing else from nb2api, only its own modules (relatively) and third-party
+packages: ``nb2api export`` copies it, byte for byte, into the exported project, so the exported
+app runs the very code that ``nb2api serve`` runs.
+"""
+
+from __future__ import annotations
+
+from .datatypes import ADVICE, data_schema, request_type, response_type
+from .encoding import Encoder, ResultError, dumps, encode_after, make_encoder
+from .images import is_figure, media_type, openapi_responses, response_class
+from .uploads import endpoint_parameters, frame_params, receive, upload_kind
+
+__all__ = [
+    "ADVICE",
+    "Encoder",
+    "ResultError",
+    "data_schema",
+    "dumps",
+    "encode_after",
+    "endpoint_parameters",
+    "frame_params",
+    "is_figure",
+    "make_encoder",
+    "media_type",
+    "openapi_responses",
+    "receive",
+    "request_type",
+    "response_class",
+    "response_type",
+    "upload_kind",
+]
