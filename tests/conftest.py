@@ -1,4 +1,15 @@
-"""Shared fixtures: notebooks by name, free ports, and real ``nb2api serve`` subprocesses."""
+"""Shared helpers: tiny notebooks built inline, free ports, waiting with a deadline, and real
+``nb2api serve`` subprocesses on 127.0.0.1.
+
+A behaviour test builds its notebook next to its assertions::
+
+    def test_adds(make_notebook):
+        path = make_notebook("#| api\ndef add(a: int, b: int) -> int:\n    return a + b")
+        ...
+
+``make_notebook`` takes cell sources (code cells), :func:`md` for markdown cells and
+:func:`code` for a code cell with tags or saved outputs.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import nbformat
 import pytest
+from nbformat import NotebookNode
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 EXAMPLES = Path(__file__).parent.parent / "notebooks"
@@ -29,6 +42,67 @@ def notebook_path(name: str) -> Path:
 @pytest.fixture
 def notebook():
     return notebook_path
+
+
+def md(source: str) -> NotebookNode:
+    """A markdown cell, for :func:`write_notebook`."""
+    return nbformat.v4.new_markdown_cell(source)
+
+
+def code(source: str, *, tags: list[str] | None = None, outputs: list | None = None,
+         **metadata) -> NotebookNode:
+    """A code cell with tags, saved outputs or other metadata, for :func:`write_notebook`."""
+    cell = nbformat.v4.new_code_cell(source, outputs=outputs or [])
+    if tags is not None:
+        cell.metadata["tags"] = tags
+    cell.metadata.update(metadata)
+    return cell
+
+
+def notebook_node(*cells: str | NotebookNode, title: str | None = None) -> NotebookNode:
+    """A format-4 notebook of ``cells`` (a string is a code cell's source)."""
+    nb = nbformat.v4.new_notebook(
+        cells=[code(c) if isinstance(c, str) else c for c in cells],
+        metadata={"kernelspec": {"display_name": "Python 3", "language": "python",
+                                 "name": "python3"}},
+    )
+    if title is not None:
+        nb.metadata["title"] = title
+    return nb
+
+
+def write_notebook(folder: Path, *cells: str | NotebookNode, name: str = "notebook.ipynb",
+                   title: str | None = None) -> Path:
+    """Write a notebook of ``cells`` to ``folder/name`` and return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    nbformat.write(notebook_node(*cells, title=title), path)
+    return path
+
+
+@pytest.fixture
+def make_notebook(tmp_path):
+    """``make_notebook(*cells, name=..., title=...)``: a notebook written under ``tmp_path``."""
+
+    def make(*cells: str | NotebookNode, name: str = "notebook.ipynb",
+             title: str | None = None) -> Path:
+        return write_notebook(tmp_path, *cells, name=name, title=title)
+
+    return make
+
+
+def wait_until(predicate, *, timeout: float = 30.0, interval: float = 0.05,
+               message: str = "condition") -> object:
+    """Poll ``predicate()`` until it returns something truthy (returned), or fail after
+    ``timeout`` seconds. For waiting on an event without a fixed sleep or a timing assert."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
 
 
 def free_port() -> int:
