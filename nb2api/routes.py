@@ -21,13 +21,31 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, creat
 from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 from pydantic.fields import FieldInfo
 
-from .errors import AnnotationError, RouteConflictError, SignatureError, UndefinedNameError
+from .errors import (
+    AnnotationError,
+    ReservedPathError,
+    RouteConflictError,
+    SignatureError,
+    UndefinedNameError,
+)
 from .load import LoadedNotebook, NotebookFunction, parse_route
 from .types import datatypes, uploads
 
 ParamSource = Literal["path", "query", "body", "form", "file"]  # form and file: multipart
 _PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?}")
 _QUERY_METHODS = ("GET", "DELETE")
+# The paths nb2api answers itself, each with everything below it: a notebook route may take none.
+RESERVED_PATHS = (
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/jobs",
+    "/mcp",
+    "/_nb2api",
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,8 @@ class RouteSpec:
 def build_routes(loaded: LoadedNotebook) -> list[RouteSpec]:
     """Route specs for every function of a loaded notebook, in notebook order."""
     specs = [build_route(f, loaded) for f in loaded.functions]
+    for spec in specs:
+        _check_not_reserved(spec, str(loaded.notebook.path))
     seen: dict[tuple[str, str], RouteSpec] = {}
     for spec in specs:
         key = (spec.method, _path_shape(spec.path))
@@ -104,6 +124,25 @@ def build_routes(loaded: LoadedNotebook) -> list[RouteSpec]:
         seen[key] = spec
     _name_models_uniquely(specs)
     return specs
+
+
+def is_reserved(path: str) -> bool:
+    """True for a path nb2api serves itself: one of RESERVED_PATHS or a path below one."""
+    path = path.rstrip("/") or "/"
+    return any(path == reserved or path.startswith(reserved + "/") for reserved in RESERVED_PATHS)
+
+
+def _check_not_reserved(spec: RouteSpec, notebook_path: str) -> None:
+    if is_reserved(spec.path):
+        raise ReservedPathError(
+            f"{spec.name}() is routed to {spec.method} {spec.path}, a path nb2api serves itself "
+            f"({', '.join(RESERVED_PATHS)} and the paths below them are reserved); give it "
+            "another '#| route:'",
+            path=notebook_path,
+            cell=spec.function.cell.ref,
+            line=spec.function.line,
+            function=spec.name,
+        )
 
 
 def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec:
