@@ -131,10 +131,11 @@ class FrameSchema(DataSchema):
         self.fields = row_fields(row) if row is not None else None
         self.description = (
             f"A table of {row.__name__} rows: an array of records, or the split form "
-            '{"columns": [...], "data": [[...], ...]}; returned as records.'
+            '{"columns": [...], "data": [[...], ...]}; returned as records of its columns.'
             if row is not None
             else 'A table: an array of records, or the split form {"columns": [...], "data": '
-            "[[...], ...]}; returned as records."
+            "[[...], ...]}; returned as records, an informative index as the leading column(s) "
+            f"and MultiIndex column names joined with '{frames.COLUMN_SEPARATOR}'."
         )
 
     def __repr__(self) -> str:
@@ -145,7 +146,10 @@ class FrameSchema(DataSchema):
             raise TypeError(f"expected a pandas DataFrame, got {type(value).__name__}")
         if self.fields is None:
             return frames.frame_json(value)
-        missing = [name for name in self.fields if name not in value.columns]
+        missing = [
+            name for name in self.fields
+            if name not in value.columns and name not in value.index.names
+        ]
         if missing:
             raise ValueError(
                 f"the DataFrame lacks the column(s) {', '.join(map(repr, missing))} of "

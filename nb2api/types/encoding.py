@@ -77,7 +77,40 @@ def dumps(value: Any) -> bytes:
     except orjson.JSONEncodeError as exc:
         if isinstance(exc.__cause__, TypeError | ValueError):
             raise exc.__cause__ from None  # ours says what to do; orjson's only names the type
+        if exc.__cause__ is None and str(exc).startswith("Dict key"):
+            # A numpy or pandas scalar as a key (value_counts().to_dict(), groupby dicts):
+            # orjson takes only plain keys, so rewrite them, on this rare path only.
+            return orjson.dumps(_plain_keys(value), default=_fallback, option=_ORJSON_OPTIONS)
         raise
+
+
+_KEY_TYPES = "str, int, float, bool, None, a datetime, a UUID, an Enum or a numpy or pandas scalar"
+
+
+def _plain_keys(value: Any) -> Any:
+    """``value`` with every dict key orjson cannot write replaced by its plain JSON form."""
+    if isinstance(value, dict):
+        return {_plain_key(key): _plain_keys(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_keys(item) for item in value]
+    return value
+
+
+def _plain_key(key: Any) -> Any:
+    if type(key) in (str, int, float, bool) or key is None:  # np.float64 is a float subclass
+        return key
+    try:
+        return _data_jsonable(key)
+    except TypeError:
+        pass
+    try:
+        orjson.dumps({key: None}, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        raise TypeError(
+            f"a dict key of type {type(key).__name__} ({key!r:.40}) cannot be a JSON object key; "
+            f"use {_KEY_TYPES}"
+        ) from None
+    return key
 
 
 def make_encoder(returns: Any) -> Encoder:

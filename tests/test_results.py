@@ -1,0 +1,97 @@
+"""What the notebook shows, the API returns: tables with their index, any dict key, and values
+that only Jupyter's display protocol knows how to show."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+import nb2api
+
+SETUP = "#| setup\nfrom typing import Annotated\nimport numpy as np\nimport pandas as pd"
+SALES = (
+    "sales = pd.DataFrame({'region': ['n', 's', 'n'], 'price': [1.0, 2.0, 3.0],\n"
+    "                      'day': pd.date_range('2024-01-01', periods=3, freq='D')})"
+)
+
+
+@pytest.fixture
+def app(make_notebook):
+    def make(*cells: str) -> TestClient:
+        return TestClient(nb2api.create_app(make_notebook(*cells)))
+    return make
+
+
+def test_a_table_keeps_an_informative_index_as_leading_columns(app):
+    client = app(SETUP + "\n" + SALES, """#| api
+def described() -> pd.DataFrame:
+    return sales[['price']].describe().loc[['count', 'mean']]
+
+def resampled():
+    return sales.set_index('day').resample('2D')[['price']].sum()
+
+def grouped():
+    return sales.groupby(['region', 'day'])[['price']].sum()
+
+def filtered():
+    return sales[sales.price > 1][['price']]
+
+def plain():
+    return sales[['price']]
+""")
+    assert client.post("/described").json() == [
+        {"index": "count", "price": 3.0}, {"index": "mean", "price": 2.0}]
+    assert client.post("/resampled").json() == [
+        {"day": "2024-01-01T00:00:00", "price": 3.0}, {"day": "2024-01-03T00:00:00", "price": 3.0}]
+    assert client.post("/grouped").json()[0] == {
+        "region": "n", "day": "2024-01-01T00:00:00", "price": 1.0}
+    assert client.post("/filtered").json() == [{"index": 1, "price": 2.0},
+                                               {"index": 2, "price": 3.0}]
+    assert client.post("/plain").json() == [{"price": 1.0}, {"price": 2.0}, {"price": 3.0}]
+
+
+def test_multiindex_columns_are_joined_with_an_underscore(app):
+    client = app(SETUP + "\n" + SALES, """#| api
+def aggregated() -> pd.DataFrame:
+    return sales.groupby('region').agg({'price': ['mean', 'max']})
+
+def flat_again():
+    return sales.groupby('region').agg({'price': ['mean', 'max']}).reset_index()
+""")
+    expected = [{"region": "n", "price_mean": 2.0, "price_max": 3.0},
+                {"region": "s", "price_mean": 2.0, "price_max": 2.0}]
+    assert client.post("/aggregated").json() == expected
+    assert client.post("/flat_again").json() == expected
+
+
+def test_a_declared_row_keeps_its_columns_and_may_take_them_from_the_index(app):
+    client = app(SETUP + "\nfrom pydantic import BaseModel\n" + SALES + """
+class Total(BaseModel):
+    region: str
+    price: float
+""", """#| api
+def totals() -> Annotated[pd.DataFrame, Total]:
+    return sales.groupby('region')[['price']].sum()
+""")
+    assert client.post("/totals").json() == [{"region": "n", "price": 4.0},
+                                             {"region": "s", "price": 2.0}]
+
+
+def test_dict_keys_may_be_numpy_and_pandas_scalars(app):
+    client = app(SETUP, """#| api
+def keys():
+    return {np.int64(3): 'int', np.float64(1.5): 'float', np.str_('s'): 'str',
+            pd.Timestamp('2024-01-01'): 'time', 'nested': {np.int32(1): [{np.int8(2): 1}]}}
+
+def counts() -> dict:
+    return pd.Series(['a', 'b', 'a']).value_counts().to_dict()
+
+def tuple_keys():
+    return {(1, 2): 'pair'}
+""")
+    assert client.post("/keys").json() == {"3": "int", "1.5": "float", "s": "str",
+                                           "2024-01-01T00:00:00": "time",
+                                           "nested": {"1": [{"2": 1}]}}
+    assert client.post("/counts").json() == {"a": 2, "b": 1}
+    response = client.post("/tuple_keys")
+    assert response.status_code == 500
+    detail = response.json()["detail"]
+    assert "tuple" in detail and "must a type" not in detail
