@@ -95,3 +95,107 @@ def tuple_keys():
     assert response.status_code == 500
     detail = response.json()["detail"]
     assert "tuple" in detail and "must a type" not in detail
+
+
+DISPLAYABLE = '''#| setup
+class Summary:
+    """Like statsmodels' Summary: HTML and LaTeX, and a text repr."""
+    def _repr_html_(self):
+        return "<table><tr><td>coef</td></tr></table>"
+    def _repr_latex_(self):
+        return "\\\\begin{tabular}"
+    def __repr__(self):
+        return "Summary: coef"
+
+class Chart:
+    """Like an altair chart: a Vega-Lite bundle."""
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {"application/vnd.vegalite.v5+json": {"mark": "bar"}, "text/plain": "Chart"}
+
+class Table:
+    def _repr_json_(self):
+        return {"rows": 2}, {"expanded": True}
+    def _repr_html_(self):
+        return "<b>2 rows</b>"
+
+class Picture:
+    def _repr_png_(self):
+        return b"\\x89PNG-bytes"
+    def _repr_html_(self):
+        return None  # declines, as IPython lets a _repr_*_ method do
+
+class Opaque:
+    pass
+'''
+
+
+@pytest.fixture
+def shown(app):
+    return app(DISPLAYABLE, """#| api
+def summary():
+    return Summary()
+
+def declared() -> Summary:
+    return Summary()
+
+def chart():
+    return Chart()
+
+def table():
+    return Table()
+
+def picture():
+    return Picture()
+""")
+
+
+def test_a_result_jupyter_displays_is_answered_in_its_richest_form(shown):
+    html = shown.post("/summary")
+    assert html.status_code == 200
+    assert html.headers["content-type"] == "text/html; charset=utf-8"
+    assert html.text == "<table><tr><td>coef</td></tr></table>"
+    assert html.headers["vary"] == "Accept"
+    assert shown.post("/declared").text == html.text  # a class Jupyter displays is a return type
+    chart = shown.post("/chart")
+    assert chart.headers["content-type"] == "application/vnd.vegalite.v5+json"
+    assert chart.json() == {"mark": "bar"}
+    table = shown.post("/table", headers={"Accept": "*/*"})
+    assert (table.headers["content-type"], table.json()) == ("application/json", {"rows": 2})
+    picture = shown.post("/picture")  # the declined text/html is skipped
+    assert (picture.headers["content-type"], picture.content) == ("image/png", b"\x89PNG-bytes")
+
+
+@pytest.mark.parametrize(("accept", "media_type", "text"), [
+    ("text/plain", "text/plain; charset=utf-8", "Summary: coef"),
+    ("text/latex;q=0.9, text/plain;q=0.5", "text/latex; charset=utf-8", "\\begin{tabular}"),
+    ("text/*;q=0.5, text/html;q=0", "text/latex; charset=utf-8", "\\begin{tabular}"),
+    ("application/json, */*;q=0.1", "text/html; charset=utf-8",
+     "<table><tr><td>coef</td></tr></table>"),
+])
+def test_the_accept_header_chooses_the_representation(shown, accept, media_type, text):
+    response = shown.post("/summary", headers={"Accept": accept})
+    assert response.status_code == 200
+    assert (response.headers["content-type"], response.text) == (media_type, text)
+
+
+def test_a_representation_the_client_does_not_accept_is_406(shown):
+    response = shown.post("/summary", headers={"Accept": "application/json"})
+    assert response.status_code == 406
+    assert "text/html" in response.json()["detail"]
+
+
+def test_a_value_no_protocol_covers_is_a_500_naming_function_type_and_fix(app):
+    client = app(DISPLAYABLE, """#| api
+def opaque():
+    return Opaque()
+
+def holds_one():
+    return {"a": Opaque()}
+""")
+    response = client.post("/opaque")
+    assert response.status_code == 500
+    detail = response.json()["detail"]
+    assert detail.startswith("opaque() returned a value of type Opaque")
+    assert "_repr_json_" in detail and "fastapi.Response" in detail
+    nested = client.post("/holds_one").json()["detail"]
+    assert nested.startswith("holds_one() returned a dict holding a value of type Opaque")

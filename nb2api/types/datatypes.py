@@ -25,7 +25,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_core import core_schema as cs
 from typing_extensions import is_typeddict
 
-from . import images
+from . import display, images
 from ._lazy import LazyModule, in_use, loaded
 
 np = LazyModule("numpy")
@@ -60,10 +60,14 @@ def request_type(annotation: Any) -> Any:
 
 
 def response_type(annotation: Any) -> Any:
-    """The type that documents a response, or None when the media type says it all."""
+    """The type that documents a response, or None when the media type says it all (bytes of
+    a declared media type, a figure, a ``Response``, a class Jupyter displays)."""
     if images.media_type(annotation) is not None:
         return None
-    return _rewrite(annotation)
+    rewritten = _rewrite(annotation)
+    if rewritten is annotation and display.is_shown_type(annotation):
+        return None
+    return rewritten
 
 
 def data_schema(annotation: Any) -> DataSchema | None:
