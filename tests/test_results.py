@@ -191,6 +191,10 @@ def opaque():
 
 def holds_one():
     return {"a": Opaque()}
+
+def table_of_them():
+    import pandas as pd
+    return pd.DataFrame({"a": [Opaque()]})
 """)
     response = client.post("/opaque")
     assert response.status_code == 500
@@ -199,3 +203,14 @@ def holds_one():
     assert "_repr_json_" in detail and "fastapi.Response" in detail
     nested = client.post("/holds_one").json()["detail"]
     assert nested.startswith("holds_one() returned a dict holding a value of type Opaque")
+    table = client.post("/table_of_them").json()["detail"]
+    assert table.startswith("table_of_them() returned a DataFrame holding a value of type Opaque")
+
+
+def test_fastapi_answers_a_displayed_result_as_the_fast_path_does(make_notebook):
+    client = TestClient(nb2api.create_app(make_notebook(DISPLAYABLE, """#| api
+def summary():
+    return Summary()
+"""), fast_path=False))
+    response = client.post("/summary", headers={"Accept": "text/plain"})
+    assert (response.status_code, response.text) == (200, "Summary: coef")

@@ -83,11 +83,19 @@ def _data_jsonable(value: Any) -> Any:
 
 def _dump_data(value: Any) -> bytes:
     """A DataFrame, Series or ndarray, written by :mod:`nb2api.frames`."""
-    if isinstance(value, pd.DataFrame):
-        return frames.frame_json(value)
-    if isinstance(value, pd.Series):
-        return frames.series_json(value)
-    return frames.array_json(value)
+    try:
+        if isinstance(value, pd.DataFrame):
+            return frames.frame_json(value)
+        if isinstance(value, pd.Series):
+            return frames.series_json(value)
+        return frames.array_json(value)
+    except TypeError as exc:
+        cause = exc if isinstance(exc, frames.Unwritable) else exc.__cause__
+        if not isinstance(cause, frames.Unwritable):
+            raise
+        error = NotJSONError(str(cause), cause.value)  # a cell holds it: not the whole result
+        error.result = value
+        raise error from None
 
 
 def dumps(value: Any) -> bytes:

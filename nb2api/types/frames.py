@@ -30,6 +30,14 @@ class FrameError(ValueError):
     """A request's table does not fit the declared shape."""
 
 
+class Unwritable(TypeError):
+    """A value in a table or an array that JSON cannot write; ``value`` is that value."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__(f"Type is not JSON serializable: {type(value).__name__}")
+        self.value = value
+
+
 # -- requests --------------------------------------------------------------------------------
 
 
@@ -373,4 +381,4 @@ def to_jsonable(value: Any) -> Any:
         return value.item()
     if isinstance(value, pd.api.extensions.ExtensionArray):
         return to_jsonable(pd.Series(value))
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+    raise Unwritable(value)
