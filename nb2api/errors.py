@@ -97,5 +97,9 @@ class RouteConflictError(NotebookError):
     """Two functions claim the same method and path."""
 
 
+class ReservedPathError(RouteConflictError):
+    """A function's route is on a path nb2api serves itself (``/healthz``, ``/docs``, ...)."""
+
+
 class DirectiveError(NotebookError):
     """A ``#|`` directive line cannot be understood."""

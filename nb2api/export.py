@@ -37,7 +37,7 @@ _TEMPLATES = Path(__file__).parent / "templates" / "export"
 _SERVER_REQUIREMENTS = ("fastapi", "pydantic", "uvicorn")
 # nb2api modules that make up the exported ``nbtypes`` package: each imports only the others
 # (relatively) and third-party packages, on every path the exported app takes.
-_SUPPORT_MODULES = ("_lazy", "frames", "datatypes", "encoding", "images", "uploads")
+_SUPPORT_MODULES = ("_lazy", "frames", "datatypes", "display", "encoding", "images", "uploads")
 _SUPPORT_REQUIREMENTS = ("numpy", "orjson", "pandas")
 _UPLOAD_REQUIREMENTS = ("python-multipart",)
 _OPTIONAL_UPLOAD_REQUIREMENTS = ("pyarrow",)  # Parquet uploads; pinned when installed here

@@ -17,17 +17,37 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import docstring_parser
+from fastapi import params as fastapi_params
 from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, create_model
 from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 from pydantic.fields import FieldInfo
 
-from .errors import AnnotationError, RouteConflictError, SignatureError, UndefinedNameError
+from .errors import (
+    AnnotationError,
+    ReservedPathError,
+    RouteConflictError,
+    SignatureError,
+    UndefinedNameError,
+)
 from .load import LoadedNotebook, NotebookFunction, parse_route
 from .types import datatypes, uploads
 
-ParamSource = Literal["path", "query", "body", "form", "file"]  # form and file: multipart
+# form and file: multipart (or a urlencoded form); header and cookie: only by a FastAPI marker
+ParamSource = Literal["path", "query", "header", "cookie", "body", "form", "file"]
 _PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?}")
 _QUERY_METHODS = ("GET", "DELETE")
+# The paths nb2api answers itself, each with everything below it: a notebook route may take none.
+RESERVED_PATHS = (
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/jobs",
+    "/mcp",
+    "/_nb2api",
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +60,10 @@ class ParamSpec:
     description: str | None
     source: ParamSource
     positional_only: bool = False
+    # A FastAPI marker in the annotation (``Annotated[str, Header()]``), which decided ``source``
+    # and is handed to FastAPI as is (alias, convert_underscores, ...); ``annotation`` is then
+    # the annotation without it.
+    marker: fastapi_params.Param | fastapi_params.Form | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +112,8 @@ class RouteSpec:
 def build_routes(loaded: LoadedNotebook) -> list[RouteSpec]:
     """Route specs for every function of a loaded notebook, in notebook order."""
     specs = [build_route(f, loaded) for f in loaded.functions]
+    for spec in specs:
+        _check_not_reserved(spec, str(loaded.notebook.path))
     seen: dict[tuple[str, str], RouteSpec] = {}
     for spec in specs:
         key = (spec.method, _path_shape(spec.path))
@@ -104,6 +130,25 @@ def build_routes(loaded: LoadedNotebook) -> list[RouteSpec]:
         seen[key] = spec
     _name_models_uniquely(specs)
     return specs
+
+
+def is_reserved(path: str) -> bool:
+    """True for a path nb2api serves itself: one of RESERVED_PATHS or a path below one."""
+    path = path.rstrip("/") or "/"
+    return any(path == reserved or path.startswith(reserved + "/") for reserved in RESERVED_PATHS)
+
+
+def _check_not_reserved(spec: RouteSpec, notebook_path: str) -> None:
+    if is_reserved(spec.path):
+        raise ReservedPathError(
+            f"{spec.name}() is routed to {spec.method} {spec.path}, a path nb2api serves itself "
+            f"({', '.join(RESERVED_PATHS)} and the paths below them are reserved); give it "
+            "another '#| route:'",
+            path=notebook_path,
+            cell=spec.function.cell.ref,
+            line=spec.function.line,
+            function=spec.name,
+        )
 
 
 def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec:
@@ -169,12 +214,8 @@ def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec
                 f"{notebook_path}, {function.cell.ref}: {name}() parameter '{p.name}' has no "
                 "annotation; it accepts any JSON value"
             )
-        if p.name in path_names:
-            source: ParamSource = "path"
-        elif method in _QUERY_METHODS:
-            source = "query"
-        else:
-            source = "body"
+        marker, annotation = _fastapi_marker(annotation)
+        source = _source(p.name, marker, path_names, method, fail)
         params.append(
             ParamSpec(
                 name=p.name,
@@ -185,6 +226,7 @@ def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec
                 description=param_docs.get(p.name),
                 source=source,
                 positional_only=p.kind is inspect.Parameter.POSITIONAL_ONLY,
+                marker=marker,
             )
         )
     names = {p.name for p in params}
@@ -202,7 +244,7 @@ def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec
 
     stem = _pascal(name)
     body_params = [p for p in params if p.source == "body"]
-    query_params = [p for p in params if p.source == "query"]
+    query_params = [p for p in params if p.source == "query" and p.marker is None]
     body_model = _model(f"{stem}Request", body_params, name, fail) if body_params else None
     query_model = _model(f"{stem}Query", query_params, name, fail) if query_params else None
     returns = hints.get("return", inspect.Parameter.empty)
@@ -267,10 +309,53 @@ def _resolve_hints(func, name, fail) -> dict[str, Any]:
     raise fail(UndefinedNameError, f"an annotation of {name}() names something not defined")
 
 
+def _fastapi_marker(annotation: Any) -> tuple[Any, Any]:
+    """The FastAPI marker (``Header()``, ``Cookie()``, ``Query()``, ``Path()``, ``Form()``) in an
+    ``Annotated`` annotation, and the annotation without it; ``(None, annotation)`` without one.
+
+    ``Body()`` stays in the annotation: a body field is one field of the request model, which
+    reads its constraints as pydantic's ``Field``. ``File()`` stays too: uploads read it.
+    """
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return None, annotation
+    base, *metadata = typing.get_args(annotation)
+    markers = [
+        m for m in metadata
+        if isinstance(m, fastapi_params.Param)
+        or (isinstance(m, fastapi_params.Form) and not isinstance(m, fastapi_params.File))
+    ]
+    if not markers:
+        return None, annotation
+    rest = [m for m in metadata if m is not markers[-1]]
+    return markers[-1], typing.Annotated[(base, *rest)] if rest else base
+
+
+def _source(name: str, marker: Any, path_names: list[str], method: str, fail) -> ParamSource:
+    """Where a parameter comes from: its FastAPI marker, else the path, else the method."""
+    if marker is None:
+        if name in path_names:
+            return "path"
+        return "query" if method in _QUERY_METHODS else "body"
+    source: ParamSource = (
+        "form" if isinstance(marker, fastapi_params.Form) else marker.in_.value  # type: ignore[assignment]
+    )
+    if (source == "path") != (name in path_names):
+        marked = type(marker).__name__
+        raise fail(
+            SignatureError,
+            f"parameter '{name}' is marked {marked}() but the route {method} has "
+            + (f"no '{{{name}}}' in its path" if source == "path" else f"'{{{name}}}' in its path")
+            + "; a path parameter is named in '#| route:' and needs no marker",
+            name,
+        )
+    return source
+
+
 def _with_form_sources(params: list[ParamSpec], method: str, fail) -> list[ParamSpec]:
-    """For a route that takes a file: file parameters come from ``file``, the rest from ``form``."""
+    """For a route that takes a file or a ``Form()`` field: file parameters come from ``file``,
+    the other body parameters from ``form``."""
     files = [p for p in params if uploads.upload_kind(p.annotation) is not None]
-    if not files:
+    if not files and not any(p.source == "form" for p in params):
         return params
     for p in files:
         if p.source != "body":
@@ -292,17 +377,21 @@ def _with_form_sources(params: list[ParamSpec], method: str, fail) -> list[Param
 def _check_scalar_param(param: ParamSpec, method: str, fail) -> None:
     """Path, query and form parameters arrive as text: only scalars (and lists of them) fit."""
     annotation = param.annotation
-    lists = param.source in ("query", "form")
+    lists = param.source in ("query", "header", "form")
     if datatypes.is_scalar(annotation) or (lists and datatypes.is_scalar_list(annotation)):
         return
     where = {
         "path": "the path",
         "query": f"the query string of a {method} route",
-        "form": "a form field (the route takes a file, so its body is a form)",
+        "header": "a request header",
+        "cookie": "a cookie",
+        "form": "a form field (the route takes a file or a Form() field, so its body is a form)",
     }[param.source]
     fix = (
         "take the file in a route of its own, or send this value inside the file"
         if param.source == "form"
+        else "take it in the query string or the body"
+        if param.source in ("header", "cookie")
         else "use a POST route to take it in a JSON body"
     )
     raise fail(

@@ -158,7 +158,7 @@ def frames(tmp_path_factory):
     return export_notebook(notebook_path("export_frames"), folder)
 
 
-_NBTYPES = {"_lazy", "frames", "datatypes", "encoding", "images", "uploads"}
+_NBTYPES = {"_lazy", "frames", "datatypes", "display", "encoding", "images", "uploads"}
 _LOAD_TIME_ONLY = {"datatypes": {".schema", ".errors"}, "uploads": {".errors"}}
 
 

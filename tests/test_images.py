@@ -35,7 +35,8 @@ def test_wrong_value_from_an_image_route_is_500(images):
     assert "Figure" in response.json()["detail"]
 
 
-def test_undeclared_figure_says_how_to_serve_it(images):
+def test_undeclared_figure_is_shown_as_png_as_in_jupyter(images):
     response = images.post("/undeclared")
-    assert response.status_code == 500
-    assert "annotate the return as Figure" in response.json()["detail"]
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.content.startswith(PNG_MAGIC)

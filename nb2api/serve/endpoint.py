@@ -8,6 +8,7 @@ and encodes the result straight to bytes with :mod:`nb2api.types`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import logging
@@ -24,8 +25,8 @@ from starlette.exceptions import HTTPException
 
 from ..routes import RouteSpec
 from ..settings import Settings
-from ..types import images, uploads
-from ..types.encoding import ResultError, encode_after, make_encoder
+from ..types import datatypes, display, images, uploads
+from ..types.encoding import NotJSONError, ResultError, dumps, encode_after, make_encoder
 from .runtime import Runtime
 
 logger = logging.getLogger("nb2api")
@@ -51,7 +52,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Call
     run = runtime.call(spec)  # on its pool, within its concurrency limit, queue and timeout
     positional = [p.name for p in spec.params if p.positional_only]
     body_names = [p.name for p in spec.params if p.source == "body"]
-    query_names = [p.name for p in spec.params if p.source == "query"]
+    query_names = [p.name for p in spec.params if p.source == "query" and p.marker is None]
     body_model = spec.body_model
     body_optional = body_model is not None and all(not p.required for p in spec.params
                                                    if p.source == "body")
@@ -81,6 +82,12 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Call
         except ResultError as exc:
             return _error_response(spec, exc, settings, "returned a value that does not match "
                                    "its return annotation")
+        except NotJSONError as exc:  # only now: the JSON path pays nothing for these checks
+            shown = display.response(exc.result, dumps) if exc.whole else None
+            if shown is not None:
+                return shown  # a Response passed through, or the result as Jupyter shows it
+            runtime.failed(spec, exc)
+            return _not_shown(spec, exc, settings)
         except Exception as exc:
             runtime.failed(spec, exc)
             return _error_response(spec, exc, settings)
@@ -96,6 +103,24 @@ def _encoded(content: bytes) -> bytes:
     return content
 
 
+def _not_shown(spec: RouteSpec, exc: NotJSONError, settings: Settings) -> JSONResponse:
+    """The 500 for a result neither JSON nor the display protocol covers: the type, the fix."""
+    kind = type(exc.value).__name__
+    if images.is_figure(exc.value):
+        what, fix = f"returned a {kind} inside a {type(exc.result).__name__}", str(exc)
+    elif exc.whole:
+        what = f"returned a value of type {kind}, which is not JSON and has no display method"
+        fix = (
+            "return JSON data (a dict, list, pydantic model, dataclass, DataFrame) or a "
+            f"fastapi.Response, or give {kind} a display method (_repr_json_, _repr_html_, ...)"
+        )
+    else:
+        container = type(exc.result).__name__
+        what = f"returned a {container} holding a value of type {kind}, which is not JSON"
+        fix = "turn it into JSON data (a dict, a list, a str) before returning it"
+    return _error_response(spec, ResultError(fix), settings, what)
+
+
 def _endpoint_parameters(spec: RouteSpec, body_optional: bool) -> list[inspect.Parameter]:
     kw = inspect.Parameter.KEYWORD_ONLY
     params = [
@@ -103,8 +128,9 @@ def _endpoint_parameters(spec: RouteSpec, body_optional: bool) -> list[inspect.P
             p.name, kw, annotation=Annotated[p.annotation, PathParam(description=p.description)]
         )
         for p in spec.params
-        if p.source == "path"
+        if p.source == "path" and p.marker is None
     ]
+    params.extend(_marked_parameters(spec))
     if spec.query_model is not None:
         query = Annotated[spec.query_model, Query()]
         params.append(inspect.Parameter(_QUERY, kw, annotation=query))
@@ -112,8 +138,30 @@ def _endpoint_parameters(spec: RouteSpec, body_optional: bool) -> list[inspect.P
         body = Annotated[spec.body_model, Body()]
         default = None if body_optional else inspect.Parameter.empty
         params.append(inspect.Parameter(_BODY, kw, annotation=body, default=default))
-    params.extend(uploads.endpoint_parameters(spec))  # multipart: files and form fields
+    unmarked = dataclasses.replace(spec, params=tuple(p for p in spec.params if p.marker is None))
+    params.extend(uploads.endpoint_parameters(unmarked))  # multipart: files and form fields
     return params
+
+
+def _marked_parameters(spec: RouteSpec) -> list[inspect.Parameter]:
+    """Parameters the notebook marked ``Header()``, ``Cookie()``, ``Query()``, ``Path()`` or
+    ``Form()``: handed to FastAPI with their own marker, which means what it means there."""
+    result = []
+    for p in spec.params:
+        if p.marker is None:
+            continue
+        marker = p.marker
+        if p.description and marker.description is None:
+            marker = copy.copy(marker)
+            marker.description = p.description
+            # FastAPI rebuilds the marker from the attributes set on it.
+            marker._attributes_set = {**marker._attributes_set, "description": p.description}
+        annotation = Annotated[datatypes.request_type(p.annotation), marker]
+        default = inspect.Parameter.empty if p.required else p.default
+        result.append(inspect.Parameter(
+            p.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
+        ))
+    return result
 
 
 def _error_response(

@@ -25,7 +25,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_core import core_schema as cs
 from typing_extensions import is_typeddict
 
-from . import images
+from . import display, images
 from ._lazy import LazyModule, in_use, loaded
 
 np = LazyModule("numpy")
@@ -60,10 +60,14 @@ def request_type(annotation: Any) -> Any:
 
 
 def response_type(annotation: Any) -> Any:
-    """The type that documents a response, or None when the media type says it all."""
+    """The type that documents a response, or None when the media type says it all (bytes of
+    a declared media type, a figure, a ``Response``, a class Jupyter displays)."""
     if images.media_type(annotation) is not None:
         return None
-    return _rewrite(annotation)
+    rewritten = _rewrite(annotation)
+    if rewritten is annotation and display.is_shown_type(annotation):
+        return None
+    return rewritten
 
 
 def data_schema(annotation: Any) -> DataSchema | None:
@@ -131,10 +135,11 @@ class FrameSchema(DataSchema):
         self.fields = row_fields(row) if row is not None else None
         self.description = (
             f"A table of {row.__name__} rows: an array of records, or the split form "
-            '{"columns": [...], "data": [[...], ...]}; returned as records.'
+            '{"columns": [...], "data": [[...], ...]}; returned as records of its columns.'
             if row is not None
             else 'A table: an array of records, or the split form {"columns": [...], "data": '
-            "[[...], ...]}; returned as records."
+            "[[...], ...]}; returned as records, an informative index as the leading column(s) "
+            f"and MultiIndex column names joined with '{frames.COLUMN_SEPARATOR}'."
         )
 
     def __repr__(self) -> str:
@@ -145,7 +150,10 @@ class FrameSchema(DataSchema):
             raise TypeError(f"expected a pandas DataFrame, got {type(value).__name__}")
         if self.fields is None:
             return frames.frame_json(value)
-        missing = [name for name in self.fields if name not in value.columns]
+        missing = [
+            name for name in self.fields
+            if name not in value.columns and name not in value.index.names
+        ]
         if missing:
             raise ValueError(
                 f"the DataFrame lacks the column(s) {', '.join(map(repr, missing))} of "

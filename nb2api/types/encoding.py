@@ -4,7 +4,8 @@ One encoder per route, built at load from the return annotation: a declared type
 dumped by pydantic (in Rust); an undeclared one goes through orjson. DataFrames, Series and arrays,
 declared or found in a result, are written by :mod:`nb2api.frames` column by column; numpy and
 pandas scalars, NaN, NaT and timestamps become JSON wherever they sit (dicts, lists, models).
-An image return annotation makes the route answer with the image bytes instead.
+A media-type return annotation (a Figure, ``Annotated[bytes, "text/csv"]``) makes the route
+answer with those bytes instead.
 """
 
 from __future__ import annotations
@@ -37,6 +38,24 @@ class ResultError(Exception):
     """The function returned something that does not fit its return annotation."""
 
 
+class NotJSONError(TypeError):
+    """A result holds a value JSON cannot write: ``value``, found in the whole ``result``.
+
+    When ``value`` is the result itself, the route can still answer through the display
+    protocol (:mod:`.display`) or pass a ``Response`` through.
+    """
+
+    def __init__(self, message: str, value: Any) -> None:
+        super().__init__(message)
+        self.value = value
+        self.result: Any = value
+
+    @property
+    def whole(self) -> bool:
+        """True when the result itself, not a value inside it, is what JSON cannot write."""
+        return self.value is self.result
+
+
 def _fallback(value: Any) -> Any:
     if _FRAGMENT is not None and isinstance(value, data_types()):
         return _FRAGMENT(_dump_data(value))
@@ -45,10 +64,14 @@ def _fallback(value: Any) -> Any:
     except TypeError:
         pass
     if images.is_figure(value):
-        raise TypeError(
-            "a matplotlib Figure is not JSON; annotate the return as Figure to answer image/png"
+        raise NotJSONError(
+            "a matplotlib Figure is not JSON; annotate the return as Figure to answer image/png",
+            value,
         )
-    return to_jsonable_python(value, fallback=_data_jsonable)
+    try:
+        return to_jsonable_python(value, fallback=_data_jsonable)
+    except (TypeError, PydanticSerializationError):
+        raise NotJSONError(f"{type(value).__name__} is not JSON serializable", value) from None
 
 
 def _data_jsonable(value: Any) -> Any:
@@ -60,11 +83,19 @@ def _data_jsonable(value: Any) -> Any:
 
 def _dump_data(value: Any) -> bytes:
     """A DataFrame, Series or ndarray, written by :mod:`nb2api.frames`."""
-    if isinstance(value, pd.DataFrame):
-        return frames.frame_json(value)
-    if isinstance(value, pd.Series):
-        return frames.series_json(value)
-    return frames.array_json(value)
+    try:
+        if isinstance(value, pd.DataFrame):
+            return frames.frame_json(value)
+        if isinstance(value, pd.Series):
+            return frames.series_json(value)
+        return frames.array_json(value)
+    except TypeError as exc:
+        cause = exc if isinstance(exc, frames.Unwritable) else exc.__cause__
+        if not isinstance(cause, frames.Unwritable):
+            raise
+        error = NotJSONError(str(cause), cause.value)  # a cell holds it: not the whole result
+        error.result = value
+        raise error from None
 
 
 def dumps(value: Any) -> bytes:
@@ -75,9 +106,44 @@ def dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value, default=_fallback, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError as exc:
+        if isinstance(exc.__cause__, NotJSONError):
+            exc.__cause__.result = value
         if isinstance(exc.__cause__, TypeError | ValueError):
             raise exc.__cause__ from None  # ours says what to do; orjson's only names the type
+        if exc.__cause__ is None and str(exc).startswith("Dict key"):
+            # A numpy or pandas scalar as a key (value_counts().to_dict(), groupby dicts):
+            # orjson takes only plain keys, so rewrite them, on this rare path only.
+            return orjson.dumps(_plain_keys(value), default=_fallback, option=_ORJSON_OPTIONS)
         raise
+
+
+_KEY_TYPES = "str, int, float, bool, None, a datetime, a UUID, an Enum or a numpy or pandas scalar"
+
+
+def _plain_keys(value: Any) -> Any:
+    """``value`` with every dict key orjson cannot write replaced by its plain JSON form."""
+    if isinstance(value, dict):
+        return {_plain_key(key): _plain_keys(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_keys(item) for item in value]
+    return value
+
+
+def _plain_key(key: Any) -> Any:
+    if type(key) in (str, int, float, bool) or key is None:  # np.float64 is a float subclass
+        return key
+    try:
+        return _data_jsonable(key)
+    except TypeError:
+        pass
+    try:
+        orjson.dumps({key: None}, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        raise TypeError(
+            f"a dict key of type {type(key).__name__} ({key!r:.40}) cannot be a JSON object key; "
+            f"use {_KEY_TYPES}"
+        ) from None
+    return key
 
 
 def make_encoder(returns: Any) -> Encoder:
@@ -113,13 +179,16 @@ def make_encoder(returns: Any) -> Encoder:
 def _image_encoder(annotation: Any) -> Encoder:
     """Bytes of the image the function returned; ResultError for anything else."""
     figure = images.is_figure_type(annotation)
+    text = (images.media_type(annotation) or "").startswith("text/")
 
     def encode(value: Any) -> bytes:
         if figure and images.is_figure(value):
             return images.render_png(value)
         if isinstance(value, bytes | bytearray | memoryview):
             return bytes(value)
-        expected = "a matplotlib Figure" if figure else "bytes"
+        if text and isinstance(value, str):
+            return value.encode("utf-8")
+        expected = "a matplotlib Figure" if figure else "bytes or str" if text else "bytes"
         raise ResultError(f"expected {expected}, got {type(value).__name__}")
 
     return encode

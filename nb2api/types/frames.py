@@ -30,6 +30,14 @@ class FrameError(ValueError):
     """A request's table does not fit the declared shape."""
 
 
+class Unwritable(TypeError):
+    """A value in a table or an array that JSON cannot write; ``value`` is that value."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__(f"Type is not JSON serializable: {type(value).__name__}")
+        self.value = value
+
+
 # -- requests --------------------------------------------------------------------------------
 
 
@@ -183,10 +191,21 @@ def _kind_name(array: np.ndarray) -> str:
 # -- results ---------------------------------------------------------------------------------
 
 
+COLUMN_SEPARATOR = "_"  # MultiIndex columns ("price", "mean") are written "price_mean"
+
+
 def frame_json(df: pd.DataFrame, columns: list[str] | None = None) -> bytes:
-    """``df`` as a JSON array of records; NaN and NaT are null, timestamps ISO 8601."""
+    """``df`` as a JSON array of records; NaN and NaT are null, timestamps ISO 8601.
+
+    As the notebook shows it: an index that carries information (anything but the default
+    unnamed range) leads as column(s), named as ``reset_index()`` names them, and MultiIndex
+    column labels are joined with :data:`COLUMN_SEPARATOR`. With declared ``columns``, only
+    those are written (taken from the index levels where the columns lack them).
+    """
     if columns is not None:
-        df = df[columns]
+        df = _declared_columns(df, columns)
+    else:
+        df = shown_frame(df)
     n = len(df)
     if df.shape[1] == 0:
         return b"[" + b",".join([b"{}"] * n) + b"]"
@@ -199,6 +218,61 @@ def frame_json(df: pd.DataFrame, columns: list[str] | None = None) -> bytes:
     parts.append(itertools.repeat(b"}"))
     # zip and join run in C: one pass per row, no Python frame per row or cell.
     return b"[" + b",".join(map(b"".join, zip(*parts, strict=False))) + b"]"
+
+
+def shown_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its informative index as leading columns and its column labels flat."""
+    if not _plain_index(df.index):
+        names = _index_names(df)
+        df = df.reset_index(names=names)
+    if isinstance(df.columns, pd.MultiIndex):
+        df = df.set_axis(flat_columns(df.columns), axis=1)
+    return df
+
+
+def flat_columns(columns: pd.Index) -> list[str]:
+    """MultiIndex labels as text: the non-empty parts joined with :data:`COLUMN_SEPARATOR`."""
+    if not isinstance(columns, pd.MultiIndex):
+        return [str(name) for name in columns]
+    return [
+        COLUMN_SEPARATOR.join(str(part) for part in label if str(part) != "") for label in columns
+    ]
+
+
+def _plain_index(index: pd.Index) -> bool:
+    """The default index, ``0..n-1`` without a name, says nothing the row order does not
+    (whether a RangeIndex or integer labels that happen to count the rows)."""
+    if index.name is not None or isinstance(index, pd.MultiIndex):
+        return False
+    if isinstance(index, pd.RangeIndex):
+        return _default_index(index)
+    return index.dtype.kind in "iu" and bool(
+        (index.to_numpy() == np.arange(len(index))).all()
+    )
+
+
+def _index_names(df: pd.DataFrame) -> list[str]:
+    """Names for the index levels as columns: their own, else ``index`` (or ``level_i`` for a
+    MultiIndex), as ``reset_index()`` names them; a name a column has already gets ``_index``."""
+    index = df.index
+    taken = set(flat_columns(df.columns))
+    names = []
+    for i, name in enumerate(index.names):
+        if name is None:
+            name = "index" if index.nlevels == 1 else f"level_{i}"
+        name = str(name)
+        while name in taken:
+            name += "_index"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _declared_columns(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    in_index = [name for name in columns if name not in df.columns and name in df.index.names]
+    if in_index:
+        df = df.reset_index(level=in_index)
+    return df[columns]
 
 
 def _cells(column: pd.Series) -> np.ndarray:
@@ -307,4 +381,4 @@ def to_jsonable(value: Any) -> Any:
         return value.item()
     if isinstance(value, pd.api.extensions.ExtensionArray):
         return to_jsonable(pd.Series(value))
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+    raise Unwritable(value)

@@ -1,13 +1,15 @@
-"""Routes that answer with an image instead of JSON.
+"""Routes that answer with an image, or other bytes of a declared media type, instead of JSON.
 
-A return annotation makes the route an image route: ``matplotlib.figure.Figure`` (rendered to PNG)
-or bytes marked with a media type, ``Annotated[bytes, "image/png"]``. matplotlib is never imported
-here: a notebook that annotates with ``Figure`` has imported it already.
+A return annotation makes the route answer in its media type: ``matplotlib.figure.Figure``
+(rendered to PNG) or bytes marked with any media type, ``Annotated[bytes, "image/png"]``,
+``Annotated[bytes, "text/csv"]``, ``Annotated[bytes, "application/pdf"]``. matplotlib is never
+imported here: a notebook that annotates with ``Figure`` has imported it already.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import sys
 import typing
 from typing import Annotated, Any
@@ -16,6 +18,8 @@ from fastapi.datastructures import Default
 from fastapi.responses import JSONResponse, Response
 
 PNG = "image/png"
+# type/subtype, with optional parameters: "text/csv; charset=utf-8"
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9*][\w.+-]*(\s*;.*)?")
 
 
 def is_figure(value: Any) -> bool:
@@ -40,33 +44,34 @@ def _marked_bytes(annotation: Any) -> str | None:
     if base is not bytes:
         return None
     for item in meta:
-        if isinstance(item, str) and item.startswith("image/"):
-            return item
+        if isinstance(item, str) and _MEDIA_TYPE.fullmatch(item.strip()):
+            return item.strip()
     return None
 
 
 def media_type(annotation: Any) -> str | None:
-    """The image media type a return annotation declares, or None for a JSON route."""
+    """The media type a return annotation declares, or None for a JSON route."""
     if is_figure_type(annotation):
         return PNG
     return _marked_bytes(annotation)
 
 
 def openapi_responses(annotation: Any) -> dict[int | str, dict[str, Any]]:
-    """The ``responses`` entry that documents an image route's 200 answer."""
+    """The ``responses`` entry that documents a media-type route's 200 answer."""
     kind = media_type(annotation)
     if kind is None:
         return {}
+    what = "The image" if kind.startswith("image/") else "The content"
     return {
         200: {
-            "description": f"The image ({kind})",
+            "description": f"{what} ({kind})",
             "content": {kind: {"schema": {"type": "string", "format": "binary"}}},
         }
     }
 
 
 def response_class(annotation: Any) -> Any:
-    """The route's response class: one with the image media type, so /docs lists only that."""
+    """The route's response class: one with the declared media type, so /docs lists only that."""
     kind = media_type(annotation)
     if kind is None:
         return Default(JSONResponse)
