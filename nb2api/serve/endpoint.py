@@ -3,29 +3,28 @@
 The endpoint is a small async function whose signature FastAPI reads (path parameters, a query
 model, a body model, upload and form fields), so validation, 422s and OpenAPI are FastAPI's own.
 It calls the notebook function through the runtime (awaited, or on its pool within its limits)
-and encodes the result straight to bytes with :mod:`nb2api.types`.
+and encodes the result straight to bytes with :mod:`nb2api.types`, whose ``respond`` also turns
+a failure into the 500 (the same code an exported app runs).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import logging
-import traceback
-import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Body, Query
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
-from starlette.exceptions import HTTPException
+from fastapi.responses import Response
 
 from ..routes import RouteSpec
 from ..settings import Settings
 from ..types import images, uploads
-from ..types.encoding import ResultError, encode_after, make_encoder
+from ..types.encoding import Encoder, encode_after, make_encoder
+from ..types.errors import respond
 from .runtime import Runtime
 
 logger = logging.getLogger("nb2api")
@@ -34,20 +33,13 @@ _BODY = "nb2api_body"
 _QUERY = "nb2api_query"
 
 
-class ErrorBody(BaseModel):
-    """What a route answers when the notebook code raised."""
-
-    detail: str
-    error_id: str
-
-
 def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Callable[..., Any]:
     """An async endpoint for ``spec`` with a signature FastAPI can read."""
-    encode = make_encoder(spec.returns)
+    encode: Encoder | None = make_encoder(spec.returns)
     if not spec.is_async and spec.options.executor == "thread":
         # Encode on the worker thread too: a big table or a figure never holds the event loop.
         spec = dataclasses.replace(spec, func=encode_after(spec.func, encode))
-        encode = _encoded
+        encode = None  # the call gives bytes
     run = runtime.call(spec)  # on its pool, within its concurrency limit, queue and timeout
     positional = [p.name for p in spec.params if p.positional_only]
     body_names = [p.name for p in spec.params if p.source == "body"]
@@ -57,6 +49,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Call
                                                    if p.source == "body")
     media_type = images.media_type(spec.returns) or "application/json"
     tables = uploads.frame_params(spec)  # uploaded CSV/Parquet files read into DataFrames
+    failed = functools.partial(runtime.failed, spec)
 
     async def call(arguments: dict[str, Any]) -> Any:
         args = tuple(arguments.pop(name) for name in positional)
@@ -73,27 +66,13 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Call
                 arguments[name] = getattr(source, name)
         if tables:
             await uploads.receive(tables, arguments)
-        try:
-            result = await call(arguments)
-            content = encode(result)
-        except HTTPException:
-            raise
-        except ResultError as exc:
-            return _error_response(spec, exc, settings, "returned a value that does not match "
-                                   "its return annotation")
-        except Exception as exc:
-            runtime.failed(spec, exc)
-            return _error_response(spec, exc, settings)
-        return Response(content, media_type=media_type)
+        return await respond(spec.name, call(arguments), encode, media_type=media_type,
+                             debug=settings.debug, logger=logger, failed=failed)
 
     endpoint.__name__ = spec.name
     parameters = _endpoint_parameters(spec, body_optional)
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return endpoint
-
-
-def _encoded(content: bytes) -> bytes:
-    return content
 
 
 def _endpoint_parameters(spec: RouteSpec, body_optional: bool) -> list[inspect.Parameter]:
@@ -115,25 +94,3 @@ def _endpoint_parameters(spec: RouteSpec, body_optional: bool) -> list[inspect.P
     params.extend(uploads.endpoint_parameters(spec))  # multipart: files and form fields
     return params
 
-
-def _error_response(
-    spec: RouteSpec, exc: Exception, settings: Settings, what: str | None = None
-) -> JSONResponse:
-    error_id = uuid.uuid4().hex[:12]
-    ename = type(exc).__name__
-    message = f"{spec.name}() {what}" if what else f"{spec.name}() raised {ename}"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    detail = f"{message}: {text}" if text else message
-    if len(detail) > 300:
-        detail = detail[:297] + "..."
-    logger.error(
-        "%s [error_id=%s]",
-        detail,
-        error_id,
-        exc_info=(type(exc), exc, exc.__traceback__),
-        extra={"error_id": error_id, "route": spec.name},
-    )
-    body: dict[str, Any] = {"detail": detail, "error_id": error_id}
-    if settings.debug:
-        body["traceback"] = traceback.format_exception(exc)
-    return JSONResponse(body, status_code=500)
