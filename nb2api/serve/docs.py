@@ -14,7 +14,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-STATIC = Path(__file__).parent / "_static"
+STATIC = Path(__file__).parent.parent / "_static"  # nb2api/_static
 _SWAGGER = STATIC / "swagger-ui"
 _REDOC = STATIC / "redoc"
 ASSETS_PATH = "/_nb2api/static"
