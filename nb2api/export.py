@@ -31,14 +31,12 @@ from ._version import __version__
 from .errors import NotebookError
 from .load import Cell, LoadedNotebook, load_notebook
 from .routes import RouteSpec, build_routes
+from .serve.docs import ASSETS_PATH, STATIC, has_local_assets
 from .types import datatypes, images, uploads
 
 _TEMPLATES = Path(__file__).parent / "templates" / "export"
 _TYPES = Path(__file__).parent / "types"  # vendored as nbtypes/, byte for byte
 _VENDORED = "nbtypes"
-_STATIC = Path(__file__).parent / "_static"  # Swagger UI and ReDoc, from the JS build
-# The exported app serves them where ``nb2api serve`` does, so /docs is the same page.
-_ASSETS_PATH = "/_nb2api/static"
 # The server, and what the vendored package imports (numpy and pandas only when they are used).
 _SERVER_REQUIREMENTS = ("anyio", "fastapi", "orjson", "pydantic", "uvicorn")
 _DATA_REQUIREMENTS = ("numpy", "pandas")
@@ -162,11 +160,11 @@ def vendored_types() -> dict[str, bytes]:
 def static_assets() -> dict[str, bytes]:
     """``static/``: the Swagger UI and ReDoc files of nb2api's offline ``/docs`` and ``/redoc``
     (with their licenses); empty when nb2api was built without them."""
-    if not _has_assets():
+    if not has_local_assets():
         return {}
     return {
-        f"static/{path.relative_to(_STATIC).as_posix()}": path.read_bytes()
-        for path in sorted(_STATIC.rglob("*"))
+        f"static/{path.relative_to(STATIC).as_posix()}": path.read_bytes()
+        for path in sorted(STATIC.rglob("*"))
         if path.is_file()
     }
 
@@ -463,13 +461,13 @@ class _Wiring:
             in_thread=self.in_thread,
             title=_str(self.loaded.notebook.title or self.loaded.notebook.name),
             notebook=self.loaded.notebook.path.name,
-            docs_urls="\n    docs_url=None,\n    redoc_url=None," if _has_assets() else "",
+            docs_urls="\n    docs_url=None,\n    redoc_url=None," if has_local_assets() else "",
         )
-        if _has_assets():
+        if has_local_assets():
             app += _DOCS.format(
                 app=self.app,
                 os=os_,
-                assets=_ASSETS_PATH,
+                assets=ASSETS_PATH,
                 StaticFiles=use("fastapi.staticfiles", "StaticFiles"),
                 Request=use("fastapi", "Request"),
                 HTMLResponse=use("fastapi.responses", "HTMLResponse"),
@@ -766,12 +764,6 @@ class _FunctionSource:
         return cls(params, defaults, nodes[-1].returns)
 
 
-def _has_assets() -> bool:
-    return (_STATIC / "swagger-ui" / "swagger-ui-bundle.js").is_file() and (
-        _STATIC / "redoc" / "redoc.standalone.js"
-    ).is_file()
-
-
 # What follows the cells: settings from the environment and the app. Declarations only; the
 # behaviour of every route is nbtypes' (see _Wiring._route).
 _APP = '''
@@ -794,7 +786,8 @@ async def {in_thread}(func, /, *args, **kwargs):
 )
 '''
 
-# FastAPI's recipe for docs without a CDN, with the files nb2api serve uses, at the same URLs.
+# FastAPI's recipe for docs without a CDN, with the files nb2api serve uses, at the same URLs
+# (serve/docs.py), so that /docs is the same page.
 _DOCS = '''
 {app}.mount(
     "{assets}",
