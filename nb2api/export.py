@@ -1,28 +1,28 @@
 """Export a notebook to a standalone FastAPI project that runs without nb2api.
 
 ``nb2api export NOTEBOOK OUTDIR`` writes ``app.py`` (the marked cells' code, setup then api,
-followed by explicit FastAPI wiring: one pydantic model and one endpoint per route, as
-``nb2api serve`` builds them), ``requirements.txt`` pinned from the cells' imports, a
-``Dockerfile``, a ``.dockerignore`` and a short ``README.md``. The wiring is generated from the
-same route specs that ``nb2api serve`` mounts, and annotations are copied as the notebook spells
-them, so paths, schemas and model names match.
+followed by FastAPI wiring: one pydantic model and one endpoint per route, as ``nb2api serve``
+builds them), ``nbtypes/`` (nb2api's own ``nb2api/types`` package, byte for byte),
+``static/`` (the Swagger UI and ReDoc files behind ``/docs`` and ``/redoc``), a pinned
+``requirements.txt``, a ``Dockerfile``, a ``.dockerignore`` and a short ``README.md``.
 
-A notebook that uses the data-science types (DataFrames, Series, arrays, numpy scalars, uploads,
-images) also gets ``nbtypes/``: nb2api's own modules for them, copied verbatim (they import
-nothing else of nb2api), so the exported app validates, documents and encodes those types with
-the very code ``nb2api serve`` runs, and an upgrade of nb2api reaches it with the next export.
+The wiring is generated from the same route specs that ``nb2api serve`` mounts, with the
+annotations as the notebook spells them, so paths, schemas and model names match. It declares;
+it does not behave: every endpoint hands its call to ``nbtypes`` (``make_encoder``,
+``encode_after``, ``respond``, ``receive``), the very code ``nb2api serve`` answers with, so the
+two cannot drift apart, and an upgrade of nb2api reaches the app with the next export.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.metadata
 import inspect
 import json
 import re
 import sys
 import textwrap
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,14 +31,15 @@ from ._version import __version__
 from .errors import NotebookError
 from .load import Cell, LoadedNotebook, load_notebook
 from .routes import RouteSpec, build_routes
+from .serve.docs import ASSETS_PATH, STATIC, has_local_assets
 from .types import datatypes, images, uploads
 
 _TEMPLATES = Path(__file__).parent / "templates" / "export"
-_SERVER_REQUIREMENTS = ("fastapi", "pydantic", "uvicorn")
-# nb2api modules that make up the exported ``nbtypes`` package: each imports only the others
-# (relatively) and third-party packages, on every path the exported app takes.
-_SUPPORT_MODULES = ("_lazy", "frames", "datatypes", "display", "encoding", "images", "uploads")
-_SUPPORT_REQUIREMENTS = ("numpy", "orjson", "pandas")
+_TYPES = Path(__file__).parent / "types"  # vendored as nbtypes/, byte for byte
+_VENDORED = "nbtypes"
+# The server, and what the vendored package imports (numpy and pandas only when they are used).
+_SERVER_REQUIREMENTS = ("anyio", "fastapi", "orjson", "pydantic", "uvicorn")
+_DATA_REQUIREMENTS = ("numpy", "pandas")
 _UPLOAD_REQUIREMENTS = ("python-multipart",)
 _OPTIONAL_UPLOAD_REQUIREMENTS = ("pyarrow",)  # Parquet uploads; pinned when installed here
 
@@ -71,16 +72,16 @@ def export_notebook(
     specs = build_routes(loaded)
     app = render_app(loaded, specs)
     extra: list[str] = []
-    if app.support:
-        extra += _SUPPORT_REQUIREMENTS
     if app.uploads:
         extra += _UPLOAD_REQUIREMENTS
         extra += [d for d in _OPTIONAL_UPLOAD_REQUIREMENTS if _installed(d)]
     requirements, requirement_warnings = find_requirements(loaded, extra)
     folder = Path(folder)
-    contents = {
+    assets = static_assets()
+    contents: dict[str, str | bytes] = {
         "app.py": app.source,
-        **(support_package() if app.support else {}),
+        **vendored_types(),
+        **assets,
         "requirements.txt": "".join(f"{r}\n" for r in requirements),
         "Dockerfile": _template("Dockerfile").format(
             python=f"{sys.version_info.major}.{sys.version_info.minor}", app=app.name
@@ -100,13 +101,17 @@ def export_notebook(
     existing = [name for name in contents if (folder / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(
-            f"{folder} already holds {', '.join(existing)}; choose an empty folder or overwrite"
+            f"{folder} already holds {', '.join(existing[:3])}"
+            f"{' and more' if len(existing) > 3 else ''}; choose an empty folder or overwrite"
         )
     folder.mkdir(parents=True, exist_ok=True)
     files = []
-    for name, text in contents.items():
-        (folder / name).parent.mkdir(exist_ok=True)
-        (folder / name).write_text(text, encoding="utf-8")
+    for name, data in contents.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            (folder / name).write_bytes(data)
+        else:
+            (folder / name).write_text(data, encoding="utf-8")
         files.append(folder / name)
     warnings = [
         *loaded.warnings,
@@ -114,6 +119,9 @@ def export_notebook(
         *app.warnings,
         *requirement_warnings,
     ]
+    if not assets:
+        warnings.append("nb2api was installed without its Swagger UI and ReDoc files: the "
+                        "exported /docs and /redoc load them from a CDN")
     return ExportedProject(folder, tuple(files), tuple(requirements), app.name, tuple(warnings))
 
 
@@ -121,25 +129,44 @@ def _template(name: str) -> str:
     return (_TEMPLATES / name).read_text(encoding="utf-8")
 
 
-# --- nbtypes: the data-science types, for the exported app -------------------------------------
+# --- what the project carries: nbtypes/ and static/ ---------------------------------------------
 
 
-def support_package() -> dict[str, str]:
-    """``nbtypes/``: nb2api's modules for the data-science types, verbatim, and an ``__init__``.
+def vendored_types() -> dict[str, bytes]:
+    """``nbtypes/``: nb2api's ``types`` package, every file byte for byte, and ``VENDORED.txt``.
 
-    The modules are copied from nb2api's own source, so the export cannot drift from what
-    ``nb2api serve`` does; a test checks that they import nothing else of nb2api.
+    The package imports nothing else of nb2api (``tests/test_layout.py`` checks it), so the
+    exported app runs the code ``nb2api serve`` runs. Where it came from goes in a file of its
+    own, so that the copies stay identical to the originals.
     """
-    package = Path(__file__).parent / "types"
-    header = (
-        "# Copied verbatim from nb2api {version} (nb2api/{name}.py) by `nb2api export`: the same\n"
-        "# code `nb2api serve` runs. Do not edit; export the notebook again to update it.\n"
-    )
-    files = {"nbtypes/__init__.py": _template("nbtypes_init.py").format(version=__version__)}
-    for name in _SUPPORT_MODULES:
-        source = (package / f"{name}.py").read_text(encoding="utf-8")
-        files[f"nbtypes/{name}.py"] = header.format(version=__version__, name=name) + source
+    files = {
+        f"{_VENDORED}/{path.relative_to(_TYPES).as_posix()}": path.read_bytes()
+        for path in sorted(_TYPES.rglob("*.py"))
+        if "__pycache__" not in path.parts
+    }
+    lines = [
+        f"{_VENDORED}/ is the package nb2api/types of nb2api {__version__}, copied byte for byte",
+        "by `nb2api export`: the code `nb2api serve` runs to validate, encode and answer. Do not",
+        "edit it; export the notebook again (also after upgrading nb2api) to update it.",
+        "",
+        "sha256 of each file:",
+        *(f"{hashlib.sha256(data).hexdigest()}  {name.partition('/')[2]}"
+          for name, data in files.items()),
+    ]
+    files[f"{_VENDORED}/VENDORED.txt"] = ("\n".join(lines) + "\n").encode()
     return files
+
+
+def static_assets() -> dict[str, bytes]:
+    """``static/``: the Swagger UI and ReDoc files of nb2api's offline ``/docs`` and ``/redoc``
+    (with their licenses); empty when nb2api was built without them."""
+    if not has_local_assets():
+        return {}
+    return {
+        f"static/{path.relative_to(STATIC).as_posix()}": path.read_bytes()
+        for path in sorted(STATIC.rglob("*"))
+        if path.is_file()
+    }
 
 
 def _installed(distribution: str) -> bool:
@@ -184,10 +211,34 @@ def find_requirements(
             continue
         for dist in distributions:
             pins.setdefault(dist.lower(), _pin(dist))
+    if _requires(pins, "numpy"):
+        # numpy values reach nbtypes' encoders, which write them with pandas' help.
+        extra = (*_DATA_REQUIREMENTS, *extra)
     for dist in (*_SERVER_REQUIREMENTS, *extra):
         pins.setdefault(dist, _pin(dist))
     pins["uvicorn"] = pins["uvicorn"].replace("uvicorn", "uvicorn[standard]", 1)
     return [pins[name] for name in sorted(pins)], warnings
+
+
+def _requires(distributions, wanted: str) -> bool:
+    """Whether ``wanted`` is among ``distributions`` or what they require, as installed here
+    (a notebook that imports scikit-learn holds numpy values without importing numpy)."""
+    seen: set[str] = set()
+    todo = [str(d) for d in distributions]
+    while todo:
+        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+        if name in seen:
+            continue
+        if name == wanted:
+            return True
+        seen.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        todo += [re.match(r"[A-Za-z0-9._-]*", r).group() for r in requires
+                 if not re.search(r"\bextra\s*==", r)]
+    return False
 
 
 def imported_modules(code: str) -> list[str]:
@@ -222,12 +273,11 @@ class RenderedApp:
     source: str
     name: str  # the FastAPI app's name in the module
     warnings: tuple[str, ...] = ()
-    support: bool = False  # app.py imports the nbtypes package
     uploads: bool = False  # a route takes a file (multipart)
 
 
 _NEW = object()
-_SUPPORT = object()  # the exported nbtypes package, as a name the wiring binds
+_VENDORED_PACKAGE = object()  # the exported nbtypes package, as a name the wiring binds
 
 
 class _Names:
@@ -280,17 +330,17 @@ class _Imports:
         froms = [
             f"from {module} import {', '.join(sorted(entries))}"
             for module, entries in sorted(self.lines.items())
-            if module and module != "nbtypes"
+            if module and module != _VENDORED
         ]
-        local = [f"import {entry}" for entry in self.lines.get("nbtypes", [])]
+        local = [f"import {entry}" for entry in self.lines.get(_VENDORED, [])]
         blocks = [block for block in (plain, froms, local) if block]
         return "\n\n".join("\n".join(block) for block in blocks)
 
-    def support(self) -> str:
+    def vendored(self) -> str:
         """The local ``nbtypes`` package (written next to app.py), imported as a module."""
-        alias = self.names("nbtypes", _SUPPORT)
-        entry = "nbtypes" if alias == "nbtypes" else f"nbtypes as {alias}"
-        self.lines["nbtypes"] = [entry]
+        alias = self.names(_VENDORED, _VENDORED_PACKAGE)
+        entry = _VENDORED if alias == _VENDORED else f"{_VENDORED} as {alias}"
+        self.lines[_VENDORED] = [entry]
         return alias
 
 
@@ -321,8 +371,7 @@ def render_app(loaded: LoadedNotebook, specs: list[RouteSpec]) -> RenderedApp:
     wiring = _banner("HTTP API, generated by nb2api export") + imports.render() + "\n\n" + body
     source = "".join(header) + "".join(cells) + "\n" + wiring
     compile(source, "app.py", "exec")  # an export that does not even parse is nb2api's bug
-    return RenderedApp(source, n.app, tuple(n.warnings), support="nbtypes" in imports.lines,
-                       uploads=n.uploads)
+    return RenderedApp(source, n.app, tuple(n.warnings), uploads=n.uploads)
 
 
 def _str(text: str) -> str:
@@ -373,7 +422,8 @@ def _cell_sections(loaded: LoadedNotebook) -> tuple[set[str], list[str]]:
 
 
 class _Wiring:
-    """Writes the models, helpers and endpoints that ``nb2api.app.build_app`` builds at run time."""
+    """Writes the models and endpoints that ``nb2api.serve`` builds at run time, as declarations:
+    whatever an endpoint does beyond passing its arguments on is a call into ``nbtypes``."""
 
     def __init__(self, loaded: LoadedNotebook, names: _Names, imports: _Imports) -> None:
         self.loaded = loaded
@@ -381,17 +431,12 @@ class _Wiring:
         self.names = names
         self.imports = imports
         self.app = names("app")
+        self.nbtypes = imports.vendored()
         self.warnings: list[str] = []
         self.uploads = False
-        self.support = False  # the notebook uses data-science types: app.py imports nbtypes
         self.tables: dict[str, str] = {}  # route name -> its list of uploaded tables
 
-    @property
-    def nbtypes(self) -> str:
-        """The exported ``nbtypes`` package's name in app.py (imported on first use)."""
-        return self.imports.support()
-
-    # Each helper is written once, under a name that the notebook does not use.
+    # Each module-level name is chosen once, so that the notebook's own names stay untouched.
     def render(self, specs: list[RouteSpec]) -> str:
         use, mod = self.imports.use, self.imports.module
         self.BaseModel = use("pydantic", "BaseModel")
@@ -399,71 +444,42 @@ class _Wiring:
         self.Annotated = use("typing", "Annotated")
         self.Any = use("typing", "Any")
         self.Response = use("fastapi.responses", "Response")
-        self.HTTPException = use("starlette.exceptions", "HTTPException")
-        error_body, result_error = self.names("ErrorBody"), self.names("ResultError")
-        error_response, responses = self.names("error_response"), self.names("ERROR_RESPONSES")
-        pool, run_in_pool = self.names("worker_pool"), self.names("run_in_pool")
-        dumps, jsonable = self.names("dumps"), self.names("jsonable")
-        checked = self.names("checked")
-        logger, lifespan = self.names("logger"), self.names("lifespan")
-        debug, healthz, readyz = self.names("DEBUG"), self.names("healthz"), self.names("readyz")
-        self.h = {
-            "error_body": error_body,
-            "result_error": result_error,
-            "error_response": error_response,
-            "responses": responses,
-            "run_in_pool": run_in_pool,
-            "dumps": dumps,
-            "checked": checked,
-        }
-        self.support = any(_needs_support(spec) for spec in specs)
-        routes = [self._route(spec) for spec in specs]
-        if self.support:
-            result_error_def = ""
-            encoders_def = _SUPPORT_ENCODERS.format(
-                dumps=dumps, result_error=result_error, nbtypes=self.nbtypes
-            )
-        else:
-            result_error_def = _RESULT_ERROR.format(result_error=result_error)
-            encoders_def = _ENCODERS.format(
-                jsonable=jsonable, dumps=dumps, checked=checked, Any=self.Any,
-                to_json=use("pydantic_core", "to_json"), result_error=result_error,
-                ValidationError=use("pydantic", "ValidationError"),
-            )
-        helpers = _HELPERS.format(
-            result_error_def=result_error_def,
-            encoders_def=encoders_def,
-            asyncio=mod("asyncio"),
-            contextvars=mod("contextvars"),
-            functools=mod("functools"),
-            logging=mod("logging"),
-            os=mod("os"),
-            traceback=mod("traceback"),
-            uuid=mod("uuid"),
-            ThreadPoolExecutor=use("concurrent.futures", "ThreadPoolExecutor"),
-            asynccontextmanager=use("contextlib", "asynccontextmanager"),
-            JSONResponse=use("fastapi.responses", "JSONResponse"),
-            FastAPI=use("fastapi", "FastAPI"),
-            BaseModel=self.BaseModel,
-            Any=self.Any,
-            error_body=error_body,
-            error_body_class=_scoped(self.names, error_body, "ErrorBody", _ERROR_BODY.format(
-                BaseModel=self.BaseModel)),
-            error_response=error_response,
-            responses=responses,
-            pool=pool,
-            run_in_pool=run_in_pool,
-            logger=logger,
-            lifespan=lifespan,
-            debug=debug,
-            healthz=healthz,
-            readyz=readyz,
+        self.logger, self.debug = self.names("logger"), self.names("DEBUG")
+        self.in_thread = self.names("in_thread")
+        os_ = mod("os")
+        app = _APP.format(
             app=self.app,
+            os=os_,
+            logging=mod("logging"),
+            functools=mod("functools"),
+            CapacityLimiter=use("anyio", "CapacityLimiter"),
+            run_sync=use("anyio.to_thread", "run_sync"),
+            FastAPI=use("fastapi", "FastAPI"),
+            logger=self.logger,
+            debug=self.debug,
+            threads=self.names("worker_threads"),
+            in_thread=self.in_thread,
             title=_str(self.loaded.notebook.title or self.loaded.notebook.name),
             notebook=self.loaded.notebook.path.name,
+            docs_urls="\n    docs_url=None,\n    redoc_url=None," if has_local_assets() else "",
         )
-        helpers = re.sub(r"\n{4,}", "\n\n\n", helpers)  # where a block was left out
-        return helpers + "".join(routes) + _MAIN.format(app=self.app, os=mod("os"))
+        if has_local_assets():
+            app += _DOCS.format(
+                app=self.app,
+                os=os_,
+                assets=ASSETS_PATH,
+                StaticFiles=use("fastapi.staticfiles", "StaticFiles"),
+                Request=use("fastapi", "Request"),
+                HTMLResponse=use("fastapi.responses", "HTMLResponse"),
+                get_swagger_ui_html=use("fastapi.openapi.docs", "get_swagger_ui_html"),
+                get_redoc_html=use("fastapi.openapi.docs", "get_redoc_html"),
+                swagger_ui=self.names("swagger_ui"),
+                redoc=self.names("redoc"),
+            )
+        app += _HEALTH.format(app=self.app, healthz=self.names("healthz"),
+                              readyz=self.names("readyz"))
+        routes = [self._route(spec) for spec in specs]
+        return app + "".join(routes) + _MAIN.format(app=self.app, os=os_)
 
     def _route(self, spec: RouteSpec) -> str:
         source = _FunctionSource.find(spec)
@@ -501,23 +517,23 @@ class _Wiring:
                 arguments[p.name] = f"{kind}.{p.name}"
         tables = self._multipart(spec, source, endpoint_params, arguments, out)
 
-        response_model, encoded, support_encoder, image = self._response(spec, source, out)
+        response_model, encoder, image = self._response(spec, source, out)
         call_args = []
         optional_body = arguments.pop("__optional_body__", None)
         for p in spec.params:
             value = arguments[p.name]
             call_args.append(value if p.positional_only else f"{p.name}={value}")
-        result_error = self.h["result_error"]
         if spec.is_async:
-            call = [f"result = await {spec.name}({', '.join(call_args)})",
-                    f"content = {encoded}"]
-        elif support_encoder:
-            # Encoded on the worker thread too: a big table or a figure never holds the loop.
-            run = f"{self.nbtypes}.encode_after({spec.name}, {support_encoder})"
-            call = [f"content = await {self.h['run_in_pool']}({', '.join([run, *call_args])})"]
+            encode = self.names(f"{spec.name}_encode")
+            out.append(f"{encode} = {encoder}\n")
+            outcome = f"{spec.name}({', '.join(call_args)})"
+            encoding = [encode]
         else:
-            call = [f"result = await {self.h['run_in_pool']}({', '.join([spec.name, *call_args])})",
-                    f"content = {encoded}"]
+            # Encoded on the worker thread too: a big table or a figure never holds the loop.
+            encoded = self.names(f"{spec.name}_encoded")
+            out.append(f"{encoded} = {self.nbtypes}.encode_after({spec.name}, {encoder})\n")
+            outcome = f"{self.in_thread}({', '.join([encoded, *call_args])})"
+            encoding = []
         summary = spec.summary or spec.name.replace("_", " ").title()  # as FastAPI names it
         decorator_args = [
             _str(spec.path), f"name={_str(spec.name)}", f"operation_id={_str(spec.name)}",
@@ -527,13 +543,14 @@ class _Wiring:
             decorator_args.append(f"description={_str(spec.description)}")
         if response_model:
             decorator_args.append(f"response_model={response_model}")
+        errors = f"{self.nbtypes}.error_responses()"
         if image:
             decorator_args.append(f"response_class={self.nbtypes}.response_class({image})")
             decorator_args.append(
-                f"responses={{**{self.h['responses']}, **{self.nbtypes}.image_responses({image})}}"
+                f"responses={{**{errors}, **{self.nbtypes}.openapi_responses({image})}}"
             )
         else:
-            decorator_args.append(f"responses={self.h['responses']}")
+            decorator_args.append(f"responses={errors}")
         endpoint = self.names(f"{spec.name}_endpoint")
         signature = f"async def {endpoint}({', '.join(endpoint_params)}) -> {self.Response}:"
         if len(signature) > 99:
@@ -555,19 +572,14 @@ class _Wiring:
                 "  # CSV or Parquet, read into DataFrames",
             ]
         media_type = images.media_type(spec.returns) or "application/json"
+        respond_args = [_str(spec.name), outcome, *encoding]
+        if media_type != "application/json":
+            respond_args.append(f"media_type={_str(media_type)}")
+        respond_args += [f"debug={self.debug}", f"logger={self.logger}"]
         lines += [
-            "    try:",
-            *(f"        {line}" for line in call),
-            f"    except {self.HTTPException}:",
-            "        raise",
-            f"    except {result_error} as exc:",
-            f"        return {self.h['error_response']}(",
-            f"            {_str(spec.name)}, exc, \"returned a value that does not match its "
-            "return annotation\",",
-            "        )",
-            "    except Exception as exc:",
-            f"        return {self.h['error_response']}({_str(spec.name)}, exc)",
-            f"    return {self.Response}(content, media_type={_str(media_type)})",
+            f"    return await {self.nbtypes}.respond(",
+            *(f"        {arg}," for arg in respond_args),
+            "    )",
         ]
         out.append("\n".join(lines) + "\n")
         return "\n\n" + "\n\n".join(out)
@@ -645,43 +657,28 @@ class _Wiring:
                 lines.append(f"    {p.name}: {annotation}")
         return _scoped(self.names, class_name, schema_name, "\n".join(lines) + "\n")
 
-    def _response(
-        self, spec: RouteSpec, source, out: list[str]
-    ) -> tuple[str | None, str, str, str]:
-        """``response_model=`` text, the expression encoding ``result``, the name of nbtypes'
-        encoder when one is used (else empty) and, for an image route, its return annotation."""
+    def _response(self, spec: RouteSpec, source, out: list[str]) -> tuple[str | None, str, str]:
+        """``response_model=`` text, the route's encoder (``nbtypes.make_encoder`` of the return
+        annotation, as under serve) and, for an image route, its return annotation."""
         returns = spec.returns
-        dumps = f"{self.h['dumps']}(result)"
-        if returns is inspect.Parameter.empty or returns is None or returns is type(None):
-            return None, dumps, "", ""
-        model = spec.response_model
+        if returns is inspect.Parameter.empty:
+            return None, f"{self.nbtypes}.dumps", ""  # what make_encoder gives without one
         text = self._type_text(spec, source.returns, returns, returns)
-        image = images.media_type(returns) is not None
-        if returns is not typing.Any and self.support:
-            # A type nb2api converts itself: nbtypes' encoder and schema, as under serve.
-            encoder = self.names(f"{spec.name}_encode")
-            out.append(f"{encoder} = {self.nbtypes}.make_encoder({text})\n")
-            if image:
-                return None, f"{encoder}(result)", encoder, text
-            text = f"{self.nbtypes}.response_type({text})"
-            encoded = f"{encoder}(result)"
-        elif returns is typing.Any:
-            return None, dumps, "", ""
-        else:
-            encoder = ""
-            adapter = self.names(f"{spec.name}_result")
-            TypeAdapter = self.imports.use("pydantic", "TypeAdapter")
-            out.append(f"{adapter} = {TypeAdapter}({text})\n")
-            encoded = f"{self.h['checked']}({adapter}, result)"
+        encoder = f"{self.nbtypes}.make_encoder({text})"
+        if images.media_type(returns) is not None:
+            return None, encoder, text
+        model = spec.response_model
         if model is None:
-            return None, encoded, encoder, ""
+            return None, encoder, ""
+        if datatypes.response_type(returns) is not returns:
+            text = f"{self.nbtypes}.response_type({text})"
         if isinstance(model, type) and model.__module__ == "nb2api.routes":
             class_name = self.names(model.__name__)
             RootModel = self.imports.use("pydantic", "RootModel")
             lines = [f"class {model.__name__}({RootModel}[{text}]):", "    pass"]
             out.append(_scoped(self.names, class_name, model.__name__, "\n".join(lines) + "\n"))
-            return class_name, encoded, encoder, ""
-        return text, encoded, encoder, ""
+            return class_name, encoder, ""
+        return text, encoder, ""
 
     def _annotation(self, spec: RouteSpec, source: _FunctionSource, p) -> str:
         if not p.annotated:
@@ -735,19 +732,6 @@ class _Wiring:
         )
 
 
-def _needs_support(spec: RouteSpec) -> bool:
-    """Whether a route uses a type that nb2api converts itself (a DataFrame, an upload, ...)."""
-    returns = spec.returns
-    if returns is not inspect.Parameter.empty and (
-        images.media_type(returns) is not None or datatypes.response_type(returns) is not returns
-    ):
-        return True
-    return any(
-        p.source in ("file", "form") or datatypes.request_type(p.annotation) is not p.annotation
-        for p in spec.params
-    )
-
-
 @dataclass(frozen=True)
 class _FunctionSource:
     """The annotation and default expressions of a function's ``def``, as written."""
@@ -780,57 +764,63 @@ class _FunctionSource:
         return cls(params, defaults, nodes[-1].returns)
 
 
-_HELPERS = '''
+# What follows the cells: settings from the environment and the app. Declarations only; the
+# behaviour of every route is nbtypes' (see _Wiring._route).
+_APP = '''
 {logger} = {logging}.getLogger("app")
-# Plain `def` functions run on this bounded pool, so a slow one never blocks the event loop.
-{pool} = {ThreadPoolExecutor}(
-    max_workers=int({os}.environ.get("MAX_WORKERS", 0)) or min(32, ({os}.cpu_count() or 1) + 4),
-    thread_name_prefix="worker",
-)
 {debug} = {os}.environ.get("DEBUG", "") not in ("", "0", "false")  # tracebacks in 500 responses
+# Plain `def` functions run on at most MAX_WORKERS threads at a time, so a slow one never blocks
+# the event loop.
+{threads} = {CapacityLimiter}(
+    int({os}.environ.get("MAX_WORKERS", 0)) or min(32, ({os}.cpu_count() or 1) + 4)
+)
 
 
-async def {run_in_pool}(func, /, *args, **kwargs):
-    loop = {asyncio}.get_running_loop()
-    call = {functools}.partial({contextvars}.copy_context().run, func, *args, **kwargs)
-    return await loop.run_in_executor({pool}, call)
-
-
-{error_body_class}
-
-{responses} = {{
-    500: {{"model": {error_body}, "description": "The notebook code raised"}},
-}}
-
-
-{result_error_def}
-def {error_response}(name: str, exc: Exception, what: str | None = None) -> {JSONResponse}:
-    error_id = {uuid}.uuid4().hex[:12]
-    message = f"{{name}}() {{what}}" if what else f"{{name}}() raised {{type(exc).__name__}}"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    detail = f"{{message}}: {{text}}" if text else message
-    if len(detail) > 300:
-        detail = detail[:297] + "..."
-    {logger}.error("%s [error_id=%s]", detail, error_id, exc_info=exc)
-    body = {{"detail": detail, "error_id": error_id}}
-    if {debug}:
-        body["traceback"] = {traceback}.format_exception(exc)
-    return {JSONResponse}(body, status_code=500)
-
-
-{encoders_def}
-@{asynccontextmanager}
-async def {lifespan}(app):
-    yield
-    {pool}.shutdown(wait=False, cancel_futures=True)
+async def {in_thread}(func, /, *args, **kwargs):
+    return await {run_sync}({functools}.partial(func, *args, **kwargs), limiter={threads})
 
 
 {app} = {FastAPI}(
     title={title},
-    description="Exported by nb2api from the notebook `{notebook}`.",
-    lifespan={lifespan},
+    description="Exported by nb2api from the notebook `{notebook}`.",{docs_urls}
+)
+'''
+
+# FastAPI's recipe for docs without a CDN, with the files nb2api serve uses, at the same URLs
+# (serve/docs.py), so that /docs is the same page.
+_DOCS = '''
+{app}.mount(
+    "{assets}",
+    {StaticFiles}(directory={os}.path.join({os}.path.dirname(__file__), "static")),
+    name="nb2api-static",
 )
 
+
+@{app}.get("/docs", include_in_schema=False)
+async def {swagger_ui}(request: {Request}) -> {HTMLResponse}:
+    root = request.scope.get("root_path", "")
+    return {get_swagger_ui_html}(
+        openapi_url=root + {app}.openapi_url,
+        title={app}.title + " - docs",
+        swagger_js_url=root + "{assets}/swagger-ui/swagger-ui-bundle.js",
+        swagger_css_url=root + "{assets}/swagger-ui/swagger-ui.css",
+        swagger_favicon_url=root + "{assets}/swagger-ui/favicon-32x32.png",
+    )
+
+
+@{app}.get("/redoc", include_in_schema=False)
+async def {redoc}(request: {Request}) -> {HTMLResponse}:
+    root = request.scope.get("root_path", "")
+    return {get_redoc_html}(
+        openapi_url=root + {app}.openapi_url,
+        title={app}.title + " - ReDoc",
+        redoc_js_url=root + "{assets}/redoc/redoc.standalone.js",
+        redoc_favicon_url=root + "{assets}/swagger-ui/favicon-32x32.png",
+        with_google_fonts=False,
+    )
+'''
+
+_HEALTH = '''
 
 @{app}.get("/healthz", include_in_schema=False)
 async def {healthz}() -> dict[str, str]:
@@ -840,57 +830,6 @@ async def {healthz}() -> dict[str, str]:
 @{app}.get("/readyz", include_in_schema=False)
 async def {readyz}() -> dict[str, str]:
     return {{"status": "ready"}}
-'''
-
-_RESULT_ERROR = '''class {result_error}(Exception):
-    """A function returned something that does not fit its return annotation."""
-
-
-'''
-
-_ENCODERS = '''def {jsonable}(value: {Any}) -> {Any}:
-    """JSON for what pydantic does not know: numpy arrays and scalars, pandas objects."""
-    if hasattr(value, "to_dict") and hasattr(value, "columns"):  # a DataFrame: its records
-        return value.to_dict(orient="records")
-    if hasattr(value, "to_dict") and hasattr(value, "index"):  # a Series
-        if type(value.index).__name__ == "RangeIndex" and value.index.start == 0:
-            return value.tolist()
-        return value.to_dict()
-    if hasattr(value, "tolist"):  # a numpy array or scalar
-        return value.tolist()
-    raise TypeError(f"cannot encode {{type(value).__name__}} as JSON")
-
-
-def {dumps}(value: {Any}) -> bytes:
-    return {to_json}(value, fallback={jsonable}, inf_nan_mode="null")
-
-
-def {checked}(adapter, value: {Any}) -> bytes:
-    """Validate a return value against its annotation, then encode it."""
-    try:
-        value = adapter.validate_python(value, from_attributes=True)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise {result_error}(f"{{where + ': ' if where else ''}}{{first['msg']}}") from None
-    return adapter.dump_json(value)
-
-
-'''
-
-# With nbtypes, every result is written by nb2api's own encoders, as under nb2api serve.
-_SUPPORT_ENCODERS = '''# nb2api's encoders write every result (numpy, pandas values anywhere in it).
-{dumps} = {nbtypes}.dumps
-{result_error} = {nbtypes}.ResultError
-
-
-'''
-
-_ERROR_BODY = '''class ErrorBody({BaseModel}):
-    """What a route answers when the notebook code raised."""
-
-    detail: str
-    error_id: str
 '''
 
 _MAIN = '''

@@ -6,7 +6,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, notebook_path, serve
+from conftest import code, free_port, notebook_path, serve
 from typer.testing import CliRunner
 
 from nb2api.cli import app as cli
@@ -89,11 +88,16 @@ def _comparable(spec: dict) -> tuple[dict, dict]:
 
 
 def test_project_files(iris):
-    names = {p.name for p in iris.files}
-    assert names == {"app.py", "requirements.txt", "Dockerfile", ".dockerignore", "README.md"}
+    names = {str(p.relative_to(iris.folder)) for p in iris.files}
+    assert {"app.py", "requirements.txt", "Dockerfile", ".dockerignore", "README.md",
+            "nbtypes/__init__.py", "nbtypes/VENDORED.txt",
+            "static/swagger-ui/swagger-ui-bundle.js"} <= names
+    assert {name.split("/")[0] for name in names} == {
+        "app.py", "requirements.txt", "Dockerfile", ".dockerignore", "README.md", "nbtypes",
+        "static"}
     requirements = iris.requirements
     assert [r.split("==")[0] for r in requirements] == [
-        "fastapi", "numpy", "pandas", "pydantic", "uvicorn[standard]"]
+        "anyio", "fastapi", "numpy", "orjson", "pandas", "pydantic", "uvicorn[standard]"]
     assert all("==" in r for r in requirements)
     assert (iris.folder / "requirements.txt").read_text().splitlines() == list(requirements)
     dockerfile = (iris.folder / "Dockerfile").read_text()
@@ -158,47 +162,37 @@ def frames(tmp_path_factory):
     return export_notebook(notebook_path("export_frames"), folder)
 
 
-_NBTYPES = {"_lazy", "frames", "datatypes", "display", "encoding", "images", "uploads"}
-_LOAD_TIME_ONLY = {"datatypes": {".schema", ".errors"}, "uploads": {".errors"}}
-
-
-def _imports_of(source: str) -> set[str]:
-    """Modules a source imports; relative ones as ".name" (``from . import x`` gives ".x")."""
-    import ast
-
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level:
-            found |= {f".{node.module}"} if node.module else {f".{a.name}" for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            found.add(node.module or "")
-    return found
-
-
-def test_data_science_types_ship_nbtypes_copied_from_nb2api(frames):
+def test_the_project_vendors_nb2api_types_byte_for_byte(frames):
+    """nbtypes/ is nb2api/types: every file identical, none missing, none added but the note."""
     import nb2api
 
-    names = {str(p.relative_to(frames.folder)) for p in frames.files}
-    assert {"nbtypes/__init__.py", "nbtypes/frames.py", "nbtypes/datatypes.py",
-            "nbtypes/encoding.py", "nbtypes/images.py", "nbtypes/uploads.py"} <= names
     package = Path(nb2api.__file__).parent / "types"
-    for name in ("frames", "datatypes", "encoding", "images", "uploads"):
-        copied = (frames.folder / "nbtypes" / f"{name}.py").read_text()
-        assert copied.endswith((package / f"{name}.py").read_text())  # verbatim, after a header
-        imports = _imports_of(copied)
-        assert not [m for m in imports if m.startswith("nb2api")], name
-        assert not re.search(r"[\"']nb2api\.", copied), f"{name} names nb2api's modules"
-        outside = {m for m in imports if m.startswith(".") and m[1:] not in _NBTYPES}
-        # Load-time signature checks that only nb2api's schema stage calls; never the app.
-        assert outside <= _LOAD_TIME_ONLY.get(name, set()), (name, outside)
+    originals = {p.relative_to(package).as_posix(): p.read_bytes()
+                 for p in package.rglob("*.py") if "__pycache__" not in p.parts}
+    vendored = frames.folder / "nbtypes"
+    copies = {p.relative_to(vendored).as_posix(): p.read_bytes()
+              for p in vendored.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert "errors.py" in originals and "encoding.py" in originals
+    assert copies.pop("VENDORED.txt").decode().startswith("nbtypes/ is the package nb2api/types")
+    assert copies == originals
     pins = [r.split("==")[0] for r in frames.requirements]
     assert {"numpy", "pandas", "orjson", "python-multipart", "matplotlib"} <= set(pins)
-    assert not any("export encodes" in w for w in frames.warnings)
     source = (frames.folder / "app.py").read_text()
     assert "import nbtypes" in source and "nbtypes.request_type(Annotated[pd.DataFrame, Sale])" \
         in source
+
+
+def test_a_notebook_without_data_types_gets_nbtypes_but_not_numpy(make_notebook, tmp_path):
+    path = make_notebook(code("def add(a: int, b: int = 1) -> dict:\n    return {'sum': a + b}",
+                              tags=["api"]))
+    project = export_notebook(path, tmp_path / "out")
+    assert (project.folder / "nbtypes" / "errors.py").is_file()
+    assert [r.split("==")[0] for r in project.requirements] == [
+        "anyio", "fastapi", "orjson", "pydantic", "uvicorn[standard]"]
+    source = (project.folder / "app.py").read_text()
+    assert "nbtypes.make_encoder(dict)" in source and "nbtypes.respond(" in source
+    for behaviour in ("uuid", "import traceback", "ValidationError", "class ErrorBody", "to_json"):
+        assert behaviour not in source, behaviour
 
 
 def _csv(text: str) -> dict:
@@ -270,16 +264,21 @@ def test_round_trip_of_data_science_types_without_nb2api(frames):
             "content"]
 
 
-def _import(project, name: str):
+def import_exported(project, name: str):
+    """The exported app.py as a module named ``name``, with its own ``nbtypes`` package."""
     spec = importlib.util.spec_from_file_location(name, project.folder / "app.py")
     module = importlib.util.module_from_spec(spec)
     # As a real import (uvicorn app:app) does: pydantic looks the module up while it builds
     # generic models at module level (RootModel[Point]).
     sys.modules[name] = module
+    for loaded in [m for m in sys.modules if m == "nbtypes" or m.startswith("nbtypes.")]:
+        del sys.modules[loaded]  # another export's copy
     previous = os.getcwd()
+    sys.path.insert(0, str(project.folder))
     try:
         spec.loader.exec_module(module)
     finally:
+        sys.path.remove(str(project.folder))
         os.chdir(previous)
     return module
 
@@ -291,7 +290,7 @@ def test_wiring_never_rebinds_the_notebooks_names(tmp_path):
     project = export_notebook(notebook_path("export_names"), tmp_path / "names")
     assert project.app_name == "_app"
     assert any("'%%time'" in w and "line 1" in w for w in project.warnings)
-    module = _import(project, "exported_names")
+    module = import_exported(project, "exported_names")
     assert module.app == "the notebook's own app variable"
     client = TestClient(module._app)
     assert client.get("/files/x.csv").json() == "data/x.csv the notebook's own app variable"
@@ -309,7 +308,7 @@ def test_export_matches_serve_schemas_for_core_notebooks(tmp_path, name):
     import nb2api
 
     project = export_notebook(notebook_path(name), tmp_path / name)
-    module = _import(project, f"exported_{name}")
+    module = import_exported(project, f"exported_{name}")
     expected = _comparable(nb2api.create_app(notebook_path(name)).openapi())
     got = _comparable(getattr(module, project.app_name).openapi())
     assert got[0] == expected[0]

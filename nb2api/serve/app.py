@@ -24,9 +24,10 @@ from ..load import LoadedNotebook, Progress, load_notebook
 from ..routes import RouteSpec, build_routes
 from ..settings import Settings, SettingsKeywords
 from ..types import images
+from ..types.errors import error_responses
 from . import health
 from .docs import mount_docs
-from .endpoint import ErrorBody, make_endpoint
+from .endpoint import make_endpoint
 from .fastpath import DirectRoutes
 from .limits import BodySizeLimit
 from .middleware import RequestMiddleware, RootPath
@@ -106,7 +107,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
             response_model=spec.response_model,
             response_class=images.response_class(spec.returns),
             responses={
-                500: {"model": ErrorBody, "description": "The notebook code raised"},
+                **error_responses(),
                 **images.openapi_responses(spec.returns),
                 **runtime.responses(spec),
             },

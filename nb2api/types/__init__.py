@@ -1,8 +1,9 @@
 """The data-science types: DataFrames, Series, arrays, numpy scalars, uploads and images.
 
 How each becomes a pydantic type (``datatypes``), how values are converted column by column
-(``frames``), how results are written as JSON or image bytes (``encoding``, ``images``) and how
-uploaded files are read (``uploads``).
+(``frames``), how results are written as JSON or image bytes (``encoding``, ``images``), how
+uploaded files are read (``uploads``) and what a route answers when its function fails
+(``errors``).
 
 This package imports nothing else from nb2api, only its own modules (relatively) and third-party
 packages: ``nb2api export`` copies it, byte for byte, into the exported project, so the exported
@@ -13,17 +14,22 @@ from __future__ import annotations
 
 from .datatypes import ADVICE, data_schema, request_type, response_type
 from .encoding import Encoder, ResultError, dumps, encode_after, make_encoder
+from .errors import ErrorBody, error_response, error_responses, respond
 from .images import is_figure, media_type, openapi_responses, response_class
-from .uploads import endpoint_parameters, frame_params, receive, upload_kind
+from .uploads import Upload, endpoint_parameters, frame_params, receive, upload_kind
 
 __all__ = [
     "ADVICE",
     "Encoder",
+    "ErrorBody",
     "ResultError",
+    "Upload",
     "data_schema",
     "dumps",
     "encode_after",
     "endpoint_parameters",
+    "error_response",
+    "error_responses",
     "frame_params",
     "is_figure",
     "make_encoder",
@@ -31,6 +37,7 @@ __all__ = [
     "openapi_responses",
     "receive",
     "request_type",
+    "respond",
     "response_class",
     "response_type",
     "upload_kind",

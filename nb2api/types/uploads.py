@@ -12,7 +12,7 @@ import inspect
 import io
 import types
 import typing
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import anyio
 from fastapi import File, Form, HTTPException, UploadFile
@@ -87,12 +87,21 @@ def endpoint_parameters(spec) -> list[inspect.Parameter]:
     return result
 
 
+class Upload(NamedTuple):
+    """A parameter that receives an uploaded table, for :func:`receive` (a ``ParamSpec`` does
+    as well): its name and its annotation, ``Annotated[pd.DataFrame, Row, File()]`` say."""
+
+    name: str
+    annotation: Any
+
+
 def frame_params(spec) -> list:
     return [p for p in spec.params if p.source == "file" and upload_kind(p.annotation) == "frame"]
 
 
 async def receive(frame_specs: list, arguments: dict[str, Any]) -> None:
-    """Read each uploaded table in ``arguments`` into a DataFrame, in place."""
+    """Read each uploaded table in ``arguments`` into a DataFrame, in place; ``frame_specs``
+    name the parameters that take one (:class:`Upload` or ``ParamSpec``)."""
     for p in frame_specs:
         upload = arguments.get(p.name)
         if upload is None:

@@ -1,0 +1,119 @@
+"""A route's answer: its encoded result, or a 500 that says which function failed and how.
+
+Any exception from notebook code other than an ``HTTPException`` becomes a 500 with the JSON body
+``{"detail": "predict() raised KeyError: 'petal'", "error_id": "3f2a9c0d1b7e"}``; the same id is
+logged with the traceback, so one log line explains one response. The traceback reaches the
+response only when ``debug`` is on. ``nb2api serve`` and an exported app both answer through
+:func:`respond`, so their 500s cannot differ.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from . import display, images
+from .encoding import Encoder, NotJSONError, ResultError, dumps
+
+_MISMATCH = "returned a value that does not match its return annotation"
+_MAX_DETAIL = 300
+
+
+class ErrorBody(BaseModel):
+    """What a route answers when the notebook code raised."""
+
+    detail: str
+    error_id: str
+
+
+def error_responses() -> dict[int | str, dict[str, Any]]:
+    """The 500 of a route, for its OpenAPI ``responses``."""
+    return {500: {"model": ErrorBody, "description": "The notebook code raised"}}
+
+
+async def respond(
+    route: str,
+    outcome: Awaitable[Any],
+    encode: Encoder | None = None,
+    *,
+    media_type: str = "application/json",
+    debug: bool = False,
+    logger: logging.Logger,
+    failed: Callable[[Exception], None] | None = None,
+) -> Response:
+    """Await ``outcome`` (the function's result, or its bytes when ``encode`` is None, as
+    :func:`~.encoding.encode_after` gives them) and answer with the encoded result.
+
+    An ``HTTPException`` passes through; a result JSON cannot write is answered through the
+    display protocol (or passed through when it is a ``Response``), only then; a result that
+    does not fit the return annotation and any other exception become :func:`error_response`;
+    ``failed`` hears of the latter.
+    """
+    try:
+        result = await outcome
+        content = result if encode is None else encode(result)
+    except HTTPException:
+        raise
+    except ResultError as exc:
+        return error_response(route, exc, debug=debug, logger=logger, what=_MISMATCH)
+    except NotJSONError as exc:  # only now: the JSON path pays nothing for these checks
+        shown = display.response(exc.result, dumps) if exc.whole else None
+        if shown is not None:
+            return shown  # a Response passed through, or the result as Jupyter shows it
+        if failed is not None:
+            failed(exc)
+        what, fix = _not_shown(exc)
+        return error_response(route, ResultError(fix), debug=debug, logger=logger, what=what)
+    except Exception as exc:
+        if failed is not None:
+            failed(exc)
+        return error_response(route, exc, debug=debug, logger=logger)
+    return Response(content, media_type=media_type)
+
+
+def _not_shown(exc: NotJSONError) -> tuple[str, str]:
+    """What a result neither JSON nor the display protocol covers is, and the fix."""
+    kind = type(exc.value).__name__
+    if images.is_figure(exc.value):
+        return f"returned a {kind} inside a {type(exc.result).__name__}", str(exc)
+    if exc.whole:
+        what = f"returned a value of type {kind}, which is not JSON and has no display method"
+        fix = (
+            "return JSON data (a dict, list, pydantic model, dataclass, DataFrame) or a "
+            f"fastapi.Response, or give {kind} a display method (_repr_json_, _repr_html_, ...)"
+        )
+        return what, fix
+    container = type(exc.result).__name__
+    what = f"returned a {container} holding a value of type {kind}, which is not JSON"
+    return what, "turn it into JSON data (a dict, a list, a str) before returning it"
+
+
+def error_response(
+    route: str, exc: BaseException, *, debug: bool = False, logger: logging.Logger,
+    what: str | None = None,
+) -> JSONResponse:
+    """The 500 for ``exc`` raised by ``route()``; logs the traceback under a new error id."""
+    error_id = uuid.uuid4().hex[:12]
+    message = f"{route}() {what}" if what else f"{route}() raised {type(exc).__name__}"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    detail = f"{message}: {text}" if text else message
+    if len(detail) > _MAX_DETAIL:
+        detail = detail[: _MAX_DETAIL - 3] + "..."
+    logger.error(
+        "%s [error_id=%s]",
+        detail,
+        error_id,
+        exc_info=(type(exc), exc, exc.__traceback__),
+        extra={"error_id": error_id, "route": route},
+    )
+    body: dict[str, Any] = {"detail": detail, "error_id": error_id}
+    if debug:
+        body["traceback"] = traceback.format_exception(exc)
+    return JSONResponse(body, status_code=500)
