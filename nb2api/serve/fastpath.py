@@ -183,11 +183,11 @@ def handled_routes(fastapi_app: FastAPI, candidates: list[APIRoute],
     wanted = {id(route) for route in candidates}
     in_order = fastapi_app.router.routes
     for index, route in enumerate(in_order):
-        if id(route) not in wanted:
+        if id(route) not in wanted or not isinstance(route, APIRoute):
             continue
-        body = _body_parameter(route, fastapi_app, auth)  # type: ignore[arg-type]
-        if body is not None and _first_to_match(route, in_order[:index]):  # type: ignore[arg-type]
-            found.append((route, body))  # type: ignore[arg-type]
+        body = _body_parameter(route, fastapi_app, auth)
+        if body is not None and _first_to_match(route, in_order[:index]):
+            found.append((route, body))
     return found
 
 
@@ -195,8 +195,8 @@ def _inner_stack_is_fastapis(app: ASGIApp, fastapi_app: FastAPI) -> bool:
     """Whether what the fast path stands in for is FastAPI's own stack, with nothing added."""
     router = fastapi_app.router
     return (type(app) is ExceptionMiddleware
-            and type(app.app) is AsyncExitStackMiddleware
-            and app.app.app is router
+            and type(app.app) is AsyncExitStackMiddleware  # type: ignore[attr-defined]
+            and app.app.app is router  # type: ignore[attr-defined]
             and router.middleware_stack == router.app)
 
 
