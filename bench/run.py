@@ -3,6 +3,7 @@
     python bench/run.py            # everything, about 6 minutes
     python bench/run.py --quick    # fewer and shorter rounds
     python bench/run.py --only overhead,kg
+    python bench/run.py --quick --only fastpath   # nb2api with and without its fast path
 
 Every server is a subprocess on a free 127.0.0.1 port; load comes from wrk (Debian's package) on
 127.0.0.1, bounded by -d. Rounds alternate the order (A B, B A, ...) so drift on a shared machine
@@ -259,6 +260,22 @@ def overhead(args) -> None:
                 "all", "overhead_nolog", ours, quiet, max(2, args.rounds - 2), load("/add"))
 
 
+def fastpath(args) -> None:
+    """What the fast path buys: the same notebook served with and without --no-fast-path."""
+    with start(*nb2api()) as fast, start(*nb2api("bench.ipynb", "--no-fast-path")) as plain:
+        plain.name = "no-fast-path"
+        for server in (fast, plain):
+            wrk(server.url + "/add", seconds=2, connections=64)  # warm up
+
+        def load(path):
+            return lambda s: wrk(s.url + path, seconds=args.seconds, connections=64)
+
+        compare("fast path: POST /add (async def), 64 connections, the same notebook with and "
+                "without --no-fast-path", "fastpath_async", fast, plain, args.rounds, load("/add"))
+        compare("fast path: POST /add_sync (plain def, worker pool)", "fastpath_sync",
+                fast, plain, max(2, args.rounds - 2), load("/add_sync"))
+
+
 def kg(args) -> None:
     with start(*nb2api()) as ours, start(*kernel_gateway(), timeout=180) as gateway:
         wrk(ours.url + "/add", seconds=2, connections=64)
@@ -384,7 +401,7 @@ def processes(args) -> None:
             RESULTS["processes"][path] = {"one": one.__dict__, "four": many.__dict__}
 
 
-EXPERIMENTS = {"overhead": overhead, "kg": kg, "event_loop": event_loop,
+EXPERIMENTS = {"overhead": overhead, "fastpath": fastpath, "kg": kg, "event_loop": event_loop,
                "connections": connections, "startup": startup, "processes": processes}
 
 

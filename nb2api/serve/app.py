@@ -11,7 +11,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -91,8 +90,8 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
         # same for servers that are not told (create_app under any ASGI server).
         app.add_middleware(RootPath, root_path=settings.root_path)
     mount_docs(app)
-    health.mount(app, list(runtime.pools.values()), runtime.metrics, runtime.auth)
-    own_routes = list(app.router.routes)
+    token_check = runtime.auth.depends if runtime.auth is not None else None
+    health.mount(app, list(runtime.pools.values()), runtime.metrics, token_check)
     _add_middleware(app, settings, runtime)
     notebook_routes: list[APIRoute] = []
     for spec in specs:
@@ -111,15 +110,14 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
                 **images.openapi_responses(spec.returns),
                 **runtime.responses(spec),
             },
-            dependencies=[runtime.auth] if runtime.auth is not None else None,
+            dependencies=[token_check] if token_check is not None else None,
         )
         notebook_routes.append(app.router.routes[-1])  # type: ignore[arg-type]
-    _routes_first(app, own_routes)
     if settings.fast_path:
         # The innermost middleware (inside CORS, limits and request logs): valid JSON requests
         # to the notebook's routes skip FastAPI's per-request handler.
         app.user_middleware.append(
-            Middleware(DirectRoutes, fastapi_app=app, routes=notebook_routes)
+            Middleware(DirectRoutes, fastapi_app=app, routes=notebook_routes, auth=runtime.auth)
         )
     return app
 
@@ -143,19 +141,3 @@ def _add_middleware(app: FastAPI, settings: Settings, runtime: Runtime) -> None:
         max_body_size=0 if settings.cors_origins else settings.max_body_size,
     )
 
-
-def _routes_first(app: FastAPI, ours: list[Any]) -> None:
-    """Match the notebook's fixed-path routes before nb2api's own (docs, health, metrics).
-
-    Starlette tries routes in order, so every route ahead of ``/predict`` costs each request a
-    regex match. A fixed path cannot shadow a different one, so those go first; routes with path
-    parameters (``/species/{name}``) stay behind nb2api's own, which they could shadow, and so
-    does a notebook route on one of nb2api's own paths.
-    """
-    reserved = {getattr(route, "path", None) for route in ours}
-    first = [
-        route for route in app.router.routes
-        if route not in ours and "{" not in getattr(route, "path", "{")
-        and route.path not in reserved
-    ]
-    app.router.routes[:] = first + [r for r in app.router.routes if r not in first]

@@ -8,6 +8,7 @@ button. Tokens are compared in constant time. ``/healthz`` and ``/readyz`` stay 
 # and they name a local (bearer).
 
 import secrets
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException
@@ -17,9 +18,19 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 SCHEME_NAME = "bearerToken"
 
 
-def require_token(token: str) -> DependsParam:
+@dataclass(frozen=True)
+class TokenAuth:
+    """The token check of an app: the dependency its routes carry, and the one ``Authorization``
+    header value that the dependency certainly accepts (``None`` when no single value is
+    certain, e.g. a token with spaces)."""
+
+    depends: DependsParam
+    accepted_header: bytes | None
+
+
+def require_token(token: str) -> TokenAuth:
     """A ``Depends`` that answers 401 (with ``WWW-Authenticate: Bearer``) unless the request
-    carries ``Authorization: Bearer <token>``."""
+    carries ``Authorization: Bearer <token>``, and that header's exact value."""
     if not token:
         raise ValueError("the token must not be empty")
     expected = token.encode()
@@ -43,8 +54,8 @@ def require_token(token: str) -> DependsParam:
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
 
-    if token.isascii() and token.isprintable() and not any(c.isspace() for c in token):
-        # The one header the direct path (direct.py) accepts without running this dependency:
-        # HTTPBearer and check_token accept it too. It leaves every other header to them.
-        check_token.accepts = b"Bearer " + expected  # type: ignore[attr-defined]
-    return Depends(check_token)
+    # HTTPBearer takes what follows the first space, stripped: for a token of printable ASCII
+    # without whitespace, "Bearer <token>" is certainly accepted. Other headers may be too; the
+    # dependency decides those.
+    plain = token.isascii() and token.isprintable() and not any(c.isspace() for c in token)
+    return TokenAuth(Depends(check_token), b"Bearer " + expected if plain else None)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi.params import Depends as DependsParam
-
 from ..load import LoadedNotebook
 from ..routes import RouteSpec
 from ..settings import Settings
-from .auth import require_token
+from .auth import TokenAuth, require_token
 from .limits import Call, openapi_responses, route_call
 from .metrics import Metrics
 from .pools import WorkerPool
@@ -34,9 +32,7 @@ class Runtime:
             self.metrics.load_seconds.set(loaded.load_seconds)
             for pool in self.pools.values():
                 self.metrics.watch_pool(pool)
-        self.auth: DependsParam | None = (
-            require_token(settings.token) if settings.token else None
-        )
+        self.auth: TokenAuth | None = require_token(settings.token) if settings.token else None
 
     def start(self) -> None:
         """Fork the process pool (after setup, before the first request)."""
