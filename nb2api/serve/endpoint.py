@@ -26,6 +26,7 @@ from ..routes import RouteSpec
 from ..settings import Settings
 from ..types import images, uploads
 from ..types.encoding import ResultError, encode_after, make_encoder
+from .faults import CallFailed
 from .runtime import Runtime
 
 logger = logging.getLogger("nb2api")
@@ -83,7 +84,8 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Call
                                    "its return annotation")
         except Exception as exc:
             runtime.failed(spec, exc)
-            return _error_response(spec, exc, settings)
+            what = exc.what if isinstance(exc, CallFailed) else None
+            return _error_response(spec, exc, settings, what)
         return Response(content, media_type=media_type)
 
     endpoint.__name__ = spec.name

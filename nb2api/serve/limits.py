@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..settings import Settings
+from .faults import contain_async
 from .pools import WorkerPool
 
 if TYPE_CHECKING:
@@ -201,6 +202,7 @@ def make_call(
         return await func(*args, **kwargs)
 
     if is_async:
+        func = contain_async(func)  # sys.exit() fails the call before it reaches the loop
         run = run_direct if limiter.limit is None else run_async
     else:
         run = run_pooled
