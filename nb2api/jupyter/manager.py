@@ -285,9 +285,8 @@ class AppManager:
     def kill_all(self) -> None:
         """Last resort at interpreter exit: signal children without an event loop."""
         for app in self.apps.values():
-            if app.child is not None and app.child.alive:
-                with contextlib.suppress(ProcessLookupError):
-                    app.child.process.send_signal(signal.SIGTERM)
+            if app.child is not None:
+                _kill_group(app.child.process.pid, signal.SIGKILL)
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 
@@ -335,6 +334,7 @@ class AppManager:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a group of its own, killed whole on stop
         )
         tail: deque[str] = deque(maxlen=_STDERR_LINES_KEPT)
         assert process.stdout is not None and process.stderr is not None
@@ -376,15 +376,31 @@ class AppManager:
         raise ServeError(f"the notebook was not ready after {self.startup_timeout:g} s")
 
     async def _stop_child(self, child: _Child) -> None:
+        """SIGTERM, ``stop_timeout`` seconds to finish, then SIGKILL to all the child started.
+
+        The child leads a process group of its own (its pool workers, anything the notebook
+        started), so nothing of the app outlives its stop. Its exit is watched by its return
+        code, not by its pipes, which a grandchild may hold open.
+        """
         if child.alive:
             with contextlib.suppress(ProcessLookupError):
                 child.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(child.process.wait(), self.stop_timeout)
-            except asyncio.TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    child.process.kill()
-                await child.process.wait()
+            await _exited(child, self.stop_timeout)
+        _kill_group(child.process.pid, signal.SIGKILL)
+        await _exited(child, self.stop_timeout)
         await _drain(child)
         with contextlib.suppress(OSError):
             child.socket.unlink()
+
+
+async def _exited(child: _Child, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while child.alive and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return not child.alive
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group ``pid`` leads (started with ``start_new_session``)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
