@@ -112,3 +112,27 @@ def test_reload_during_a_long_process_call_leaves_no_old_process(server, api):
     assert reloaded["pid"] != app["pid"] and reloaded["error"] is None
     assert [pid for pid in processes if pid_alive(pid)] == []
     caller.join(timeout=30)
+
+
+def test_the_served_app_needs_the_permission_serving_needs(server, api):
+    app = serve(server, api, "auth.ipynb")
+    with server.client() as reader:
+        reader.headers["X-Test-Role"] = "reader"
+        assert reader.get("nb2api/api/apps").status_code == 200  # reading is allowed
+        assert reader.post("nb2api/api/serve", json={"path": "auth.ipynb"}).status_code == 403
+        # calling the app runs the notebook's code; its docs are the app too
+        assert reader.post(f"{app['url']}add", json={"a": 1}).status_code == 403
+        for page in ("docs", "openapi.json", "redoc"):
+            assert reader.get(f"{app['url']}{page}").status_code == 403, page
+        assert reader.delete(f"nb2api/api/apps/{app['id']}").status_code == 403
+    assert api.post(f"{app['url']}add", json={"a": 1}).json() == 2
+
+
+def test_a_body_over_the_apps_limit_is_its_413(server, api):
+    app = serve(server, api, "big.ipynb")
+    big = b'{"a": 1, "pad": "' + b"x" * (20 * 1024 * 1024) + b'"}'
+    response = api.post(f"{app['url']}add", content=big,
+                        headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json() == {"detail": f"request body larger than {16 * 1024 * 1024} bytes"}
+    assert api.post(f"{app['url']}add", json={"a": 1}).json() == 2  # serving on

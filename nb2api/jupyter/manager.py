@@ -28,6 +28,8 @@ from pathlib import Path, PurePosixPath
 
 from jupyter_server.utils import url_path_join
 
+from ..settings import Settings
+
 _STDERR_LINES_KEPT = 50
 
 
@@ -164,6 +166,8 @@ class AppManager:
         self.stop_timeout = stop_timeout
         self.poll_interval = poll_interval
         self.log = log or logging.getLogger("nb2api.jupyter")
+        # The children's body limit, given to them explicitly: the proxy enforces it first.
+        self.max_body_size = Settings().max_body_size
         self.apps: dict[str, ServedApp] = {}
         self._socket_dir: Path | None = None
         self._generation = 0
@@ -326,6 +330,7 @@ class AppManager:
             "--uds", str(socket),
             "--root-path", app.prefix,
             "--log-level", "warning",
+            "--max-body-size", str(self.max_body_size),
         ]  # fmt: skip
         self.log.debug("nb2api: starting %s", cmd)
         process = await asyncio.create_subprocess_exec(
