@@ -73,7 +73,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Call
             for name in names:
                 arguments[name] = getattr(source, name)
         if tables:
-            await uploads.receive(tables, arguments)
+            await uploads.receive(tables, arguments, settings.max_upload_rows)
         try:
             result = await call(arguments)
             content = encode(result)
