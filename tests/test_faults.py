@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 import pytest
@@ -37,6 +39,16 @@ def test_a_dead_worker_fails_only_its_call_and_is_replaced_at_once(make_notebook
         caller.join(timeout=30)
         assert slow["r"].status_code == 200 and slow["r"].json() == 3  # not on the dead worker
         assert client.post("/p_slow", json={"s": 0}).json() == 0
+
+
+def test_a_worker_killed_while_idle_is_replaced_before_the_next_call(make_notebook):
+    app = create_app(make_notebook(*SLOW_AND_EXIT), processes=1)
+    with TestClient(app) as client:
+        [slot] = app.state.runtime.processes._slots
+        os.kill(slot.process.pid, signal.SIGKILL)
+        wait_until(lambda: not slot.process.is_alive(), timeout=10, message="the worker dies")
+        assert client.post("/p_slow", json={"s": 0}).json() == 0  # not a 500
+        assert client.get("/readyz").status_code == 200
 
 
 EXITS = (

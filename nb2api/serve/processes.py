@@ -146,13 +146,21 @@ class ProcessPool(WorkerPool):
                 return
             if slot.busy:
                 continue
+            if not slot.process.is_alive():  # died while idle: nothing to fail, replace it
+                self._lost(index, slot, None)
+                continue
             future, key, args, kwargs = self._waiting.popleft()
             while future.done():  # given up on before it started
                 if not self._waiting:
                     return
                 future, key, args, kwargs = self._waiting.popleft()
+            try:
+                call = slot.executor.submit(_call, key, args, kwargs)
+            except BrokenProcessPool:  # it died just now: the call waits for another worker
+                self._waiting.appendleft((future, key, args, kwargs))
+                self._lost(index, slot, None)
+                continue
             slot.busy = True
-            call = slot.executor.submit(_call, key, args, kwargs)
             call.add_done_callback(self._threadsafe(self._finished, index, slot, future))
 
     def _threadsafe(self, method: Callable[..., None], *args: Any) -> Callable[[Future], None]:
@@ -166,7 +174,7 @@ class ProcessPool(WorkerPool):
         return callback
 
     def _finished(self, index: int, slot: _Slot, future: asyncio.Future, done: Future) -> None:
-        exc = done.exception()
+        exc = None if done.cancelled() else done.exception()
         if isinstance(exc, BrokenProcessPool):
             self._lost(index, slot, future)
             return
@@ -202,7 +210,7 @@ class ProcessPool(WorkerPool):
     def _ready(self, index: int, slot: _Slot, started: Future) -> None:
         self._replacing -= 1
         if self._slots and self._slots[index] is slot:
-            if started.exception() is not None:  # the new fork died at once: try again
+            if started.cancelled() or started.exception() is not None:  # died at once: again
                 self._lost(index, slot, None)
                 return
             slot.busy = False
