@@ -167,7 +167,10 @@ class AppManager:
         self.poll_interval = poll_interval
         self.log = log or logging.getLogger("nb2api.jupyter")
         # The children's body limit, given to them explicitly: the proxy enforces it first.
-        self.max_body_size = Settings().max_body_size
+        try:
+            self.max_body_size: int | None = Settings().max_body_size
+        except ValueError:  # a bad NB2API_* variable: each child says which, and exits
+            self.max_body_size = None
         self.apps: dict[str, ServedApp] = {}
         self._socket_dir: Path | None = None
         self._generation = 0
@@ -330,8 +333,9 @@ class AppManager:
             "--uds", str(socket),
             "--root-path", app.prefix,
             "--log-level", "warning",
-            "--max-body-size", str(self.max_body_size),
         ]  # fmt: skip
+        if self.max_body_size is not None:
+            cmd += ["--max-body-size", str(self.max_body_size)]
         self.log.debug("nb2api: starting %s", cmd)
         process = await asyncio.create_subprocess_exec(
             *cmd,
