@@ -86,6 +86,11 @@ class Settings(_Declared):
         description="Largest request body in bytes (413 above it), e.g. 512kB, 16MiB; 0 for no "
         "limit.",
     )
+    max_upload_rows: int = Field(
+        1_000_000, ge=0,
+        description="Most rows an uploaded CSV or Parquet table may have (413 above it); it may "
+        "decode to 1 KiB per allowed row. 0 for no limit.",
+    )
     timeout: float | None = Field(
         None, gt=0, description="Seconds a call may take (504 after) where no '#| timeout:' says."
     )
@@ -166,6 +171,7 @@ class SettingsKeywords(TypedDict, total=False):
     token: str | None
     cors_origins: tuple[str, ...]
     max_body_size: int
+    max_upload_rows: int
     timeout: float | None
     max_concurrency: int | None
     max_queue: int

@@ -19,6 +19,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import web
 
+from ..serve.limits import too_large_body
 from .manager import AppManager, PathRefused, ServeError
 
 # Serving a notebook runs its code, so it needs the same permission as running a kernel.
@@ -92,8 +93,12 @@ class AppHandler(_Base):
 class AppProxyHandler(ProxyHandler):
     """Forward ``nb2api/apps/<id>/<path>`` to the child serving that notebook.
 
-    ``ProxyHandler.prepare`` requires Jupyter authentication on every request.
+    ``ProxyHandler.prepare`` requires Jupyter authentication on every request; every method
+    also needs the permission serving needs, since calling the app runs the notebook's code
+    (its docs pages are the app too).
     """
+
+    auth_resource = _AUTH_RESOURCE
 
     def initialize(self, manager: AppManager) -> None:
         self.manager = manager
@@ -114,6 +119,14 @@ class AppProxyHandler(ProxyHandler):
         app = self.manager.get(app_id)
         if app is None or app.socket is None:
             raise web.HTTPError(404, f"no served notebook with id {app_id}")
+        limit = self.manager.max_body_size
+        if limit and len(self.request.body or b"") > limit:
+            # The child would answer 413 before reading the body, and the proxy, still
+            # writing it, would turn that into a 500.
+            self.set_status(413)
+            self.set_header("Content-Type", "application/json")
+            self.finish(too_large_body(limit))
+            return None
         self.unix_socket = str(app.socket)
         self.proxy_base = app.prefix[len(self.base_url) :]
         return await self.proxy("localhost", 80, proxied_path or "/")
@@ -127,24 +140,31 @@ class AppProxyHandler(ProxyHandler):
     async def open(self, app_id, proxied_path=None):
         raise web.HTTPError(404, "websockets are not proxied")
 
+    @authorized(action="execute")
     async def http_get(self, app_id, proxied_path=None):
         return await self._forward(app_id, proxied_path)
 
+    @authorized(action="execute")
     def post(self, app_id, proxied_path=None):
         return self._forward(app_id, proxied_path)
 
+    @authorized(action="execute")
     def put(self, app_id, proxied_path=None):
         return self._forward(app_id, proxied_path)
 
+    @authorized(action="execute")
     def delete(self, app_id, proxied_path=None):
         return self._forward(app_id, proxied_path)
 
+    @authorized(action="execute")
     def patch(self, app_id, proxied_path=None):
         return self._forward(app_id, proxied_path)
 
+    @authorized(action="execute")
     def head(self, app_id, proxied_path=None):
         return self._forward(app_id, proxied_path)
 
+    @authorized(action="execute")
     def options(self, app_id, proxied_path=None):
         return self._forward(app_id, proxied_path)
 

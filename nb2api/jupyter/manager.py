@@ -28,6 +28,8 @@ from pathlib import Path, PurePosixPath
 
 from jupyter_server.utils import url_path_join
 
+from ..settings import Settings
+
 _STDERR_LINES_KEPT = 50
 
 
@@ -164,6 +166,11 @@ class AppManager:
         self.stop_timeout = stop_timeout
         self.poll_interval = poll_interval
         self.log = log or logging.getLogger("nb2api.jupyter")
+        # The children's body limit, given to them explicitly: the proxy enforces it first.
+        try:
+            self.max_body_size: int | None = Settings().max_body_size
+        except ValueError:  # a bad NB2API_* variable: each child says which, and exits
+            self.max_body_size = None
         self.apps: dict[str, ServedApp] = {}
         self._socket_dir: Path | None = None
         self._generation = 0
@@ -285,9 +292,8 @@ class AppManager:
     def kill_all(self) -> None:
         """Last resort at interpreter exit: signal children without an event loop."""
         for app in self.apps.values():
-            if app.child is not None and app.child.alive:
-                with contextlib.suppress(ProcessLookupError):
-                    app.child.process.send_signal(signal.SIGTERM)
+            if app.child is not None:
+                _kill_group(app.child.process.pid, signal.SIGKILL)
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 
@@ -328,6 +334,8 @@ class AppManager:
             "--root-path", app.prefix,
             "--log-level", "warning",
         ]  # fmt: skip
+        if self.max_body_size is not None:
+            cmd += ["--max-body-size", str(self.max_body_size)]
         self.log.debug("nb2api: starting %s", cmd)
         process = await asyncio.create_subprocess_exec(
             *cmd,
@@ -335,6 +343,7 @@ class AppManager:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a group of its own, killed whole on stop
         )
         tail: deque[str] = deque(maxlen=_STDERR_LINES_KEPT)
         assert process.stdout is not None and process.stderr is not None
@@ -376,15 +385,31 @@ class AppManager:
         raise ServeError(f"the notebook was not ready after {self.startup_timeout:g} s")
 
     async def _stop_child(self, child: _Child) -> None:
+        """SIGTERM, ``stop_timeout`` seconds to finish, then SIGKILL to all the child started.
+
+        The child leads a process group of its own (its pool workers, anything the notebook
+        started), so nothing of the app outlives its stop. Its exit is watched by its return
+        code, not by its pipes, which a grandchild may hold open.
+        """
         if child.alive:
             with contextlib.suppress(ProcessLookupError):
                 child.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(child.process.wait(), self.stop_timeout)
-            except asyncio.TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    child.process.kill()
-                await child.process.wait()
+            await _exited(child, self.stop_timeout)
+        _kill_group(child.process.pid, signal.SIGKILL)
+        await _exited(child, self.stop_timeout)
         await _drain(child)
         with contextlib.suppress(OSError):
             child.socket.unlink()
+
+
+async def _exited(child: _Child, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while child.alive and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return not child.alive
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group ``pid`` leads (started with ``start_new_session``)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)

@@ -65,7 +65,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Call
             for name in names:
                 arguments[name] = getattr(source, name)
         if tables:
-            await uploads.receive(tables, arguments)
+            await uploads.receive(tables, arguments, settings.max_upload_rows)
         return await respond(spec.name, call(arguments), encode, media_type=media_type,
                              debug=settings.debug, logger=logger, failed=failed)
 

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..settings import Settings
+from .faults import contain_async
 from .pools import WorkerPool
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class BodySizeLimit:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = b'{"detail":"request body larger than %d bytes"}' % self.max_bytes
+        body = too_large_body(self.max_bytes)
         await send({
             "type": "http.response.start",
             "status": 413,
@@ -80,6 +81,11 @@ class BodySizeLimit:
                         (b"connection", b"close")],
         })
         await send({"type": "http.response.body", "body": body})
+
+
+def too_large_body(max_bytes: int) -> bytes:
+    """The 413's JSON body (also what the Jupyter proxy answers for its apps)."""
+    return b'{"detail":"request body larger than %d bytes"}' % max_bytes
 
 
 class _TooLarge(HTTPException):
@@ -201,6 +207,7 @@ def make_call(
         return await func(*args, **kwargs)
 
     if is_async:
+        func = contain_async(func)  # sys.exit() fails the call before it reaches the loop
         run = run_direct if limiter.limit is None else run_async
     else:
         run = run_pooled

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from .faults import contain
+
 T = TypeVar("T")
 
 
@@ -57,7 +59,8 @@ class WorkerPool:
 
     def _prepare(self, func: Callable[..., Any], args: tuple, kwargs: dict) -> Callable[[], Any]:
         # Notebook code sees the request's context variables (the request id in its logs).
-        return functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+        # sys.exit() in it fails the call, not the server (see faults).
+        return functools.partial(contextvars.copy_context().run, contain(func), *args, **kwargs)
 
     def submit(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         """Start ``func(*args, **kwargs)`` on a worker; the future resolves when it returns.

@@ -10,6 +10,7 @@ response only when ``debug`` is on. ``nb2api serve`` and an exported app both an
 from __future__ import annotations
 
 import logging
+import signal
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,40 @@ class ErrorBody(BaseModel):
 
     detail: str
     error_id: str
+
+
+class CallFailed(Exception):
+    """A call that failed without an ordinary exception; the 500's detail is
+    ``"<route>() <what>: <text>"``. Picklable: it crosses back from a worker process."""
+
+    def __init__(self, what: str, text: str = "") -> None:
+        super().__init__(what, text)
+        self.what = what
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def from_exit(cls, exc: BaseException) -> CallFailed:
+        text = str(exc).strip()
+        failed = cls(f"raised {type(exc).__name__}", text)
+        failed.__cause__ = exc
+        return failed
+
+    @classmethod
+    def worker_lost(cls, exitcode: int | None) -> CallFailed:
+        if exitcode is None:
+            how = "ended its worker process"
+        elif exitcode < 0:
+            try:
+                name = signal.Signals(-exitcode).name
+            except ValueError:
+                name = f"signal {-exitcode}"
+            how = f"ended its worker process (killed by {name})"
+        else:
+            how = f"ended its worker process (exit code {exitcode})"
+        return cls(how)
 
 
 def error_responses() -> dict[int | str, dict[str, Any]]:
@@ -74,7 +109,8 @@ async def respond(
     except Exception as exc:
         if failed is not None:
             failed(exc)
-        return error_response(route, exc, debug=debug, logger=logger)
+        what = exc.what if isinstance(exc, CallFailed) else None
+        return error_response(route, exc, debug=debug, logger=logger, what=what)
     return Response(content, media_type=media_type)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import time
 import types
 import typing
 from typing import Annotated, Any, Literal, NamedTuple
@@ -32,6 +33,12 @@ UploadKind = Literal["bytes", "upload", "frame"]
 # never takes a thread that notebook functions or other libraries count on.
 _READERS = anyio.CapacityLimiter(2)
 _PARQUET_MAGIC = b"PAR1"
+# Rows per pydantic call when validating an upload against its Row: between two calls the reading
+# thread lets go of the GIL, so the event loop answers health checks during a big upload.
+_VALIDATE_ROWS = 10_000
+_READ_ROWS = 100_000  # a CSV is read this many rows at a time, counting them against the bound
+# A table decodes to at most this many bytes per allowed row (columns of 8-byte values, say).
+DECODED_BYTES_PER_ROW = 1024
 
 
 def upload_kind(annotation: Any) -> UploadKind | None:
@@ -99,21 +106,53 @@ def frame_params(spec) -> list:
     return [p for p in spec.params if p.source == "file" and upload_kind(p.annotation) == "frame"]
 
 
-async def receive(frame_specs: list, arguments: dict[str, Any]) -> None:
-    """Read each uploaded table in ``arguments`` into a DataFrame, in place; ``frame_specs``
-    name the parameters that take one (:class:`Upload` or ``ParamSpec``)."""
+async def receive(frame_specs: list, arguments: dict[str, Any], max_rows: int = 0) -> None:
+    """Read each uploaded table in ``arguments`` into a DataFrame, in place, off the event loop;
+    ``frame_specs`` name the parameters that take one (:class:`Upload` or ``ParamSpec``).
+
+    ``max_rows`` (0: no bound) bounds each table's rows, and its decoded size to
+    ``DECODED_BYTES_PER_ROW`` per allowed row: 413 past either, before the table is decoded
+    where the file says its size (Parquet), while it is read otherwise (CSV).
+    """
     for p in frame_specs:
         upload = arguments.get(p.name)
         if upload is None:
             continue
         data = await upload.read()
         name, kind = upload.filename or "", upload.content_type or ""
-        frame = await anyio.to_thread.run_sync(_read_table, p.name, data, name, kind,
-                                               limiter=_READERS)
-        arguments[p.name] = _validate_rows(p, frame)
+        arguments[p.name] = await anyio.to_thread.run_sync(
+            _receive_table, p, data, name, kind, max_rows, limiter=_READERS
+        )
 
 
-def _read_table(param: str, data: bytes, filename: str, content_type: str) -> pd.DataFrame:
+def _receive_table(p, data: bytes, filename: str, content_type: str, max_rows: int
+                   ) -> pd.DataFrame:
+    frame = _read_table(p.name, data, filename, content_type, _Bound(p.name, max_rows))
+    return _validate_rows(p, frame)
+
+
+class _Bound:
+    """The most rows and decoded bytes one uploaded table may have."""
+
+    def __init__(self, param: str, max_rows: int) -> None:
+        self.param = param
+        self.max_rows = max_rows
+        self.max_bytes = max_rows * DECODED_BYTES_PER_ROW
+
+    def check(self, rows: int, size: int) -> None:
+        if not self.max_rows:
+            return
+        if rows > self.max_rows:
+            raise HTTPException(413, f"the table uploaded as '{self.param}' has more than "
+                                f"{self.max_rows} rows, the limit (max_upload_rows)")
+        if size > self.max_bytes:
+            raise HTTPException(413, f"the table uploaded as '{self.param}' decodes to more than "
+                                f"{self.max_bytes} bytes, the limit ({DECODED_BYTES_PER_ROW} "
+                                "bytes per row of max_upload_rows)")
+
+
+def _read_table(param: str, data: bytes, filename: str, content_type: str, bound: _Bound
+                ) -> pd.DataFrame:
     parquet = (
         data[:4] == _PARQUET_MAGIC
         or filename.lower().endswith((".parquet", ".pq"))
@@ -122,13 +161,18 @@ def _read_table(param: str, data: bytes, filename: str, content_type: str) -> pd
     try:
         if parquet:
             try:
-                import pyarrow  # noqa: F401
+                import pyarrow.parquet as pq
             except ImportError:
                 raise HTTPException(
                     415, "Parquet uploads need pyarrow: pip install 'nb2api[parquet]'"
                 ) from None
+            meta = pq.ParquetFile(io.BytesIO(data)).metadata
+            # Compressed pages can hide a huge table (a decompression bomb): decide before
+            # decoding anything, from what the file says of its rows and its decoded size.
+            decoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            bound.check(meta.num_rows, max(decoded, meta.num_rows * meta.num_columns * 8))
             return pd.read_parquet(io.BytesIO(data))
-        return pd.read_csv(io.BytesIO(data))
+        return _read_csv(data, bound)
     except HTTPException:
         raise
     except Exception as exc:  # pandas and pyarrow raise many types for a bad file
@@ -146,21 +190,48 @@ def _read_table(param: str, data: bytes, filename: str, content_type: str) -> pd
         ) from None
 
 
+def _read_csv(data: bytes, bound: _Bound) -> pd.DataFrame:
+    chunks, rows, size = [], 0, 0
+    with pd.read_csv(io.BytesIO(data), chunksize=_READ_ROWS) as reader:
+        for chunk in reader:
+            rows += len(chunk)
+            size += int(chunk.memory_usage(index=False).sum())
+            bound.check(rows, size)
+            chunks.append(chunk)
+    if len(chunks) == 1:
+        return chunks[0]
+    return pd.concat(chunks, ignore_index=True)
+
+
 def _validate_rows(p, frame: pd.DataFrame) -> pd.DataFrame:
     table, _ = unwrap_optional(p.annotation)
     schema = datatypes.data_schema(datatypes.request_type(table))
     if schema is None or getattr(schema, "row", None) is None:
         return frame
     adapter = _adapter(schema)
-    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-    try:
-        return adapter.validate_python(records)
-    except ValidationError as exc:
-        errors = [
-            {**error, "loc": ("body", p.name, *error["loc"])}
-            for error in exc.errors(include_url=False)
-        ]
-        raise RequestValidationError(errors) from None
+    parts = []
+    for start in range(0, max(len(frame), 1), _VALIDATE_ROWS):
+        part = frame.iloc[start : start + _VALIDATE_ROWS]
+        records = part.astype(object).where(part.notna(), None).to_dict("records")
+        try:
+            parts.append(adapter.validate_python(records))
+        except ValidationError as exc:
+            errors = [
+                {**error, "loc": ("body", p.name, *_offset(error["loc"], start))}
+                for error in exc.errors(include_url=False)
+            ]
+            raise RequestValidationError(errors) from None
+        time.sleep(0)  # let the event loop have the GIL between chunks
+    if len(parts) == 1:
+        return parts[0]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _offset(loc: tuple, start: int) -> tuple:
+    """A row error's location in the whole table, from its location in one chunk."""
+    if loc and isinstance(loc[0], int):
+        return (loc[0] + start, *loc[1:])
+    return loc
 
 
 def _adapter(schema: datatypes.DataSchema) -> TypeAdapter:
