@@ -99,3 +99,7 @@ class RouteConflictError(NotebookError):
 
 class DirectiveError(NotebookError):
     """A ``#|`` directive line cannot be understood."""
+
+
+class NoRoutesError(NotebookError):
+    """The notebook loads, but no api cell defines a public function: nothing to serve."""
