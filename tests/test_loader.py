@@ -69,8 +69,9 @@ def test_ipython_syntax_runs_or_is_left_out_with_the_right_line(make_notebook):
     seen = []
     loaded = load_notebook(path, warn=seen.append)
     assert (loaded.module.TIMED, loaded.module.SHOWN, loaded.module.CAPTURED) == (2, 4, True)
-    assert [w.split(", line ")[1].split(":")[0] for w in seen] == ["5", "6"]
-    assert "left out '!pip install nothing'" in seen[0]
+    assert [w.split(", line ")[1].split(":")[0] for w in seen] == ["1", "5", "6", "1"]
+    assert "left out '%%time' (an IPython cell magic; the cell's code runs" in seen[0]
+    assert "left out '!pip install nothing'" in seen[1]
 
 
 def test_a_name_a_left_out_line_assigned_is_explained_and_warned_first(make_notebook):

@@ -41,6 +41,7 @@ class LeftOut:
     text: str  # the line as written
     kind: str  # "an IPython shell escape", "an IPython magic", "an IPython cell magic"
     names: tuple[str, ...] = ()  # `files = !ls` assigns files
+    body_runs: bool = False  # a transparent cell magic: only the magic line is left out
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,19 @@ class PythonSource:
 def to_python(source: str) -> PythonSource:
     lines = source.splitlines()
     magic = _leading_cell_magic(lines)
+    header: tuple[LeftOut, ...] = ()
     if magic is not None:
         number, name = magic
-        if name not in TRANSPARENT_CELL_MAGICS:
-            text = lines[number - 1].strip()
-            return PythonSource("\n" * len(lines), (LeftOut(number, text, _IPYTHON_CALLS[
-                "run_cell_magic"]),))
+        transparent = name in TRANSPARENT_CELL_MAGICS
+        header = (LeftOut(number, lines[number - 1].strip(), _IPYTHON_CALLS["run_cell_magic"],
+                          body_runs=transparent),)
+        if not transparent:
+            return PythonSource("\n" * len(lines), header)
         lines[number - 1] = ""
     code = "\n".join(lines) + "\n"
     try:
         ast.parse(code)
-        return PythonSource(code)  # plain Python: nothing for IPython to translate
+        return PythonSource(code, header)  # plain Python: nothing for IPython to translate
     except SyntaxError:
         pass
     transformed = _same_line_count(code, _transform(code))
@@ -104,7 +107,7 @@ def to_python(source: str) -> PythonSource:
         ast.parse(code)
     except SyntaxError as exc:  # a %time statement that is not Python
         return PythonSource(code, (), (exc.lineno, _syntax_message(exc, lines)))
-    return PythonSource(code, tuple(sorted(left_out, key=lambda x: x.line)))
+    return PythonSource(code, header + tuple(sorted(left_out, key=lambda x: x.line)))
 
 
 def defined_names(source: str) -> set[str]:

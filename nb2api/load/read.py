@@ -156,8 +156,9 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
             )
         )
         warnings += [
-            f"{path}, {ref}, line {item.line}: left out '{item.text}' ({item.kind}; a service "
-            "has no IPython shell to run it)"
+            f"{path}, {ref}, line {item.line}: left out '{item.text}' ({item.kind}; "
+            + ("the cell's code runs without it)" if item.body_runs
+               else "a service has no IPython shell to run it)")
             for item in python.left_out
         ]
     if not cells:
