@@ -155,12 +155,8 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
                 description=above if kind == "api" else None,
             )
         )
-        warnings += [
-            f"{path}, {ref}, line {item.line}: left out '{item.text}' ({item.kind}; "
-            + ("the cell's code runs without it)" if item.body_runs
-               else "a service has no IPython shell to run it)")
-            for item in python.left_out
-        ]
+        warnings += [f"{path}, {ref}, line {item.line}: left out '{item.text}' ({item.kind}; "
+                     f"{_left_out_because(item)})" for item in python.left_out]
     if not cells:
         raise NoMarkedCellsError(
             "no marked cells: mark cells with the tag 'setup' or 'api', or start them with "
@@ -176,6 +172,14 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
         unmarked=tuple(unmarked),
         warnings=tuple(warnings),
     )
+
+
+def _left_out_because(item: LeftOut) -> str:
+    if item.body_runs:
+        return "the cell's code runs without it"
+    if item.kind == "an IPython shell escape":
+        return "there is no shell at serve time: run it before serving, or call subprocess"
+    return "a service has no IPython shell to run it"
 
 
 def without_outputs(text: str) -> str:
