@@ -181,9 +181,9 @@ def _run_cell(notebook: ParsedNotebook, cell: Cell, module: types.ModuleType) ->
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
         line = frames[-1].lineno if frames else None
         ename, evalue = type(exc).__name__, str(exc)
+        hint = _missing_name_hint(notebook, cell, exc) if isinstance(exc, NameError) else ""
         signature_of = _signature_at(cell, line) if isinstance(exc, NameError) else None
         if signature_of is not None:
-            hint = _missing_name_hint(notebook, cell, exc)  # type: ignore[arg-type]
             raise UndefinedNameError(
                 f"{evalue} (in the signature of {signature_of}())"
                 + (hint or "; define or import it in a setup or api cell above"),
@@ -192,7 +192,6 @@ def _run_cell(notebook: ParsedNotebook, cell: Cell, module: types.ModuleType) ->
                 line=line,
                 function=signature_of,
             ) from None
-        hint = _missing_name_hint(notebook, cell, exc) if isinstance(exc, NameError) else ""
         raise CellExecutionError(
             (f"{cell.kind} cell raised {ename}: {evalue}" if evalue else f"{cell.kind} cell raised "
              f"{ename}") + hint,
