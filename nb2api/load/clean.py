@@ -139,7 +139,10 @@ def _leading_cell_magic(lines: list[str]) -> tuple[int, str] | None:
 def _transform(code: str) -> str:
     from IPython.core.inputtransformer2 import TransformerManager
 
-    return TransformerManager().transform_cell(code)
+    try:
+        return TransformerManager().transform_cell(code)
+    except Exception:  # input IPython cannot read either: reported as Python's syntax error
+        return code
 
 
 def _same_line_count(code: str, transformed: str) -> str:
