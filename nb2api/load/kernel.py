@@ -21,7 +21,7 @@ from typing import Any
 
 logger = logging.getLogger("nb2api")
 
-# The notebooks loaded in this process, newest first; weak, so a dropped app is freed.
+# The notebooks loaded in this process, newest first; weak, so this list never keeps one alive.
 _NOTEBOOKS: list[weakref.ReferenceType[types.ModuleType]] = []
 
 
