@@ -46,9 +46,37 @@ app = typer.Typer(
 _ENV_NOTEBOOK = "NB2API_SERVE_NOTEBOOK"
 _ENV_SETTINGS = "NB2API_SERVE_SETTINGS"
 
-NotebookArg = Annotated[
-    Path, typer.Argument(help="The notebook (.ipynb) to serve.", show_default=False)
-]
+def _notebook_arg(help_text: str) -> Any:
+    return Annotated[Path, typer.Argument(help=help_text, show_default=False)]
+
+
+NotebookArg = _notebook_arg("The notebook (.ipynb) to serve.")
+CheckedNotebookArg = _notebook_arg("The notebook (.ipynb) to load and check.")
+DocumentedNotebookArg = _notebook_arg("The notebook (.ipynb) whose OpenAPI document to write.")
+ExportedNotebookArg = _notebook_arg("The notebook (.ipynb) to export.")
+DeployedNotebookArg = _notebook_arg("The notebook (.ipynb) to deploy on Ray Serve.")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from ._version import __version__
+
+        typer.echo(f"nb2api {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                           help="Print nb2api's version and exit.")
+    ] = False,
+) -> None:
+    """Serve the marked cells of a Jupyter notebook as a typed, async FastAPI app."""
 
 
 def _fail(error: NotebookError) -> typer.Exit:
@@ -113,9 +141,16 @@ def _configure_logging(level: str, log_format: LogFormat = "text") -> None:
     if log_format == "json":
         logging.config.dictConfig(logging_config("json", level))
         return
-    logging.basicConfig(
-        level=level.upper(), format="%(levelname)s: %(message)s", stream=sys.stderr, force=True
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LowerLevelFormatter("%(levelname)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+class _LowerLevelFormatter(logging.Formatter):
+    """``warning: ...``, as the CLI's own ``error:`` and ``warning:`` lines read."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return self._style.format(record).replace(record.levelname, record.levelname.lower(), 1)
 
 
 def with_settings(command: Callable[..., None]) -> Callable[..., None]:
@@ -270,7 +305,7 @@ def serve(
         return
     where = (f"unix socket {server.uds}" if server.uds
              else f"http://{server.host}:{server.port}{settings.root_path}")
-    _say(fmt, f"nb2api: {len(routes)} routes ready; docs at {where}/docs")
+    _say(fmt, f"nb2api: {_plural(len(routes), 'route')} ready; docs at {where}/docs")
     os.chdir(notebook.parent)  # requests see the notebook's folder as Jupyter would
     common: dict[str, Any] = {
         "host": server.host,
@@ -357,15 +392,16 @@ def app_from_environment():
 
 
 @app.command()
-def check(notebook: NotebookArg) -> None:
+def check(notebook: CheckedNotebookArg) -> None:
     """Load NOTEBOOK (running its setup cells) and list the routes it would serve."""
     _configure_logging("warning")
     application = _load(notebook)
     loaded = application.state.notebook
     routes = application.state.routes
     typer.echo(
-        f"{notebook}: {len(routes)} route{'s' if len(routes) != 1 else ''}, "
-        f"{len(loaded.notebook.cells)} marked cells run in {loaded.load_seconds:.2f} s"
+        f"{notebook}: {_plural(len(routes), 'route')}, "
+        f"{_plural(len(loaded.notebook.cells), 'marked cell')} run in "
+        f"{loaded.load_seconds:.2f} s"
     )
     width = max((len(r.method) + len(r.path) for r in routes), default=0) + 2
     for route in routes:
@@ -375,11 +411,24 @@ def check(notebook: NotebookArg) -> None:
 
 
 @app.command()
-def openapi(notebook: NotebookArg) -> None:
-    """Print NOTEBOOK's OpenAPI document as JSON."""
+def openapi(
+    notebook: DocumentedNotebookArg,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the JSON here (default: print it).",
+                     show_default=False),
+    ] = None,
+) -> None:
+    """Print NOTEBOOK's OpenAPI document as JSON (only the JSON goes to stdout)."""
     _configure_logging("error")
-    application = _load(notebook)
-    typer.echo(json.dumps(application.openapi(), indent=2))
+    with contextlib.redirect_stdout(sys.stderr):  # what the cells print is not the document
+        application = _load(notebook)
+        document = json.dumps(application.openapi(), indent=2)
+    if output is None:
+        typer.echo(document)
+        return
+    output.write_text(document + "\n", encoding="utf-8")
+    typer.echo(f"nb2api: wrote {output}", err=True)
 
 
 def _serve_on_ray(notebook: Path, settings: Settings, server: ServerOptions, fmt: LogFormat,
@@ -430,7 +479,7 @@ def _serve_on_ray(notebook: Path, settings: Settings, server: ServerOptions, fmt
 
 @app.command()
 def export(
-    notebook: NotebookArg,
+    notebook: ExportedNotebookArg,
     outdir: Annotated[
         Path, typer.Argument(help="Folder for the project (created if missing).",
                              show_default=False)
@@ -464,7 +513,7 @@ def export(
 
 @app.command("ray-config")
 def ray_config(
-    notebook: NotebookArg,
+    notebook: DeployedNotebookArg,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Write the YAML here (default: print it).",

@@ -103,3 +103,7 @@ class ReservedPathError(RouteConflictError):
 
 class DirectiveError(NotebookError):
     """A ``#|`` directive line cannot be understood."""
+
+
+class NoRoutesError(NotebookError):
+    """The notebook loads, but no api cell defines a public function: nothing to serve."""

@@ -3,9 +3,9 @@
 :func:`build` is a Ray Serve application builder, for ``serve run nb2api.ray:build
 notebook=/abs/path.ipynb num_replicas=2`` and for the ``import_path`` of a Serve config
 (:func:`config_text` writes one). It reads the notebook once, where the application is built, and
-ships its text to the replicas; each replica builds its own FastAPI app from that text with
-:func:`nb2api.create_app`, so no FastAPI app is ever pickled and the nodes need no copy of the
-notebook file (they do need nb2api and the packages the notebook imports).
+ships its text, without saved outputs, to the replicas; each replica builds its own FastAPI app
+from that text with :func:`nb2api.create_app`, so no FastAPI app is ever pickled and the nodes
+need no copy of the notebook file (they do need nb2api and the packages the notebook imports).
 
 Ray is an optional dependency (``pip install "nb2api[ray]"``); this module imports it only inside
 the functions that need it.
@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .load import parse_notebook
+from .load import parse_notebook, without_outputs
 from .settings import Settings
 
 # Where a local cluster is started, Ray must keep its own traffic on loopback: with this unset,
@@ -102,6 +102,7 @@ def build(args: RayArgs | dict[str, Any]):
 
         raise NotebookReadError("no such notebook file", path=str(path))
     parse_notebook(text, path)  # fail here, once, on a file that is not a servable notebook
+    text = without_outputs(text)  # a saved plot or table would be shipped to every replica
     ingress = serve.ingress(replica_app_builder(text, str(path), args.settings))()
     return serve.deployment(**args.deployment_options())(ingress).bind()
 

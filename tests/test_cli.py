@@ -75,3 +75,51 @@ def test_serve_help_lists_the_options():
     for option in ["--host", "--port", "--reload", "--workers", "--max-workers", "--debug",
                    "--log-level"]:
         assert option in result.stdout
+
+
+@pytest.mark.parametrize(("cells", "expected"), [
+    (["#| setup\nx = 1\nreturn x", "#| api\ndef f() -> int:\n    return 1"],
+     "line 3: syntax error: 'return' outside function"),
+    (["#| setup\nyield 1", "#| api\ndef f() -> int:\n    return 1"],
+     "line 2: syntax error: 'yield' outside function"),
+    (["#| setup\nx = 1"], "no route functions: no cell is marked api"),
+    (["#| api\ndef _private() -> int:\n    return 1"], "defines no public function"),
+])
+def test_cells_that_cannot_run_exit_2_with_one_line(make_notebook, cells, expected):
+    path = make_notebook(*cells)
+    for command in ("check", "serve"):
+        assert_one_line_error(nb2api(command, path), expected)
+
+
+def test_left_out_lines_warn_even_when_the_load_fails(make_notebook):
+    result = nb2api("check", make_notebook("#| setup\nfiles = !ls\nfiles[0]",
+                                           "#| api\ndef f() -> int:\n    return 1"))
+    assert_one_line_error(result, "assigned it with an IPython shell escape")
+    assert "warning: " in result.stderr and "left out 'files = !ls'" in result.stderr
+    assert "WARNING" not in result.stderr
+
+
+def test_check_counts_in_words(make_notebook):
+    result = nb2api("check", make_notebook("#| api\ndef f() -> int:\n    return 1"))
+    assert result.returncode == 0, result.stderr
+    assert ": 1 route, 1 marked cell run in" in result.stdout
+
+
+def test_openapi_writes_only_json_to_stdout_or_to_a_file(make_notebook, tmp_path):
+    path = make_notebook("#| setup\nprint('loading the model')",
+                         "#| api\ndef f() -> int:\n    return 1")
+    result = nb2api("openapi", path)
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)["paths"]) == {"/f"}
+    assert "loading the model" in result.stderr
+    result = nb2api("openapi", path, "-o", tmp_path / "openapi.json")
+    assert result.returncode == 0 and result.stdout == ""
+    assert set(json.loads((tmp_path / "openapi.json").read_text())["paths"]) == {"/f"}
+
+
+def test_version_and_argument_help():
+    from nb2api import __version__
+
+    assert nb2api("--version").stdout.strip() == f"nb2api {__version__}"
+    shown = nb2api("openapi", "--help").stdout
+    assert "to serve" not in shown and "whose OpenAPI" in shown

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from nb2api.errors import CellSyntaxError, DirectiveError, NoMarkedCellsError, NotebookReadError
-from nb2api.load import parse_notebook, read_notebook
+from nb2api.load import parse_notebook, read_notebook, without_outputs
 from nb2api.load.clean import to_python
 from nb2api.load.directives import parse_directives
 
@@ -79,15 +79,16 @@ def test_syntax_error_names_cell_first_line_and_line(notebook):
     assert 'cell 3 ("def f(x: int) -> int:"), line 3' in str(error)
 
 
-def test_ipython_only_lines_are_dropped_keeping_line_numbers():
+def test_ipython_only_lines_are_left_out_keeping_line_numbers():
     source = "%matplotlib inline\nimport os\n!pip install x\ndisplay(os)\nx = 1\n"
     python = to_python(source)
-    assert python.code.splitlines() == ["", "import os", "", "", "x = 1"]
-    assert [line for line, _ in python.dropped] == [1, 3, 4]
+    assert python.code.splitlines() == ["pass", "import os", "pass", "display(os)", "x = 1"]
+    assert [item.line for item in python.left_out] == [1, 3]
 
 
-def test_display_inside_a_function_body_is_kept():
+def test_display_is_kept_everywhere():
     assert "display(x)" in to_python("def f(x):\n    display(x)\n").code
+    assert "display(x)" in to_python("for x in y:\n    display(x)\n    z = x\n").code
 
 
 def test_cell_magic_body_is_kept():
@@ -98,3 +99,39 @@ def test_cell_magic_body_is_kept():
 def test_older_notebook_formats_are_converted(notebook):
     parsed = read_notebook(notebook("core_v3"))
     assert [(c.index, c.kind) for c in parsed.cells] == [(1, "setup"), (2, "api")]
+
+
+def test_marks_survive_formatters_case_and_a_leading_cell_magic():
+    text = _nb(("code", "# | api\ndef a(): ...", []), ("code", "#|api\ndef b(): ...", []),
+               ("code", "x = 1", ["Setup"]), ("code", "def c(): ...", ["API"]),
+               ("code", "%%time\n#| setup\ny = 2", []))
+    parsed = parse_notebook(text)
+    assert [(c.index, c.kind) for c in parsed.cells] == [
+        (1, "api"), (2, "api"), (3, "setup"), (4, "api"), (5, "setup")]
+
+
+def test_misspelt_and_misplaced_marks_warn_naming_cell_and_line():
+    text = _nb(("code", "#| apii\ndef f(): ...", []), ("code", "x = 1\n#| setup", []),
+               ("code", "#| api\n#| echo: false\ndef g(): ...", []))
+    warnings = parse_notebook(text).warnings
+    assert len(warnings) == 2
+    assert 'cell 1 ("def f(): ..."), line 1: unknown directive \'#| apii\'; did you mean \'#| api\'?' in warnings[0]
+    assert 'cell 2 ("x = 1"), line 2: \'#| setup\' comes after code' in warnings[1]
+
+
+def test_ipython_syntax_is_translated_line_by_line():
+    python = to_python("if True:\n    !pip install x\nfiles = !ls\n%timeit -n 3 y = 1\nz = %time 2")
+    assert python.code.splitlines() == ["if True:", "    pass", "pass", "y = 1", "z = 2"]
+    assert [(i.line, i.text, i.names) for i in python.left_out] == [
+        (2, "!pip install x", ()), (3, "files = !ls", ("files",))]
+    whole = to_python("%%bash\necho hi")
+    assert whole.code.strip() == "" and whole.left_out[0].kind == "an IPython cell magic"
+
+
+def test_saved_outputs_are_dropped_before_shipping():
+    text = json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+        {"cell_type": "code", "source": "#| api\ndef f(): ...", "metadata": {},
+         "execution_count": 1, "outputs": [{"output_type": "stream", "name": "stdout",
+                                            "text": "BIG"}]}]})
+    assert "BIG" not in without_outputs(text)
+    assert parse_notebook(without_outputs(text)).cells[0].kind == "api"

@@ -8,7 +8,7 @@ api cells into a fresh module and collects the route functions (:class:`LoadedNo
 from __future__ import annotations
 
 from .directives import CellKind, Directive, parse_route
-from .read import Cell, ParsedNotebook, parse_notebook, read_notebook
+from .read import Cell, ParsedNotebook, parse_notebook, read_notebook, without_outputs
 from .run import (
     LoadedNotebook,
     NotebookFunction,
@@ -32,4 +32,5 @@ __all__ = [
     "parse_notebook",
     "parse_route",
     "read_notebook",
+    "without_outputs",
 ]

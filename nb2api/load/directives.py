@@ -1,6 +1,7 @@
 """Every ``#|`` directive, parsed in one place.
 
-A directive is a comment line ``#| key`` or ``#| key: value``, as Quarto and nbdev write them.
+A directive is a comment line ``#| key`` or ``#| key: value``, as Quarto and nbdev write them
+(also ``# | key``, as black reformats it, and ``#|key``). Keys and tags are case-insensitive.
 Marks (``#| setup``, ``#| api``) say which cells belong to the service; function options
 (``#| route:``, ``#| timeout:``, ...) apply to the function defined next below them, or, written
 in the cell's header, to every function of the cell.
@@ -8,6 +9,7 @@ in the cell's header, to every function of the cell.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,9 +18,10 @@ from typing import Literal
 CellKind = Literal["setup", "api"]
 MARKS: tuple[CellKind, ...] = ("setup", "api")
 FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor")
+KNOWN_KEYS = (*MARKS, *FUNCTION_OPTIONS)
 
-# `#| key` or `#| key: value`, as in Quarto and nbdev.
-_DIRECTIVE = re.compile(r"^\s*#\|\s*([A-Za-z][\w-]*)\s*(?::\s*(.*?))?\s*$")
+# `#| key` or `#| key: value`, as in Quarto and nbdev; `# | key` is how black rewrites it.
+_DIRECTIVE = re.compile(r"^\s*#\s*\|\s*([A-Za-z][\w-]*)\s*(?::\s*(.*?))?\s*$")
 _ROUTE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE)\s+(/\S*)$", re.IGNORECASE)
 
 
@@ -48,26 +51,47 @@ def is_directive(line: str) -> bool:
 def parse_directives(source: str) -> tuple[Directive, ...]:
     directives = []
     in_header = True
+    seen_code = False
     for number, line in enumerate(source.splitlines(), start=1):
         stripped = line.strip()
         match = _DIRECTIVE.match(line)
         if match:
             key = match.group(1).lower()
             directives.append(Directive(key, (match.group(2) or "").strip(), number, in_header))
+        elif stripped.startswith("%%") and not seen_code:
+            seen_code = True  # a leading cell magic (%%time) comes before the cell's header
         elif stripped and not stripped.startswith("#"):
             in_header = False
+            seen_code = True
     return tuple(directives)
 
 
 def cell_kind(tags: Sequence[str], directives: Sequence[Directive]) -> CellKind | None:
     """``api`` or ``setup`` (by tag or header directive), or None for an unmarked cell."""
-    marks = {t for t in tags if t in MARKS}
+    marks = {t.lower() for t in tags if t.lower() in MARKS}
     marks |= {d.key for d in directives if d.in_header and d.key in MARKS and not d.value}
     if "api" in marks:
         return "api"
     if "setup" in marks:
         return "setup"
     return None
+
+
+def directive_warnings(directives: Sequence[Directive]) -> list[tuple[int, str]]:
+    """``(line, message)`` for a mark below the cell's first code line, which marks nothing, and
+    for a key that is a typo of a known one (``#| apii``). Other keys belong to other tools
+    (Quarto's ``#| echo``, nbdev's ``#| export``) and are left alone."""
+    found = []
+    for d in directives:
+        if d.key in MARKS and not d.value and not d.in_header:
+            found.append((d.line, f"'#| {d.key}' comes after code, so it does not mark the cell; "
+                                  "move it to the cell's first lines"))
+        elif d.key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(d.key, KNOWN_KEYS, n=1, cutoff=0.75)
+            if close:
+                found.append((d.line, f"unknown directive '#| {d.key}'; did you mean "
+                                      f"'#| {close[0]}'?"))
+    return found
 
 
 def check_directives(directives: Sequence[Directive]) -> None:

@@ -3,12 +3,15 @@
 The first stage of the pipeline: file -> :class:`ParsedNotebook`, plain data. Nothing here
 runs notebook code. A cell belongs to the service when it is marked ``setup`` or ``api``, by a
 cell tag or by a ``#| setup`` / ``#| api`` directive among its first comment lines.
+
+Saved outputs are dropped here: a :class:`ParsedNotebook` keeps sources only, so a notebook
+with a large saved plot or table costs no more to serve than the same notebook cleared.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import (
@@ -18,13 +21,14 @@ from ..errors import (
     NoMarkedCellsError,
     NotebookReadError,
 )
-from .clean import PythonSource, to_python
+from .clean import LeftOut, PythonSource, to_python
 from .directives import (
     CellKind,
     Directive,
     DirectiveProblem,
     cell_kind,
     check_directives,
+    directive_warnings,
     is_directive,
     parse_directives,
 )
@@ -37,14 +41,19 @@ class Cell:
     index: int  # 1-based, every cell counted
     kind: CellKind
     source: str  # as the author wrote it
-    code: str  # plain Python (IPython-only lines removed, line numbers kept)
-    dropped: tuple[tuple[int, str], ...]  # (line, text) of IPython-only lines left out
+    code: str  # plain Python (IPython-only lines made ``pass``, line numbers kept)
+    left_out: tuple[LeftOut, ...]  # the IPython-only lines left out
     directives: tuple[Directive, ...]
     description: str | None  # the markdown cell directly above, if any
 
     @property
     def ref(self) -> CellRef:
         return CellRef(self.index, first_code_line(self.source))
+
+    @property
+    def dropped(self) -> tuple[tuple[int, str], ...]:
+        """``(line, text)`` of each line left out."""
+        return tuple((item.line, item.text) for item in self.left_out)
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,11 @@ class ParsedNotebook:
     cells: tuple[Cell, ...]
     title: str | None = None
     description: str | None = None
-    text: str = field(default="", repr=False)
+    # (index, source) of the code cells that are not marked: never run, but a name a marked
+    # cell misses is looked up there, to say which cell to mark.
+    unmarked: tuple[tuple[int, str], ...] = ()
+    # Read-time warnings: IPython-only lines left out, misplaced or misspelt marks.
+    warnings: tuple[str, ...] = ()
 
 
 def first_code_line(source: str) -> str:
@@ -94,9 +107,12 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
         raise NotebookReadError(
             "not a Jupyter notebook: the JSON has no 'cells' and 'nbformat' keys", path=str(path)
         )
-    nb = _as_v4(raw, text, path)
+    del text  # from here on, only the parsed cells: the file's text holds every saved output
+    nb = _as_v4(raw, path)
 
     cells: list[Cell] = []
+    unmarked: list[tuple[int, str]] = []
+    warnings: list[str] = []
     previous_markdown: str | None = None
     for index, nbcell in enumerate(nb["cells"], start=1):
         source = nbcell["source"]
@@ -106,12 +122,16 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
         above, previous_markdown = previous_markdown, None
         if nbcell["cell_type"] != "code":
             continue
+        nbcell["outputs"] = []  # drop saved outputs as soon as possible
         tags = nbcell["metadata"]["tags"]
         directives = parse_directives(source)
         kind = cell_kind(tags, directives)
-        if kind is None:
-            continue
         ref = CellRef(index, first_code_line(source))
+        warnings += [f"{path}, {ref}, line {line}: {message}"
+                     for line, message in directive_warnings(directives)]
+        if kind is None:
+            unmarked.append((index, source))
+            continue
         try:
             check_directives(directives)
         except DirectiveProblem as problem:
@@ -130,11 +150,13 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
                 kind=kind,
                 source=source,
                 code=python.code,
-                dropped=python.dropped,
+                left_out=python.left_out,
                 directives=directives,
                 description=above if kind == "api" else None,
             )
         )
+        warnings += [f"{path}, {ref}, line {item.line}: left out '{item.text}' ({item.kind}; "
+                     f"{_left_out_because(item)})" for item in python.left_out]
     if not cells:
         raise NoMarkedCellsError(
             "no marked cells: mark cells with the tag 'setup' or 'api', or start them with "
@@ -147,11 +169,36 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
         name=path.stem,
         cells=tuple(cells),
         title=title,
-        text=text,
+        unmarked=tuple(unmarked),
+        warnings=tuple(warnings),
     )
 
 
-def _as_v4(raw: dict, text: str, path: Path) -> dict:
+def _left_out_because(item: LeftOut) -> str:
+    if item.body_runs:
+        return "the cell's code runs without it"
+    if item.kind == "an IPython shell escape":
+        return "there is no shell at serve time: run it before serving, or call subprocess"
+    return "a service has no IPython shell to run it"
+
+
+def without_outputs(text: str) -> str:
+    """A notebook's JSON text with the code cells' saved outputs removed: what to ship to a
+    process that parses it again (a Ray replica). Text that is not a notebook is returned as is,
+    for :func:`parse_notebook` to refuse."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    if not isinstance(raw, dict):
+        return text
+    for cell in raw.get("cells") or []:
+        if isinstance(cell, dict) and cell.get("cell_type") == "code":
+            cell["outputs"] = []
+    return json.dumps(raw, ensure_ascii=False)
+
+
+def _as_v4(raw: dict, path: Path) -> dict:
     """The notebook in format 4 with every cell's source a string and its tags a list.
 
     Format 4 is read as plain JSON: importing nbformat costs about a second of start-up (its
@@ -161,7 +208,7 @@ def _as_v4(raw: dict, text: str, path: Path) -> dict:
         try:
             import nbformat
 
-            raw = json.loads(nbformat.writes(nbformat.reads(text, as_version=4)))
+            raw = json.loads(nbformat.writes(nbformat.reads(json.dumps(raw), as_version=4)))
         except Exception as exc:  # nbformat raises several unrelated types for bad input
             raise NotebookReadError(f"not a Jupyter notebook: {exc}", path=str(path)) from None
     cells = raw.get("cells")

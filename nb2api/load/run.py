@@ -1,8 +1,10 @@
 """Run a parsed notebook's marked cells into a fresh module and collect its route functions.
 
 Second stage of the pipeline: :class:`ParsedNotebook` -> :class:`LoadedNotebook`. Setup and api
-cells run once, in notebook order, in one module namespace, as Jupyter would run them. Each cell is
-compiled under its own file name, so tracebacks in the log say which cell and line raised.
+cells run once, in notebook order, in one module namespace, as Jupyter would run them (with
+``__name__ == "__main__"``, ``display``, ``get_ipython`` and top-level ``await``: see
+:mod:`.kernel`). Each cell is compiled under its own file name, so tracebacks in the log say which
+cell and line raised.
 """
 
 from __future__ import annotations
@@ -21,9 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CellExecutionError, DirectiveError, UndefinedNameError
+from ..errors import (
+    CellExecutionError,
+    CellRef,
+    CellSyntaxError,
+    DirectiveError,
+    NoRoutesError,
+    UndefinedNameError,
+)
+from .clean import defined_names
 from .directives import DirectiveProblem, function_options
-from .read import Cell, ParsedNotebook, read_notebook
+from .kernel import kernel_namespace, run_code
+from .read import Cell, ParsedNotebook, first_code_line, read_notebook
 
 Progress = Callable[[Cell, "float | None"], None]
 """Called with ``(cell, None)`` before a cell runs and ``(cell, seconds)`` after."""
@@ -55,19 +66,28 @@ class LoadedNotebook:
         return sum(seconds for _, seconds in self.timings)
 
 
-def load_notebook(path: str | Path, *, progress: Progress | None = None) -> LoadedNotebook:
+def load_notebook(path: str | Path, *, progress: Progress | None = None,
+                  warn: Callable[[str], None] | None = None) -> LoadedNotebook:
     """Read ``path``, run its setup and api cells, and return what they define."""
-    return load_parsed(read_notebook(path), progress=progress)
+    return load_parsed(read_notebook(path), progress=progress, warn=warn)
 
 
-def load_parsed(notebook: ParsedNotebook, *, progress: Progress | None = None) -> LoadedNotebook:
+def load_parsed(notebook: ParsedNotebook, *, progress: Progress | None = None,
+                warn: Callable[[str], None] | None = None) -> LoadedNotebook:
+    """Run ``notebook``'s marked cells. ``warn`` is called with each warning as it arises, the
+    read-time ones before any cell runs, so they are seen even when a cell then fails; all of
+    them are also kept in :attr:`LoadedNotebook.warnings`. Raises :class:`NoRoutesError` when no
+    api cell defines a public function."""
+    warnings: list[str] = []
+
+    def note(message: str) -> None:
+        warnings.append(message)
+        if warn is not None:
+            warn(message)
+
+    for message in notebook.warnings:
+        note(message)
     module = _fresh_module(notebook)
-    warnings = [
-        f"{notebook.path}, {cell.ref}, line {line}: left out '{text}' (IPython only, "
-        "nothing to run it in a service)"
-        for cell in notebook.cells
-        for line, text in cell.dropped
-    ]
     functions: list[NotebookFunction] = []
     timings: list[tuple[Cell, float]] = []
     with _in_folder(notebook.path.resolve().parent):
@@ -85,12 +105,14 @@ def load_parsed(notebook: ParsedNotebook, *, progress: Progress | None = None) -
                     earlier = [f for f in functions if f.name == function.name]
                     if earlier:
                         # As in Jupyter, the later definition replaces the earlier one.
-                        warnings.append(
+                        note(
                             f"{notebook.path}, {function.cell.ref}: {function.name}() redefines "
                             f"the function from {earlier[0].cell.ref}; serving the later one"
                         )
                         functions.remove(earlier[0])
                     functions.append(function)
+    if not functions:
+        raise _no_routes(notebook)
     return LoadedNotebook(notebook, module, tuple(functions), tuple(timings), warnings)
 
 
@@ -105,7 +127,24 @@ def _fresh_module(notebook: ParsedNotebook) -> types.ModuleType:
     module = types.ModuleType(name, f"Marked cells of {notebook.path}")
     module.__file__ = str(notebook.path)
     sys.modules[name] = module
+    kernel_namespace(module)  # from here on the module calls itself __main__, as in a kernel
     return module
+
+
+def _no_routes(notebook: ParsedNotebook) -> NoRoutesError:
+    api = [cell for cell in notebook.cells if cell.kind == "api"]
+    if not api:
+        return NoRoutesError(
+            "no route functions: no cell is marked api; mark the cell that defines them with "
+            "the tag 'api' or a first line '#| api'",
+            path=str(notebook.path),
+        )
+    return NoRoutesError(
+        f"no route functions: {'the api cells define' if len(api) > 1 else 'it defines'} no "
+        "public function (a top-level 'def' whose name does not start with '_')",
+        path=str(notebook.path),
+        cell=api[0].ref,
+    )
 
 
 @contextlib.contextmanager
@@ -125,28 +164,37 @@ def _run_cell(notebook: ParsedNotebook, cell: Cell, module: types.ModuleType) ->
     filename = cell_filename(notebook, cell)
     linecache.cache[filename] = (len(cell.code), None, cell.code.splitlines(True), filename)
     # dont_inherit: the cell gets no __future__ flags from this module, exactly as in Jupyter.
-    code = compile(cell.code, filename, "exec", dont_inherit=True)
     try:
-        exec(code, module.__dict__)
+        code = compile(cell.code, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                       dont_inherit=True)
+    except SyntaxError as exc:  # parses, but cannot compile: a top-level return or yield
+        text = (exc.text or "").strip()
+        raise CellSyntaxError(
+            f"syntax error: {exc.msg}" + (f": {text}" if text else ""),
+            path=str(notebook.path), cell=cell.ref, line=exc.lineno,
+        ) from None
+    try:
+        run_code(code, module.__dict__)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
         line = frames[-1].lineno if frames else None
         ename, evalue = type(exc).__name__, str(exc)
+        hint = _missing_name_hint(notebook, cell, exc) if isinstance(exc, NameError) else ""
         signature_of = _signature_at(cell, line) if isinstance(exc, NameError) else None
         if signature_of is not None:
             raise UndefinedNameError(
-                f"{evalue} (in the signature of {signature_of}()); define or import it in a "
-                "setup or api cell above",
+                f"{evalue} (in the signature of {signature_of}())"
+                + (hint or "; define or import it in a setup or api cell above"),
                 path=str(notebook.path),
                 cell=cell.ref,
                 line=line,
                 function=signature_of,
             ) from None
         raise CellExecutionError(
-            f"{cell.kind} cell raised {ename}: {evalue}" if evalue else f"{cell.kind} cell raised "
-            f"{ename}",
+            (f"{cell.kind} cell raised {ename}: {evalue}" if evalue else f"{cell.kind} cell raised "
+             f"{ename}") + hint,
             path=str(notebook.path),
             cell=cell.ref,
             line=line,
@@ -154,6 +202,28 @@ def _run_cell(notebook: ParsedNotebook, cell: Cell, module: types.ModuleType) ->
             evalue=evalue,
             traceback="".join(traceback.format_exception(exc)),
         ) from None
+
+
+def _missing_name_hint(notebook: ParsedNotebook, failed: Cell, exc: NameError) -> str:
+    """Where the missing name would have come from: a line nb2api left out, or a cell that is
+    not marked (the nearest above the failing cell, else the nearest below)."""
+    name = getattr(exc, "name", None)
+    if not name:
+        return ""
+    for cell in notebook.cells:
+        if cell.index > failed.index:
+            break
+        for item in cell.left_out:
+            if name in item.names:
+                return (f"; cell {cell.index}, line {item.line} assigned it with {item.kind} "
+                        f"('{item.text}') that nb2api leaves out: compute it in Python instead")
+    above = [(i, s) for i, s in reversed(notebook.unmarked) if i < failed.index]
+    below = [(i, s) for i, s in notebook.unmarked if i > failed.index]
+    for index, source in above + below:
+        if name in defined_names(source):
+            ref = CellRef(index, first_code_line(source))
+            return f"; {ref} defines it but is not marked setup"
+    return ""
 
 
 def _signature_at(cell: Cell, line: int | None) -> str | None:

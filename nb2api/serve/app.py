@@ -51,11 +51,14 @@ def create_app(
     config = settings if settings is not None else Settings()
     if changes:
         config = config.updated(**changes)
-    loaded = notebook if isinstance(notebook, LoadedNotebook) else load_notebook(
-        notebook, progress=progress
-    )
+    if isinstance(notebook, LoadedNotebook):
+        loaded = notebook
+        for message in loaded.warnings:
+            logger.warning(message)
+    else:  # warnings are logged as they arise, so also when a cell then fails
+        loaded = load_notebook(notebook, progress=progress, warn=logger.warning)
     specs = build_routes(loaded)
-    for message in loaded.warnings + [w for s in specs for w in s.warnings]:
+    for message in [w for s in specs for w in s.warnings]:
         logger.warning(message)
     return build_app(loaded, specs, config)
 
