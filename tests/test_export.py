@@ -90,11 +90,11 @@ def _comparable(spec: dict) -> tuple[dict, dict]:
 def test_project_files(iris):
     names = {str(p.relative_to(iris.folder)) for p in iris.files}
     assert {"app.py", "requirements.txt", "Dockerfile", ".dockerignore", "README.md",
-            "nbtypes/__init__.py", "nbtypes/VENDORED.txt",
+            "nbtypes/__init__.py", "nbtypes/VENDORED.txt", "nbkernel.py",
             "static/swagger-ui/swagger-ui-bundle.js"} <= names
     assert {name.split("/")[0] for name in names} == {
         "app.py", "requirements.txt", "Dockerfile", ".dockerignore", "README.md", "nbtypes",
-        "static"}
+        "nbkernel.py", "static"}
     requirements = iris.requirements
     assert [r.split("==")[0] for r in requirements] == [
         "anyio", "fastapi", "numpy", "orjson", "pandas", "pydantic", "uvicorn[standard]"]
@@ -109,13 +109,14 @@ def test_project_files(iris):
 
 def test_ipython_lines_are_left_out_with_a_warning_naming_cell_and_line(iris):
     dropped = [w for w in iris.warnings if "left out" in w]
-    assert len(dropped) == 3
+    assert len(dropped) == 2
     assert all('cell 2 ("%matplotlib inline")' in w for w in dropped)
-    assert [w.split("line ")[1].split(":")[0] for w in dropped] == ["2", "3", "15"]
+    assert [w.split("line ")[1].split(":")[0] for w in dropped] == ["2", "3"]
     source = (iris.folder / "app.py").read_text()
     assert "# left out by nb2api export (IPython only): %matplotlib inline" in source
-    assert "# left out by nb2api export (IPython only): display(frame)" in source
-    assert "get_ipython" not in source and "\ndisplay(" not in source
+    assert "get_ipython" not in source
+    # display() stays, as in the notebook: the vendored kernel binds it to a no-op.
+    assert "\ndisplay(frame)" in source and "kernel_namespace(" in source
     assert "not a marked cell" not in source  # unmarked cells stay out
     compile(source, "app.py", "exec")
 
@@ -175,6 +176,8 @@ def test_the_project_vendors_nb2api_types_byte_for_byte(frames):
     assert "errors.py" in originals and "encoding.py" in originals
     assert copies.pop("VENDORED.txt").decode().startswith("nbtypes/ is the package nb2api/types")
     assert copies == originals
+    kernel = Path(nb2api.__file__).parent / "load" / "kernel.py"
+    assert (frames.folder / "nbkernel.py").read_bytes() == kernel.read_bytes()
     pins = [r.split("==")[0] for r in frames.requirements]
     assert {"numpy", "pandas", "orjson", "python-multipart", "matplotlib"} <= set(pins)
     source = (frames.folder / "app.py").read_text()
@@ -348,3 +351,25 @@ def test_exported_app_never_imports_nb2api(iris):
     source = (iris.folder / "app.py").read_text()
     assert "import nb2api" not in source and "from nb2api" not in source
     assert Path(iris.folder / ".dockerignore").read_text().startswith(".git")
+
+
+def test_cells_run_as_in_a_kernel_in_the_export_too(make_notebook, tmp_path):
+    """__name__ == "__main__", display(), top-level await and a shell escape inside a block:
+    the exported app runs the cells as nb2api serve does."""
+    path = make_notebook(
+        "#| setup\nimport asyncio\nif True:\n    !echo hi\nmain_seen = __name__ == '__main__'\n"
+        "display('shown in Jupyter')\nvalue = await asyncio.sleep(0, result=41)",
+        "#| api\ndef answer() -> dict:\n    return {'main': main_seen, 'value': value + 1}",
+    )
+    from fastapi.testclient import TestClient
+
+    import nb2api
+
+    project = export_notebook(path, tmp_path / "out")
+    app = getattr(import_exported(project, "exported_kernel"), project.app_name)
+    source = (project.folder / "app.py").read_text()
+    assert "# left out by nb2api export (IPython only): !echo hi" in source
+    with TestClient(app) as client:
+        assert client.post("/answer").json() == {"main": True, "value": 42}
+    with TestClient(nb2api.create_app(path)) as client:
+        assert client.post("/answer").json() == {"main": True, "value": 42}
