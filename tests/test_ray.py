@@ -45,6 +45,9 @@ STARTUP_TIMEOUT = 240
 STOP_TIMEOUT = 180
 
 
+SYNTAX_ERROR = "#| api\ndef f(x: int) -> int:\n    return x +"
+
+
 # --- the builder, no cluster -----------------------------------------------------------------
 
 
@@ -72,7 +75,7 @@ def test_replica_builder_is_a_function_that_builds_the_app_from_text(tmp_path):
     assert client.post("/add", json={"a": "x"}).status_code == 422
 
 
-def test_autoscaling_options_and_argument_errors():
+def test_autoscaling_options_and_argument_errors(make_notebook):
     args = RayArgs(notebook=notebook_path("ray_echo"), min_replicas=1, max_replicas=3)
     options = args.deployment_options()
     assert options["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3}
@@ -86,7 +89,7 @@ def test_autoscaling_options_and_argument_errors():
     with pytest.raises(NotebookError, match="no such notebook"):
         build({"notebook": "/no/such/notebook.ipynb"})
     with pytest.raises(NotebookError, match="cell"):
-        build({"notebook": str(notebook_path("err_syntax"))})
+        build({"notebook": str(make_notebook(SYNTAX_ERROR))})
 
 
 def test_ray_config_is_a_valid_serve_config(tmp_path):
@@ -109,8 +112,8 @@ def test_ray_config_is_a_valid_serve_config(tmp_path):
     assert autoscaling["applications"][0]["args"]["max_replicas"] == 4
 
 
-def test_ray_config_of_a_broken_notebook_exits_2():
-    result = CliRunner().invoke(cli, ["ray-config", str(notebook_path("err_syntax"))])
+def test_ray_config_of_a_broken_notebook_exits_2(make_notebook):
+    result = CliRunner().invoke(cli, ["ray-config", str(make_notebook(SYNTAX_ERROR))])
     assert result.exit_code == 2 and "cell" in result.stderr
 
 
