@@ -8,7 +8,15 @@ A behaviour test builds its notebook next to its assertions::
         ...
 
 ``make_notebook`` takes cell sources (code cells), :func:`md` for markdown cells and
-:func:`code` for a code cell with tags or saved outputs.
+:func:`code` for a code cell with tags or saved outputs. A file under ``tests/notebooks/``
+(:func:`notebook_path`) is for where a real file is the point: a format-3 notebook, a file
+that is not a notebook, or a larger notebook that many tests share (``core_types``).
+
+Waiting: no fixed sleeps and no asserts on elapsed time, which fail on a busy machine. Wait
+for the event itself with :func:`wait_until` (a deadline, generous) or a
+``threading.Event``; a notebook function that must stay busy waits on a gate the test opens.
+A server: :func:`serve` (``nb2api serve``), :func:`wait_until_answers` for any other server
+(the Jupyter tests' ``jupyter_helpers.start_jupyter``), :func:`free_port` for its port.
 """
 
 from __future__ import annotations
