@@ -8,7 +8,15 @@ A behaviour test builds its notebook next to its assertions::
         ...
 
 ``make_notebook`` takes cell sources (code cells), :func:`md` for markdown cells and
-:func:`code` for a code cell with tags or saved outputs.
+:func:`code` for a code cell with tags or saved outputs. A file under ``tests/notebooks/``
+(:func:`notebook_path`) is for where a real file is the point: a format-3 notebook, a file
+that is not a notebook, or a larger notebook that many tests share (``core_types``).
+
+Waiting: no fixed sleeps and no asserts on elapsed time, which fail on a busy machine. Wait
+for the event itself with :func:`wait_until` (a deadline, generous) or a
+``threading.Event``; a notebook function that must stay busy waits on a gate the test opens.
+A server: :func:`serve` (``nb2api serve``), :func:`wait_until_answers` for any other server
+(the Jupyter tests' ``jupyter_helpers.start_jupyter``), :func:`free_port` for its port.
 """
 
 from __future__ import annotations
@@ -92,9 +100,12 @@ def make_notebook(tmp_path):
 
 
 def wait_until(predicate, *, timeout: float = 30.0, interval: float = 0.05,
-               message: str = "condition") -> object:
+               message: str = "condition", pause=time.sleep) -> object:
     """Poll ``predicate()`` until it returns something truthy (returned), or fail after
-    ``timeout`` seconds. For waiting on an event without a fixed sleep or a timing assert."""
+    ``timeout`` seconds. For waiting on an event without a fixed sleep or a timing assert.
+
+    ``pause(seconds)`` waits between polls; a browser test passes one that lets the browser
+    work meanwhile (``lambda s: page.wait_for_timeout(s * 1000)``)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -102,13 +113,34 @@ def wait_until(predicate, *, timeout: float = 30.0, interval: float = 0.05,
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
+        pause(interval)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until_answers(url: str, process: subprocess.Popen, output, *, timeout: float = 60,
+                       params: dict | None = None) -> None:
+    """Wait until ``GET url`` answers 200 (a server's readiness), or fail: when ``process``
+    exits first (showing ``output()``, what it printed) or after ``timeout`` seconds."""
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"{process.args[:4]} exited early:\n{output()}")
+        try:
+            return httpx.get(url, params=params, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(answers, timeout=timeout, interval=0.1, message=f"{url} to answer 200")
+    except AssertionError as error:
+        if process.poll() is not None:
+            raise
+        raise AssertionError(f"{error}; the server printed:\n{output()}") from None
 
 
 class Server:
@@ -122,44 +154,39 @@ class Server:
 
     def output(self) -> str:
         """What the server printed so far (stdout and stderr)."""
-        return self.log.read_text()
+        return self.log.read_text(errors="replace")
 
 
 @contextlib.contextmanager
 def serve(notebook: Path, *args: str, env: dict[str, str] | None = None,
-          ready_timeout: float = 60) -> Iterator[Server]:
-    """Run ``nb2api serve NOTEBOOK ARGS`` on a free 127.0.0.1 port until /readyz answers 200."""
+          ready_timeout: float = 90) -> Iterator[Server]:
+    """Run ``nb2api serve NOTEBOOK ARGS`` on a free 127.0.0.1 port until /readyz answers 200.
+
+    When the block fails, what the server printed goes to the test's captured output."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="nb2api-serve-", suffix=".log")[1])
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nb2api", "serve", str(notebook), "--host", "127.0.0.1",
-         "--port", str(port), *args],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    server = Server(process, base_url, log)
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nb2api", "serve", str(notebook), "--host", "127.0.0.1",
+             "--port", str(port), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", log)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"nb2api serve exited early:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("nb2api serve did not become ready in time")
-            time.sleep(0.1)
+        wait_until_answers(f"{server.base_url}/readyz", process, server.output,
+                           timeout=ready_timeout)
         yield server
+    except BaseException:
+        print(f"--- nb2api serve {notebook.name} printed:\n{server.output()}")
+        raise
     finally:
         if process.poll() is None:
             process.terminate()
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

@@ -6,57 +6,32 @@ its own config, runtime and temporary directories so nothing leaks between tests
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from conftest import free_port, md, wait_until_answers, write_notebook
 
-NOTEBOOKS = Path(__file__).parent / "notebooks"
 TOKEN = "nb2api-test-token"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def copy_notebook(name: str, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(NOTEBOOKS / name, dest)
-    return dest
+# The notebooks the Jupyter tests serve: one that works, one that cannot be served.
+GREETER = (
+    md("# Greeter\nServed by the JupyterLab button tests."),
+    "#| setup\nGREETING = 'hello'",
+    "#| api\ndef add(a: int, b: int = 1) -> int:\n    \"\"\"Add two numbers.\"\"\"\n    return a + b\n\n"
+    "#| route: GET /hello/{name}\ndef hello(name: str) -> str:\n    return f'{GREETING} {name}'",
+    "print('exploration, never run by the service')",
+)
+BROKEN = ("#| setup\nimport math", "#| api\ndef f(x: Foo) -> int:\n    return 1")
 
 
-def marked_notebook(cells: list[str]) -> str:
-    """A notebook (as JSON text) with one code cell per source, and a kernelspec."""
-    return json.dumps(
-        {
-            "cells": [
-                {
-                    "cell_type": "code",
-                    "execution_count": None,
-                    "id": f"cell-{i}",
-                    "metadata": {},
-                    "outputs": [],
-                    "source": source,
-                }
-                for i, source in enumerate(cells, start=1)
-            ],
-            "metadata": {
-                "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}
-            },
-            "nbformat": 4,
-            "nbformat_minor": 5,
-        }
-    )
+def put_notebook(dest: Path, *cells) -> Path:
+    """Write a notebook of ``cells`` (see conftest) at ``dest``, creating its folder."""
+    return write_notebook(dest.parent, *cells, name=dest.name)
 
 
 @dataclass
@@ -129,19 +104,13 @@ def start_jupyter(
             args, env=full_env, cwd=root, stdout=out, stderr=subprocess.STDOUT
         )
     server = JupyterServer(process, f"http://127.0.0.1:{port}{base_url}", root, tmp, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"jupyter {app} exited:\n{server.log_text()}")
-        try:
-            r = httpx.get(f"{server.url}api/status", params={"token": TOKEN}, timeout=2)
-            if r.status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"jupyter {app} did not start:\n{server.log_text()}")
+    try:
+        wait_until_answers(f"{server.url}api/status", process, server.log_text, timeout=90,
+                           params={"token": TOKEN})
+    except AssertionError:
+        server.stop()
+        raise
+    return server
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,4 +1,7 @@
-"""Helpers for the operations tests: notebooks by name, log capture, real servers."""
+"""Helpers for the operations tests: log capture, and the ops notebooks by name.
+
+Servers, ports, waiting and inline notebooks are conftest's (``serve``, ``free_port``,
+``wait_until``, ``make_notebook``)."""
 
 from __future__ import annotations
 
@@ -9,16 +12,14 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import EXAMPLES, NOTEBOOKS  # noqa: F401 (EXAMPLES is for the ops tests)
-from conftest import serve as serve_process
+from conftest import notebook_path
 
 from nb2api.serve.logs import JSONFormatter
 
 
 def ops_notebook(name: str) -> Path:
-    path = NOTEBOOKS / f"ops_{name}.ipynb"
-    assert path.is_file(), f"missing test notebook {path}"
-    return path
+    """``tests/notebooks/ops_<name>.ipynb``."""
+    return notebook_path(f"ops_{name}")
 
 
 @contextlib.contextmanager
@@ -38,11 +39,3 @@ def json_logs(level: int = logging.DEBUG) -> Iterator[list[dict]]:
         root.removeHandler(handler)
         root.setLevel(previous)
         lines.extend(json.loads(line) for line in stream.getvalue().splitlines() if line)
-
-
-@contextlib.contextmanager
-def serve(notebook: Path, *args: str, start_timeout: float = 90.0,
-          env: dict[str, str] | None = None) -> Iterator[tuple[str, Path]]:
-    """Run ``nb2api serve`` on a free 127.0.0.1 port; yield its base URL and its log file."""
-    with serve_process(notebook, *args, env=env, ready_timeout=start_timeout) as server:
-        yield server.base_url, server.log

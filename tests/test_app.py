@@ -121,10 +121,15 @@ def test_openapi_docs_and_redoc(client):
     assert c.get("/redoc").status_code == 200
 
 
-def test_async_functions_run_on_the_loop_and_plain_ones_on_the_pool(client):
-    c = client("core_pool", max_workers=3)
-    assert c.post("/heavy", json={"seconds": 0}).json().startswith("nb2api-worker")
-    assert not c.post("/loop_thread").json().startswith("nb2api-worker")
+def test_async_functions_run_on_the_loop_and_plain_ones_on_the_pool(make_notebook):
+    notebook = make_notebook(
+        "#| setup\nimport threading",
+        "#| api\ndef plain() -> str:\n    return threading.current_thread().name\n\n\n"
+        "async def awaited() -> str:\n    return threading.current_thread().name",
+    )
+    c = TestClient(nb2api.create_app(notebook, max_workers=3))
+    assert c.post("/plain").json().startswith("nb2api-worker")
+    assert not c.post("/awaited").json().startswith("nb2api-worker")
     assert c.app.state.runtime.pool.max_workers == 3
 
 

@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import EXAMPLES, NOTEBOOKS
+from conftest import EXAMPLES, NOTEBOOKS, md
 
 
 def nb2api(*args):
@@ -11,27 +11,49 @@ def nb2api(*args):
                           capture_output=True, text=True, timeout=120)
 
 
+SETUP_RAISES = ("#| setup\nimport math",
+                '#| setup\nmodel_path = "model.pkl"\ntable = {"a": 1}\nvalue = table["missing"]')
+
+
+@pytest.mark.parametrize(("cells", "expected"), [
+    (["def f(x: int) -> int:\n    return x"], "no marked cells"),
+    ([md("Heading"), "#| setup\nimport math", "#| api\ndef f(x: int) -> int:\n    return x +"],
+     'cell 3 ("def f(x: int) -> int:"), line 3: syntax error'),
+    (SETUP_RAISES, "cell 2 (\"model_path = \"model.pkl\"\"), line 4: setup cell raised KeyError"),
+    (["#| api\nclass Model:\n    \"\"\"A plain class: pydantic cannot make a schema for it.\"\"\"\n\n"
+      "    def __init__(self, weights):\n        self.weights = weights\n\n\n"
+      "def score(model: Model) -> float:\n    return 0.0"],
+     'cell 1 ("class Model:"), line 9: score() parameter \'model: Model\''),
+    (["#| api\ndef total(*numbers: float) -> float:\n    return sum(numbers)"],
+     "cell 1 (\"def total(*numbers: float) -> float:\"), line 2: total() must not have *numbers"),
+    (["#| api\ndef configure(name: str, **options: str) -> dict:\n    return options"],
+     "configure() must not have **options"),
+    (["#| api\n#| route: GET /items/{key}\ndef first(key: str) -> str:\n    return key",
+      "#| api\n#| route: GET /items/{name}\ndef second(name: str) -> str:\n    return name"],
+     "cell 2 (\"def second(name: str) -> str:\"), line 3: second() and first()"),
+    (["#| api\nfrom __future__ import annotations\n\n\ndef predict(sample: Sample) -> float:\n    return 0.0"],
+     "cell 1 (\"from __future__ import annotations\"), line 5: name 'Sample' is not defined"),
+    (["#| setup\nimport math", "#| api\ndef predict(sample: Sample) -> float:\n    return 0.0"],
+     "cell 2 (\"def predict(sample: Sample) -> float:\"), line 2: name 'Sample' is not defined"),
+    (["#| api\n#| route: GET /users/{user_id}\ndef user(name: str) -> str:\n    return name"],
+     "has '{user_id}' but user() has no parameter 'user_id'"),
+])
+def test_unservable_notebook_gives_one_line_and_exit_2(make_notebook, cells, expected):
+    assert_one_line_error(nb2api("check", make_notebook(*cells)), expected)
+
+
+# Files that are not notebooks at all: real files are the point here.
 @pytest.mark.parametrize(("name", "expected"), [
     ("err_invalid_json", "invalid JSON"),
     ("err_not_notebook", "not a Jupyter notebook"),
-    ("err_no_marked", "no marked cells"),
-    ("err_syntax", 'cell 3 ("def f(x: int) -> int:"), line 3: syntax error'),
-    ("err_setup_raises", "cell 2 (\"model_path = \"model.pkl\"\"), line 4: setup cell raised KeyError"),
-    ("err_bad_annotation", 'cell 1 ("class Model:"), line 9: score() parameter \'model: Model\''),
-    ("err_varargs", "cell 1 (\"def total(*numbers: float) -> float:\"), line 2: total() must not have *numbers"),
-    ("err_kwargs", "configure() must not have **options"),
-    ("err_route_conflict", "cell 2 (\"def second(name: str) -> str:\"), line 3: second() and first()"),
-    ("err_undefined_name", "cell 1 (\"from __future__ import annotations\"), line 5: name 'Sample' is not defined"),
-    ("err_undefined_at_def", "cell 2 (\"def predict(sample: Sample) -> float:\"), line 2: name 'Sample' is not defined"),
-    ("err_path_param", "has '{user_id}' but user() has no parameter 'user_id'"),
 ])
-def test_unservable_notebook_gives_one_line_and_exit_2(name, expected):
+def test_a_file_that_is_not_a_notebook_gives_one_line_and_exit_2(name, expected):
     assert_one_line_error(nb2api("check", NOTEBOOKS / f"{name}.ipynb"), expected)
 
 
 @pytest.mark.parametrize("command", ["serve", "openapi"])
-def test_serve_and_openapi_refuse_the_same_way(command):
-    result = nb2api(command, NOTEBOOKS / "err_setup_raises.ipynb")
+def test_serve_and_openapi_refuse_the_same_way(make_notebook, command):
+    result = nb2api(command, make_notebook(*SETUP_RAISES))
     assert_one_line_error(result, "cell 2")
 
 

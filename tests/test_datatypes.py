@@ -202,9 +202,14 @@ def test_docs_for_arrays(arrays):
     assert "int64" in ints["description"]
 
 
-def test_unschematizable_parameter_is_refused_at_load(notebook):
+def test_unschematizable_parameter_is_refused_at_load(make_notebook):
+    notebook = make_notebook(
+        "#| setup\nimport pandas as pd",
+        '#| setup\nclass Forest:\n    """A trained model: not something a request can carry."""',
+        "#| api\ndef predict(model: Forest, x: float) -> float:\n    return x",
+    )
     with pytest.raises(AnnotationError) as caught:
-        nb2api.create_app(notebook("types_err_unknown"))
+        nb2api.create_app(notebook)
     error = caught.value
     assert (error.function, error.parameter) == ("predict", "model")
     assert "Forest" in str(error)
@@ -212,16 +217,24 @@ def test_unschematizable_parameter_is_refused_at_load(notebook):
     assert error.cell.index == 3
 
 
-def test_dataframe_annotated_with_a_non_row_is_refused(notebook):
+def test_dataframe_annotated_with_a_non_row_is_refused(make_notebook):
+    notebook = make_notebook(
+        "#| setup\nfrom typing import Annotated\n\nimport pandas as pd",
+        "#| api\ndef rows(table: Annotated[pd.DataFrame, int]) -> int:\n    return len(table)",
+    )
     with pytest.raises(AnnotationError) as caught:
-        nb2api.create_app(notebook("types_err_row"))
+        nb2api.create_app(notebook)
     assert (caught.value.function, caught.value.parameter) == ("rows", "table")
     assert "Annotated[pd.DataFrame, int]" in str(caught.value)
 
 
-def test_unschematizable_return_is_refused_at_load(notebook):
+def test_unschematizable_return_is_refused_at_load(make_notebook):
+    notebook = make_notebook(
+        "#| setup\nimport pandas as pd",
+        "#| api\ndef labels() -> pd.Index:\n    return pd.Index([1])",
+    )
     with pytest.raises(AnnotationError) as caught:
-        nb2api.create_app(notebook("types_err_index"))
+        nb2api.create_app(notebook)
     assert caught.value.function == "labels"
     assert caught.value.parameter is None
     assert "Index" in str(caught.value)

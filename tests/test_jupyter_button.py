@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from jupyter_helpers import TOKEN, copy_notebook, start_jupyter
+from conftest import wait_until
+from jupyter_helpers import BROKEN, GREETER, TOKEN, put_notebook, start_jupyter
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -61,9 +61,9 @@ def lab(tmp_path_factory):
             "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
         },
     )
-    copy_notebook("jupyter_ok.ipynb", server.root / "greeter.ipynb")
-    copy_notebook("jupyter_broken.ipynb", server.root / "broken.ipynb")
-    copy_notebook("jupyter_ok.ipynb", server.root / "edited.ipynb")
+    put_notebook(server.root / "greeter.ipynb", *GREETER)
+    put_notebook(server.root / "broken.ipynb", *BROKEN)
+    put_notebook(server.root / "edited.ipynb", *GREETER)
     yield server
     server.stop()
 
@@ -92,6 +92,11 @@ def browser_context(lab):
         yield context, offsite
         context.close()
         browser.close()
+
+
+def browser_pause(page):
+    """A pause for :func:`wait_until` during which the browser (and its routes) keep working."""
+    return lambda seconds: page.wait_for_timeout(seconds * 1000)
 
 
 def open_notebook(context, lab, name: str):
@@ -170,10 +175,9 @@ def test_saving_a_served_notebook_reloads_it(lab, browser_context):
             arg=[editor.element_handle(), first_line],
         )
         toolbar.locator("[data-command='docmanager:save']").click()
-        deadline = time.monotonic() + 30
-        while first_line not in (lab.root / "edited.ipynb").read_text():
-            assert time.monotonic() < deadline, "the notebook was not saved"
-            page.wait_for_timeout(100)  # not time.sleep: the routes above run only in calls
+        # not time.sleep: the routes above run only inside playwright calls
+        wait_until(lambda: first_line in (lab.root / "edited.ipynb").read_text(),
+                   interval=0.1, pause=browser_pause(page), message="the notebook to be saved")
 
     with lab.client() as api:
         # a version that cannot be served: the dialog says so, the old version serves on
@@ -188,10 +192,9 @@ def test_saving_a_served_notebook_reloads_it(lab, browser_context):
 
         # fixed and saved: the new route is served
         set_last_cell_and_save("#| api\ndef triple(x: int) -> int:\n    return 3 * x\n")
-        deadline = time.monotonic() + 60
-        while "/triple" not in api.get(f"{app_url}openapi.json").json()["paths"]:
-            assert time.monotonic() < deadline, "the saved notebook was not reloaded"
-            page.wait_for_timeout(200)
+        wait_until(lambda: "/triple" in api.get(f"{app_url}openapi.json").json()["paths"],
+                   timeout=60, interval=0.2, pause=browser_pause(page),
+                   message="the saved notebook to be reloaded")
         assert api.post(f"{app_url}triple", json={"x": 5}).json() == 15
     toolbar.get_by_text("Stop API").click()
     docs.close()

@@ -4,35 +4,38 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+import nbformat
 import pytest
+from conftest import notebook_node, wait_until
 from jupyter_helpers import (
+    BROKEN,
+    GREETER,
     TOKEN,
     JupyterServer,
-    copy_notebook,
-    marked_notebook,
     pid_alive,
+    put_notebook,
     start_jupyter,
 )
 
-GOOD = marked_notebook(["#| api\ndef add(a: int, b: int = 1) -> int:\n    return a + b"])
-BROKEN = marked_notebook(["#| api\ndef add(a: Foo) -> int:\n    return 1"])
-FIXED = marked_notebook(["#| api\ndef mul(a: int, b: int) -> int:\n    return a * b"])
+# Three saves of one notebook, as JSON text: it serves, it cannot be served, it serves again.
+GOOD_TEXT = nbformat.writes(notebook_node("#| api\ndef add(a: int, b: int = 1) -> int:\n    return a + b"))
+BROKEN_TEXT = nbformat.writes(notebook_node("#| api\ndef add(a: Foo) -> int:\n    return 1"))
+FIXED_TEXT = nbformat.writes(notebook_node("#| api\ndef mul(a: int, b: int) -> int:\n    return a * b"))
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> JupyterServer:
     work = tmp_path_factory.mktemp("jupyter")
     srv = start_jupyter(work)
-    copy_notebook("jupyter_ok.ipynb", srv.root / "ok.ipynb")
-    copy_notebook("jupyter_ok.ipynb", srv.root / "sub dir" / "ok.ipynb")
-    copy_notebook("jupyter_broken.ipynb", srv.root / "broken.ipynb")
-    copy_notebook("jupyter_ok.ipynb", work / "outside.ipynb")
+    put_notebook(srv.root / "ok.ipynb", *GREETER)
+    put_notebook(srv.root / "sub dir" / "ok.ipynb", *GREETER)
+    put_notebook(srv.root / "broken.ipynb", *BROKEN)
+    put_notebook(work / "outside.ipynb", *GREETER)
     (srv.root / "escape.ipynb").symlink_to(work / "outside.ipynb")
-    copy_notebook("jupyter_ok.ipynb", srv.root / ".hidden" / "ok.ipynb")
+    put_notebook(srv.root / ".hidden" / "ok.ipynb", *GREETER)
     yield srv
     srv.stop()
 
@@ -191,17 +194,17 @@ def test_a_broken_notebook_gives_the_one_line_error(api):
 
 def test_save_reloads_and_keeps_the_last_good_version(server, api):
     nb = server.root / "reload.ipynb"
-    nb.write_text(GOOD)
+    nb.write_text(GOOD_TEXT)
     app = serve(api, "reload.ipynb").json()
     assert routes(api, app) == {"/add"}
 
-    nb.write_text(BROKEN)
+    nb.write_text(BROKEN_TEXT)
     broken = serve(api, "reload.ipynb").json()  # what the button does after a save
     assert "Foo" in broken["error"] and "cell 1" in broken["error"]
     assert broken["status"] == "running" and broken["pid"] == app["pid"]
     assert api.post(f"{app['url']}add", json={"a": 1}).json() == 2  # the old one serves
 
-    nb.write_text(FIXED)
+    nb.write_text(FIXED_TEXT)
     fixed = serve(api, "reload.ipynb").json()
     assert fixed["error"] is None and fixed["pid"] != app["pid"]
     assert routes(api, app) == {"/mul"}
@@ -212,26 +215,26 @@ def test_save_reloads_and_keeps_the_last_good_version(server, api):
 def test_a_save_from_anywhere_reloads(server, api):
     """The extension watches the file: no client call is needed after a save."""
     nb = server.root / "watched.ipynb"
-    nb.write_text(GOOD)
+    nb.write_text(GOOD_TEXT)
     app = serve(api, "watched.ipynb").json()
 
-    nb.write_text(BROKEN)
+    nb.write_text(BROKEN_TEXT)
     current = wait_for(api, app, lambda a: a["error"] is not None)
     assert "Foo" in current["error"] and current["pid"] == app["pid"]
 
-    nb.write_text(FIXED)
+    nb.write_text(FIXED_TEXT)
     current = wait_for(api, app, lambda a: a["error"] is None and a["pid"] != app["pid"])
     assert routes(api, app) == {"/mul"}
 
 
 def wait_for(api: httpx.Client, app: dict, predicate, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """The app's state, once ``predicate`` holds for it (polled, with a deadline)."""
+
+    def state() -> dict | None:
         current = api.get(f"nb2api/api/apps/{app['id']}").json()
-        if predicate(current):
-            return current
-        time.sleep(0.2)
-    raise AssertionError(f"timed out; last state {current}")
+        return current if predicate(current) else None
+
+    return wait_until(state, timeout=timeout, interval=0.2, message=f"app {app['id']} to change")
 
 
 # ---- lifecycle ---------------------------------------------------------------------
@@ -241,17 +244,14 @@ def test_children_stop_when_the_server_stops(tmp_path):
     srv = start_jupyter(tmp_path)
     try:
         assert list(srv.tmp.glob("nb2api-*")) == []  # nothing created before use
-        copy_notebook("jupyter_ok.ipynb", srv.root / "ok.ipynb")
+        put_notebook(srv.root / "ok.ipynb", *GREETER)
         with srv.client() as api:
             app = serve(api, "ok.ipynb").json()
         assert pid_alive(app["pid"])
         assert list(srv.tmp.glob("nb2api-*/*.sock"))
     finally:
         assert srv.stop() == 0, srv.log_text()
-    deadline = time.monotonic() + 10
-    while pid_alive(app["pid"]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not pid_alive(app["pid"])
+    wait_until(lambda: not pid_alive(app["pid"]), timeout=60, message="the app's process to end")
     assert list(srv.tmp.glob("nb2api-*")) == []
 
 
@@ -259,7 +259,7 @@ def test_under_a_base_url(tmp_path):
     """Behind JupyterHub the server lives under a prefix; so do the apps and their docs."""
     srv = start_jupyter(tmp_path, base_url="/user/ada/")
     try:
-        copy_notebook("jupyter_ok.ipynb", srv.root / "ok.ipynb")
+        put_notebook(srv.root / "ok.ipynb", *GREETER)
         with srv.client() as api:
             app = serve(api, "ok.ipynb").json()
             assert app["docs_url"] == f"/user/ada/nb2api/apps/{app['id']}/docs"

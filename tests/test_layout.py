@@ -43,6 +43,8 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
 
 def _graph() -> dict[str, set[str]]:
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py") if "templates" not in p.parts}
+    # a wrong PACKAGE would make every check below pass over nothing
+    assert {"nb2api.cli", "nb2api.routes", "nb2api.serve.app", "nb2api.load"} <= set(modules)
     graph = {}
     for name, path in modules.items():
         targets = set()

@@ -4,14 +4,40 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
-import nbformat
 import pytest
+from conftest import wait_until, write_notebook
 from fastapi.testclient import TestClient
-from ops_support import ops_notebook
 
 from nb2api import NotebookError, create_app
+
+PROCESS = (
+    "#| setup\nimport os\n\n"
+    "# State made at setup: the forked workers must see it without running setup again.\n"
+    "FACTOR = 3\nSTARTED_IN = os.getpid()",
+    '''#| api
+def spin_thread(n: int) -> int:
+    """Pure-Python CPU work on the thread pool."""
+    return sum(i * i for i in range(n)) * FACTOR
+
+
+#| executor: process
+def spin(n: int) -> int:
+    """The same work in a worker process."""
+    return sum(i * i for i in range(n)) * FACTOR
+
+
+#| executor: process
+def where() -> dict[str, int]:
+    """The worker's pid and the pid that ran setup."""
+    return {"pid": os.getpid(), "setup_pid": STARTED_IN}
+
+
+#| executor: process
+def fail(n: int) -> int:
+    """Raise in the worker process."""
+    raise ValueError(f"bad n {n}")''',
+)
 
 
 def expected(n: int) -> int:
@@ -19,8 +45,9 @@ def expected(n: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def client():
-    with TestClient(create_app(ops_notebook("process"), processes=2)) as c:
+def client(tmp_path_factory):
+    notebook = write_notebook(tmp_path_factory.mktemp("processes"), *PROCESS)
+    with TestClient(create_app(notebook, processes=2)) as c:
         yield c
 
 
@@ -51,22 +78,19 @@ def test_metrics_show_the_process_pool(client):
 
 def test_a_killed_worker_is_replaced(client):
     os.kill(client.post("/where").json()["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while True:
+
+    def answered():
         response = client.post("/spin", json={"n": 10})
-        if response.status_code == 200:
-            break
-        assert response.status_code == 500  # calls caught on the broken pool fail cleanly
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+        assert response.status_code in (200, 500)  # calls caught on the broken pool fail cleanly
+        return response if response.status_code == 200 else None
+
+    response = wait_until(answered, timeout=60, interval=0.1, message="a replaced worker")
     assert response.json() == expected(10)
     assert client.get("/readyz").status_code == 200
 
 
-def test_process_executor_needs_a_plain_def(tmp_path):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "#| api\n#| executor: process\nasync def nope(x: int) -> int:\n    return x\n")])
-    path = tmp_path / "bad.ipynb"
-    nbformat.write(nb, path)
+def test_process_executor_needs_a_plain_def(make_notebook):
+    notebook = make_notebook("#| api\n#| executor: process\nasync def nope(x: int) -> int:\n"
+                             "    return x\n")
     with pytest.raises(NotebookError, match="needs a plain 'def' function; nope"):
-        create_app(path)
+        create_app(notebook)

@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 import schemathesis
+from conftest import EXAMPLES
 from hypothesis import HealthCheck, settings
-from ops_support import EXAMPLES
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from nb2api import create_app

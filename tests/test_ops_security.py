@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from ops_support import ops_notebook
 
 from nb2api import create_app
 from nb2api.settings import parse_size
 
 TOKEN = "s3cret-token"
+ADD = "#| api\nasync def add(a: float, b: float) -> float:\n    return a + b"
 
 
 @pytest.fixture
-def client():
-    app = create_app(ops_notebook("basic"), token=TOKEN, cors_origins=["https://app.example"])
+def client(make_notebook):
+    app = create_app(make_notebook(ADD), token=TOKEN, cors_origins=["https://app.example"])
     with TestClient(app) as c:
         yield c
 
@@ -54,8 +54,8 @@ def test_docs_show_the_bearer_scheme(client):
     assert "401" in operation["responses"]
 
 
-def test_no_token_no_scheme():
-    with TestClient(create_app(ops_notebook("basic"))) as client:
+def test_no_token_no_scheme(make_notebook):
+    with TestClient(create_app(make_notebook(ADD))) as client:
         spec = client.get("/openapi.json").json()
         assert "securitySchemes" not in spec.get("components", {})
         assert client.post("/add", json={"a": 1, "b": 2}).status_code == 200
@@ -89,8 +89,9 @@ def test_cors_refuses_another_origin(client):
     assert "x-request-id" in simple.headers["access-control-expose-headers"].lower()
 
 
-def test_a_body_over_the_limit_gets_413():
-    app = create_app(ops_notebook("limits"), max_body_size=1000)
+def test_a_body_over_the_limit_gets_413(make_notebook):
+    notebook = make_notebook("#| api\ndef upload(data: list[int]) -> int:\n    return len(data)")
+    app = create_app(notebook, max_body_size=1000)
     with TestClient(app) as client:
         small = client.post("/upload", json={"data": list(range(10))})
         assert small.json() == 10

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ else:
 
 import httpx  # noqa: E402
 import psutil  # noqa: E402
-from conftest import free_port, notebook_path  # noqa: E402
+from conftest import free_port, notebook_path, wait_until  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from nb2api import NotebookError, Settings  # noqa: E402
@@ -40,6 +39,13 @@ from nb2api.cli import app as cli  # noqa: E402
 from nb2api.ray import RayArgs, build, config_text, replica_app_builder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The cluster tests below start Ray on a machine that may be busy: generous bounds, no timings.
+STARTUP_TIMEOUT = 240
+STOP_TIMEOUT = 180
+
+
+SYNTAX_ERROR = "#| api\ndef f(x: int) -> int:\n    return x +"
 
 
 # --- the builder, no cluster -----------------------------------------------------------------
@@ -69,7 +75,7 @@ def test_replica_builder_is_a_function_that_builds_the_app_from_text(tmp_path):
     assert client.post("/add", json={"a": "x"}).status_code == 422
 
 
-def test_autoscaling_options_and_argument_errors():
+def test_autoscaling_options_and_argument_errors(make_notebook):
     args = RayArgs(notebook=notebook_path("ray_echo"), min_replicas=1, max_replicas=3)
     options = args.deployment_options()
     assert options["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3}
@@ -83,7 +89,7 @@ def test_autoscaling_options_and_argument_errors():
     with pytest.raises(NotebookError, match="no such notebook"):
         build({"notebook": "/no/such/notebook.ipynb"})
     with pytest.raises(NotebookError, match="cell"):
-        build({"notebook": str(notebook_path("err_syntax"))})
+        build({"notebook": str(make_notebook(SYNTAX_ERROR))})
 
 
 def test_ray_config_is_a_valid_serve_config(tmp_path):
@@ -106,8 +112,8 @@ def test_ray_config_is_a_valid_serve_config(tmp_path):
     assert autoscaling["applications"][0]["args"]["max_replicas"] == 4
 
 
-def test_ray_config_of_a_broken_notebook_exits_2():
-    result = CliRunner().invoke(cli, ["ray-config", str(notebook_path("err_syntax"))])
+def test_ray_config_of_a_broken_notebook_exits_2(make_notebook):
+    result = CliRunner().invoke(cli, ["ray-config", str(make_notebook(SYNTAX_ERROR))])
     assert result.exit_code == 2 and "cell" in result.stderr
 
 
@@ -129,7 +135,7 @@ def test_sigterm_becomes_a_keyboard_interrupt_inside_a_cluster_block():
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt), nb2api_ray._sigterm_interrupts():
         os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)
+        wait_until(lambda: False, timeout=30, message="SIGTERM to interrupt this wait")
     assert signal.getsignal(signal.SIGTERM) is before
 
 
@@ -149,8 +155,7 @@ def _ray_processes(cli: psutil.Process, session: str) -> list[psutil.Process]:
     return found
 
 
-def _home_entries() -> set[str]:
-    home = Path.home()
+def _ray_entries(home: Path) -> set[str]:
     return {str(p.relative_to(home)) for p in [*home.glob("*"), *home.glob(".*/*")]
             if "ray" in p.name.lower()}
 
@@ -172,32 +177,41 @@ class RayServer:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The CLI on a free port, under the prefix /nb, ready (bounded); stopped in the last test."""
-    home_before = _home_entries()
+    """The CLI on a free port, under the prefix /nb, ready (bounded); stopped in the last test.
+
+    It gets a home folder of its own, so that what Ray writes there is seen, and only that
+    (other processes on the machine may use Ray in the real home folder meanwhile)."""
+    folder = tmp_path_factory.mktemp("ray")
+    home = folder / "home"
+    home.mkdir()
     port = free_port()
-    log = tmp_path_factory.mktemp("ray") / "serve.log"
+    log = folder / "serve.log"
     env = {
         **os.environ,
         **LOCAL_CLUSTER_ENVIRONMENT,
+        "HOME": str(home),
         # Replicas import nb2api from this checkout, whatever is installed.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nb2api", "serve", str(notebook_path("ray_echo")), "--ray",
-         "--replicas", "2", "--host", "127.0.0.1", "--port", str(port), "--root-path", "/nb"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=log.parent,
-        start_new_session=True,  # its own process group, as a terminal gives it: Ctrl-C hits all
-    )
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nb2api", "serve", str(notebook_path("ray_echo")), "--ray",
+             "--replicas", "2", "--host", "127.0.0.1", "--port", str(port), "--root-path", "/nb"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder,
+            start_new_session=True,  # its own process group, as a terminal gives it: Ctrl-C hits all
+        )
     server = RayServer(process, log, f"http://127.0.0.1:{port}/nb")
     try:
         # Ready when the CLI says the deployment is up (Serve may answer a moment earlier).
-        deadline = started + 120
-        while "deployed on Ray Serve" not in server.output():
+        def deployed() -> bool:
             assert process.poll() is None, f"nb2api serve --ray exited:\n{server.output()}"
-            assert time.monotonic() < deadline, f"not ready in 120 s:\n{server.output()}"
-            time.sleep(0.2)
-        server.startup_seconds = time.monotonic() - started
+            return "deployed on Ray Serve" in server.output()
+
+        try:
+            wait_until(deployed, timeout=STARTUP_TIMEOUT, interval=0.2,
+                       message="nb2api serve --ray to deploy")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{server.output()}") from None
         server.processes = server.cli.children(recursive=True)
         sessions = {m for p in server.processes for part in _cmdline(p)
                     for m in _SESSION.findall(part)}
@@ -208,13 +222,13 @@ def served(tmp_path_factory):
         if process.poll() is None:  # the stop test did not run or failed: clean up anyway
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+            process.wait(30)
             for leftover in _ray_processes(server.cli, server.session or "/nonexistent"):
                 with contextlib.suppress(psutil.Error):
                     leftover.kill()
             if server.session:
                 shutil.rmtree(server.session, ignore_errors=True)
-    assert _home_entries() <= home_before, "Ray wrote to the home folder"
+    assert not _ray_entries(home), "Ray wrote to the home folder"
 
 
 def _cmdline(process: psutil.Process) -> list[str]:
@@ -268,20 +282,34 @@ def test_every_ray_socket_listens_on_loopback(served):
     assert not outside, f"Ray sockets listening beyond 127.0.0.1: {outside}"
 
 
-def test_ctrl_c_stops_everything_quickly_and_leaves_nothing(served):
-    """Last in this module: Ctrl-C (SIGINT to the process group, as a terminal sends it)."""
+def _running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    running = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+    return running
+
+
+def test_ctrl_c_stops_everything_and_leaves_nothing(served):
+    """Last in this module: Ctrl-C (SIGINT to the process group, as a terminal sends it).
+
+    Each step waits for its event with a generous bound (a busy machine may take a while to
+    stop Ray); what is asserted is that everything stops, cleanly, not how fast."""
     assert Path(served.session).is_dir()
-    stopping = time.monotonic()
     os.killpg(served.process.pid, signal.SIGINT)
-    returncode = served.process.wait(30)
-    seconds = time.monotonic() - stopping
+    try:
+        returncode = served.process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running {STOP_TIMEOUT} s after Ctrl-C:\n"
+                             f"{served.output()}") from None
     assert returncode == 0, served.output()
-    assert seconds < 20, f"shutdown took {seconds:.1f} s"
     assert "Ray Serve stopped" in served.output()
-    deadline = time.monotonic() + 10
-    while _ray_processes(served.cli, served.session) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = [p for p in _ray_processes(served.cli, served.session)
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not left, f"Ray processes left running: {[(p.pid, _cmdline(p)[:1]) for p in left]}"
+    try:
+        wait_until(lambda: not _running(_ray_processes(served.cli, served.session)),
+                   timeout=STOP_TIMEOUT, interval=0.2, message="Ray's processes to end")
+    except AssertionError:
+        left = _running(_ray_processes(served.cli, served.session))
+        raise AssertionError("Ray processes left running: "
+                             f"{[(p.pid, _cmdline(p)[:1]) for p in left]}") from None
     assert not Path(served.session).exists(), "Ray's session folder was left in /tmp"

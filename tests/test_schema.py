@@ -53,25 +53,34 @@ def test_docstrings_give_summary_and_field_descriptions(notebook):
 
 
 @pytest.mark.parametrize(
-    ("name", "error", "function", "parameter"),
+    ("source", "error", "function", "parameter"),
     [
-        ("err_varargs", SignatureError, "total", "numbers"),
-        ("err_kwargs", SignatureError, "configure", "options"),
-        ("err_bad_annotation", AnnotationError, "score", "model"),
-        ("err_undefined_name", UndefinedNameError, "predict", "sample"),
-        ("err_path_param", SignatureError, "user", "user_id"),
+        ("def total(*numbers: float) -> float:\n    return sum(numbers)",
+         SignatureError, "total", "numbers"),
+        ("def configure(name: str, **options: str) -> dict:\n    return options",
+         SignatureError, "configure", "options"),
+        ("class Model:\n    def __init__(self, weights):\n        self.weights = weights\n\n\n"
+         "def score(model: Model) -> float:\n    return 0.0", AnnotationError, "score", "model"),
+        ("from __future__ import annotations\n\n\ndef predict(sample: Sample) -> float:\n"
+         "    return 0.0", UndefinedNameError, "predict", "sample"),
+        ("#| route: GET /users/{user_id}\ndef user(name: str) -> str:\n    return name",
+         SignatureError, "user", "user_id"),
     ],
 )
-def test_signature_rules_are_checked_at_load(notebook, name, error, function, parameter):
+def test_signature_rules_are_checked_at_load(make_notebook, source, error, function, parameter):
     with pytest.raises(error) as info:
-        build_routes(load_notebook(notebook(name)))
+        build_routes(load_notebook(make_notebook("#| api\n" + source)))
     assert (info.value.function, info.value.parameter) == (function, parameter)
     assert info.value.cell is not None and info.value.line is not None
 
 
-def test_two_functions_on_one_route(notebook):
+def test_two_functions_on_one_route(make_notebook):
+    notebook = make_notebook(
+        "#| api\n#| route: GET /items/{key}\ndef first(key: str) -> str:\n    return key",
+        "#| api\n#| route: GET /items/{name}\ndef second(name: str) -> str:\n    return name",
+    )
     with pytest.raises(RouteConflictError) as info:
-        build_routes(load_notebook(notebook("err_route_conflict")))
+        build_routes(load_notebook(notebook))
     assert info.value.cell.index == 2 and info.value.function == "second"
     assert "first()" in str(info.value)
 

@@ -1,12 +1,9 @@
 """``nb2api serve`` as a real subprocess on 127.0.0.1, talked to over HTTP."""
 
-import json
-import shutil
 import threading
-import time
 
 import httpx
-from conftest import EXAMPLES, serve
+from conftest import EXAMPLES, code, serve, wait_until
 
 FLOWER = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.5, "petal_width": 2.1}
 
@@ -25,54 +22,90 @@ def test_serves_the_quickstart_over_http():
     assert "running cell 2" in output and "routes ready" in output
 
 
-def test_a_busy_pool_does_not_block_the_event_loop(notebook):
-    with serve(notebook("core_pool"), "--max-workers", "2") as server:
-        results = {}
+BLOCKING_POOL = (
+    "#| setup\nimport threading\n\n"
+    "gate = threading.Event()\nlock = threading.Lock()\nrunning = peak = 0",
+    '''#| api
+def heavy() -> str:
+    """Holds its worker, as a CPU-heavy computation would, until release() opens the gate."""
+    global running, peak
+    with lock:
+        running += 1
+        peak = max(peak, running)
+    try:
+        gate.wait(120)
+    finally:
+        with lock:
+            running -= 1
+    return threading.current_thread().name
 
-        def call(key, path, body=None):
-            started = time.monotonic()
-            with server.client() as client:
-                results[key] = (client.post(path, json=body).json(), time.monotonic() - started)
 
-        heavy = [threading.Thread(target=call, args=(i, "/heavy", {"seconds": 3})) for i in range(3)]
+async def light() -> str:
+    return "light"
+
+
+async def busy() -> dict[str, int]:
+    return {"running": running, "peak": peak}
+
+
+async def release() -> str:
+    gate.set()
+    return "open"''',
+)
+
+
+def test_a_busy_pool_does_not_block_the_event_loop(make_notebook):
+    with serve(make_notebook(*BLOCKING_POOL), "--max-workers", "2") as server, \
+            server.client() as client:
+        names: list[str] = []
+
+        def call_heavy() -> None:
+            with server.client() as own:
+                names.append(own.post("/heavy", json={}).json())
+
+        heavy = [threading.Thread(target=call_heavy) for _ in range(3)]
         for thread in heavy:
             thread.start()
-        time.sleep(0.5)  # both workers are now asleep in heavy(); the third call waits
-        call("light", "/light")
+        wait_until(lambda: client.post("/busy", json={}).json()["running"] == 2,
+                   message="both workers to be held by heavy()")
+        # Both workers are held and a third call waits for one: the event loop still answers.
+        assert client.post("/light", json={}).json() == "light"
+        assert names == [] and all(thread.is_alive() for thread in heavy)
+
+        assert client.post("/release", json={}).json() == "open"
         for thread in heavy:
-            thread.join(timeout=30)
-    value, seconds = results["light"]
-    assert value == "light"
-    assert seconds < 1.5, f"light route took {seconds:.2f} s while the pool was busy"
-    names = {results[i][0] for i in range(3)}
-    assert all(name.startswith("nb2api-worker") for name in names)
-    # Two workers, three 3-second calls: the third waited for a free worker.
-    assert max(results[i][1] for i in range(3)) >= 5.0
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in heavy)
+        # Two workers, three calls: the third ran only once a worker was free.
+        assert client.post("/busy", json={}).json() == {"running": 0, "peak": 2}
+    assert len(names) == 3 and all(name.startswith("nb2api-worker") for name in names)
 
 
-def test_several_worker_processes(notebook):
-    with serve(notebook("core_tags"), "--workers", "2") as server, server.client() as client:
+TAGGED = (
+    code("import math\nCALLS = []\nCALLS.append('setup')", tags=["setup"]),
+    'raise RuntimeError("an unmarked cell must never run")',
+    code("def area(radius: float) -> float:\n    return math.pi * radius**2", tags=["api"]),
+)
+
+
+def test_several_worker_processes(make_notebook):
+    with serve(make_notebook(*TAGGED), "--workers", "2") as server, server.client() as client:
         for radius in range(20):
             assert client.post("/area", json={"radius": radius}).status_code == 200
 
 
-def test_reload_picks_up_a_saved_notebook(tmp_path, notebook):
-    path = tmp_path / "live.ipynb"
-    shutil.copy(notebook("core_tags"), path)
+def test_reload_picks_up_a_saved_notebook(make_notebook):
+    path = make_notebook(*TAGGED, name="live.ipynb")
     with serve(path, "--reload") as server, server.client() as client:
         assert client.post("/double", json={"x": 2}).status_code == 404
-        nb = json.loads(path.read_text())
-        nb["cells"].append({"cell_type": "code", "id": "new", "metadata": {}, "outputs": [],
-                            "execution_count": None,
-                            "source": "#| api\ndef double(x: int) -> int:\n    return 2 * x\n"})
-        path.write_text(json.dumps(nb))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        make_notebook(*TAGGED, "#| api\ndef double(x: int) -> int:\n    return 2 * x",
+                      name="live.ipynb")
+
+        def doubled() -> int | None:
             try:
                 response = client.post("/double", json={"x": 2})
-                if response.status_code == 200:
-                    break
             except httpx.HTTPError:
-                pass  # the server is restarting
-            time.sleep(0.3)
-        assert response.json() == 4
+                return None  # the server is restarting
+            return response.json() if response.status_code == 200 else None
+
+        assert wait_until(doubled, timeout=60, interval=0.3, message="the reload") == 4

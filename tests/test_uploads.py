@@ -90,14 +90,22 @@ def test_docs_show_a_file_picker(uploads):
     assert form["required"] == ["table"]
 
 
-def test_file_on_a_get_route_is_refused(notebook):
+def test_file_on_a_get_route_is_refused(make_notebook):
+    notebook = make_notebook("#| api\n#| route: GET /raw\ndef raw(data: bytes) -> int:\n"
+                             "    return len(data)")
     with pytest.raises(SignatureError) as caught:
-        nb2api.create_app(notebook("types_err_file_get"))
+        nb2api.create_app(notebook)
     assert (caught.value.function, caught.value.parameter) == ("raw", "data")
 
 
-def test_structured_form_field_next_to_a_file_is_refused(notebook):
+def test_structured_form_field_next_to_a_file_is_refused(make_notebook):
+    notebook = make_notebook(
+        "#| setup\nfrom typing import Annotated\n\nimport pandas as pd\nfrom fastapi import File\n"
+        "from pydantic import BaseModel\n\n\nclass Options(BaseModel):\n    sep: str",
+        "#| api\ndef upload(table: Annotated[pd.DataFrame, File()], options: Options) -> int:\n"
+        "    return len(table)",
+    )
     with pytest.raises(AnnotationError) as caught:
-        nb2api.create_app(notebook("types_err_form"))
+        nb2api.create_app(notebook)
     assert (caught.value.function, caught.value.parameter) == ("upload", "options")
     assert "Options" in str(caught.value)
