@@ -7,18 +7,19 @@ import threading
 from pathlib import Path
 
 import httpx
+import nbformat
 import pytest
-from conftest import wait_until
-from jupyter_helpers import JupyterServer, marked_notebook, pid_alive, start_jupyter
+from conftest import notebook_node, wait_until
+from jupyter_helpers import JupyterServer, pid_alive, start_jupyter
 
 STOP_TIMEOUT = 2.0
 MARGIN = 10.0  # for a loaded machine; the defect made a stop take 20 to 80 s
-SLOW = marked_notebook([
+SLOW = nbformat.writes(notebook_node(
     # a process the notebook starts itself is the app's too
     "#| setup\nimport subprocess\nimport time\nhelper = subprocess.Popen(['sleep', '300'])",
     "#| api\n#| executor: process\ndef p_slow(s: float) -> float:\n    time.sleep(s)\n    return s",
     "#| api\ndef add(a: int, b: int = 1) -> int:\n    return a + b",
-])
+))
 
 
 @pytest.fixture(scope="module")
