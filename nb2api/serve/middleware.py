@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import re
 from random import getrandbits as _getrandbits
-from time import perf_counter, time
+from time import perf_counter
 from typing import Any
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .limits import BodySizeLimit
-from .logs import access_json_handler, access_logger, log_request, request_id, timestamp
+from .logs import access_logger, log_request, request_id
 from .metrics import Metrics
 
 OPS_PATHS = ("/healthz", "/readyz", "/metrics")  # probes and scrapes: logged at debug level
@@ -86,16 +85,15 @@ class RequestMiddleware:
             if metrics is not None:
                 metrics.request_finished(template, scope["method"], status, seconds)
             if self.log:
-                _log(scope, template, status, seconds, rid)
+                _log(scope, template, status, seconds)
             _reset_request_id(token)
 
 
 _set_request_id = request_id.set
 _reset_request_id = request_id.reset
-_LEVEL_TEXT = {logging.DEBUG: "debug", logging.INFO: "info"}
 
 
-def _log(scope: Scope, template: str, status: int, seconds: float, rid: str) -> None:
+def _log(scope: Scope, template: str, status: int, seconds: float) -> None:
     path = scope["path"]
     level = logging.DEBUG if path in OPS_PATHS else logging.INFO
     if not access_logger.isEnabledFor(level):
@@ -103,7 +101,6 @@ def _log(scope: Scope, template: str, status: int, seconds: float, rid: str) -> 
     client = scope.get("client")
     ms = round(seconds * 1000, 3)
     method = scope["method"]
-    message = f"{method} {path} {status} {ms:.1f} ms"
     fields = {
         "method": method,
         "path": path,
@@ -112,19 +109,7 @@ def _log(scope: Scope, template: str, status: int, seconds: float, rid: str) -> 
         "duration_ms": ms,
         "client": client[0] if client else None,
     }
-    handler = access_json_handler(level)
-    if handler is None:
-        log_request(level, message, fields)
-        return
-    # nb2api's own JSON setup: the line JSONFormatter would make, made here in one go.
-    handler.write_line(orjson.dumps({
-        "time": timestamp(time()),
-        "level": _LEVEL_TEXT[level],
-        "logger": "nb2api.access",
-        "message": message,
-        "request_id": rid,
-        **fields,
-    }).decode() + "\n")
+    log_request(level, f"{method} {path} {status} {ms:.1f} ms", fields)
 
 
 class RootPath:
