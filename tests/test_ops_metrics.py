@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import nb2api
 from nb2api import create_app
+from nb2api.serve.docs import ASSETS_PATH, has_local_assets
 from nb2api.serve.metrics import BUCKETS, MULTIPROC_ENV, Metrics
 
 
@@ -154,3 +155,22 @@ def test_multiprocess_figures_match_a_plain_histogram_bucket_for_bucket(tmp_path
         timeout=120, check=True,
     )
     assert sorted(request_lines(run.stdout)) == sorted(plain_metrics(DURATIONS))
+
+
+def test_openapi_and_docs_assets_are_counted_under_their_routes(make_notebook):
+    path = make_notebook("#| api\ndef add(a: int, b: int) -> int:\n    return a + b")
+    with TestClient(create_app(path)) as client:
+        assert client.get("/openapi.json").status_code == 200
+        asset = "/_nb2api/static/swagger-ui/swagger-ui.css" if has_local_assets() else None
+        if asset is not None:
+            assert client.get(asset).status_code == 200
+        got = samples(client.get("/metrics").text)
+
+    def count(route: str) -> float | None:
+        labels = {("route", route), ("status", "200"), ("method", "GET")}
+        return got.get(("nb2api_requests_total", frozenset(labels)))
+
+    assert count("/openapi.json") == 1
+    if asset is not None:
+        assert count(ASSETS_PATH) == 1
+    assert count("<unmatched>") is None

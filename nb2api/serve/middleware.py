@@ -20,6 +20,7 @@ from .logs import access_logger, log_request, request_id
 from .metrics import Metrics
 
 OPS_PATHS = ("/healthz", "/readyz", "/metrics")  # probes and scrapes: logged at debug level
+UNMATCHED = "<unmatched>"  # the route of a request that no route answered (a 404)
 
 # What a client may send as a request id: short, printable, no spaces (it goes into log lines).
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$").match
@@ -39,6 +40,7 @@ class RequestMiddleware:
         self.log = log
         self.max_body_size = max_body_size
         self.limited = BodySizeLimit(app, max_body_size) if max_body_size else None
+        self._templates: dict[int, str] = {}  # id of an endpoint -> its route's template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,12 +83,31 @@ class RequestMiddleware:
         finally:
             seconds = perf_counter() - started
             route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            template = route.path if route is not None else self._template(scope)
             if metrics is not None:
                 metrics.request_finished(template, scope["method"], status, seconds)
             if self.log:
                 _log(scope, template, status, seconds)
             _reset_request_id(token)
+
+
+    def _template(self, scope: Scope) -> str:
+        """The template of a route that does not put itself in the scope: FastAPI's
+        ``/openapi.json`` and the mount of the docs' assets, ``/_nb2api/static``. The router
+        names the endpoint it called; its route is looked up once."""
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return UNMATCHED
+        template = self._templates.get(id(endpoint))
+        if template is None:
+            template = UNMATCHED
+            for route in getattr(scope.get("router"), "routes", ()):
+                if endpoint is getattr(route, "endpoint", None) or endpoint is getattr(
+                        route, "app", None):
+                    template = route.path
+                    break
+            self._templates[id(endpoint)] = template
+        return template
 
 
 _set_request_id = request_id.set
