@@ -158,6 +158,34 @@ def test_serve_setup_queues_request_lines_and_writes_them_all_at_close(make_note
     assert all(x["logger"] == "nb2api.access" and x["route"] == "/add" for x in access(lines))
 
 
+def test_serve_setup_lines_are_the_formatters_and_take_a_record_factory(make_notebook):
+    """Under ``nb2api serve``'s JSON setup a request line is queued without a LogRecord unless
+    a record factory is installed; both ways give the same line, the factory's fields added."""
+    stream = io.StringIO()
+    with serve_logging(stream) as handler:
+        with TestClient(create_app(make_notebook(ADD))) as client:
+            client.post("/add", json={"a": 1, "b": 2}, headers={"X-Request-ID": "plain"})
+            previous = logging.getLogRecordFactory()
+
+            def with_trace_id(*args, **kwargs):
+                record = previous(*args, **kwargs)
+                record.otelTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+                return record
+
+            logging.setLogRecordFactory(with_trace_id)
+            try:
+                client.post("/add", json={"a": 1, "b": 2}, headers={"X-Request-ID": "traced"})
+            finally:
+                logging.setLogRecordFactory(previous)
+        handler.close()
+    plain, traced = access([json.loads(x) for x in stream.getvalue().splitlines()])
+    assert traced.pop("otelTraceID") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert list(plain) == list(traced)
+    varying = {"time": None, "message": None, "duration_ms": None, "request_id": None}
+    assert {**plain, **varying} == {**traced, **varying}
+    assert (plain["request_id"], traced["request_id"]) == ("plain", "traced")
+
+
 def test_the_listener_writes_a_line_without_waiting_for_more():
     stream = io.StringIO()
     with serve_logging(stream):

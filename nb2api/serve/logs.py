@@ -39,11 +39,44 @@ def log_request(level: int, message: str, fields: dict[str, Any]) -> None:
     (``logging.setLogRecordFactory``: OpenTelemetry's trace ids, for example). It is not
     ``Logger.log``, whose caller lookup would always find this function.
     """
-    if access_logger.isEnabledFor(level):
-        access_logger.handle(
-            access_logger.makeRecord(access_logger.name, level, "", 0, message, None, None,
-                                     extra=fields)
-        )
+    if not access_logger.isEnabledFor(level):
+        return
+    handler = _only_json_handler(level)
+    if handler is not None:
+        # Making and formatting a LogRecord triples what a request line costs (a fifth of a
+        # request, bench/bench_logging.py): queue the line JSONFormatter would make of it.
+        entry = _entry(time.time(), _LEVEL_TEXT.get(level) or logging.getLevelName(level).lower(),
+                       access_logger.name, message)
+        entry.update(fields)
+        handler.enqueue(orjson.dumps(entry, default=str).decode() + "\n")
+        return
+    access_logger.handle(
+        access_logger.makeRecord(access_logger.name, level, "", 0, message, None, None,
+                                 extra=fields)
+    )
+
+
+_LEVEL_TEXT = {logging.DEBUG: "debug", logging.INFO: "info"}
+
+
+def _only_json_handler(level: int) -> QueuedStderrHandler | None:
+    """The handler a request line at ``level`` goes to when a record of it would only be
+    formatted by ``JSONFormatter`` and queued: the stock logger and record factory, no filter,
+    and one handler on the way up, a ``QueuedStderrHandler`` (``nb2api serve --log-format
+    json``). Else ``None``."""
+    if (logging.getLogRecordFactory() is not logging.LogRecord or access_logger.filters
+            or type(access_logger) is not logging.Logger):
+        return None
+    found = None
+    logger: logging.Logger | None = access_logger
+    while logger is not None:
+        for handler in logger.handlers:
+            if (found is not None or type(handler) is not QueuedStderrHandler or handler.filters
+                    or level < handler.level or type(handler.formatter) is not JSONFormatter):
+                return None
+            found = handler
+        logger = logger.parent if logger.propagate else None
+    return found
 
 
 def default_format() -> LogFormat:
@@ -64,22 +97,22 @@ def timestamp(created: float) -> str:
     return f"{cached[1]}.{int((created - seconds) * 1000):03d}Z"
 
 
+def _entry(created: float, level: str, logger: str, message: str) -> dict[str, Any]:
+    entry = {"time": timestamp(created), "level": level, "logger": logger, "message": message}
+    rid = request_id.get()
+    if rid is not None:
+        entry["request_id"] = rid
+    return entry
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request_id and any ``extra``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        rid = request_id.get()
-        if rid is not None:
-            entry["request_id"] = rid
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        entry = _entry(record.created, record.levelname.lower(), record.name,
+                       record.getMessage())
+        entry.update({key: value for key, value in record.__dict__.items()
+                      if key not in _STANDARD and key[:1] != "_"})
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -107,15 +140,15 @@ class QueuedStderrHandler(QueueHandler):
 
     One ``write`` system call per request line costs a busy server a fifth of its throughput, and
     the event loop should not wait on a full pipe. The listener writes the lines it has each time
-    the queue runs dry (or 64 KiB have gathered), so under load one ``write`` carries many lines,
-    and a line waits only while the lines before it are being written. ``close``, which
+    the queue runs dry (or ``limit`` lines have gathered): under load one ``write`` carries many
+    lines, and no line, a warning or an error included, waits for a timer. ``close``, which
     ``logging.shutdown`` calls at exit (and ``dictConfig`` when it replaces the handler), writes
     everything queued. A forked process (the ``#| executor: process`` pool) gets a fresh queue
     and listener: the parent's thread does not survive the fork, and the parent writes what it
     had queued.
     """
 
-    def __init__(self, stream: TextIO | None = None, limit: int = 65536) -> None:
+    def __init__(self, stream: TextIO | None = None, limit: int = 256) -> None:
         super().__init__(queue.SimpleQueue())
         self.writer = _Writer(stream if stream is not None else sys.stderr, limit)
         self._listen()
@@ -151,14 +184,13 @@ class _Writer:
     def __init__(self, stream: TextIO, limit: int) -> None:
         self.stream = stream
         self.limit = limit
-        self.queue: queue.SimpleQueue | None = None
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lines: list[str] = []
-        self._size = 0
 
     def handle(self, line: str) -> None:
-        self._lines.append(line)
-        self._size += len(line)
-        if self._size >= self.limit or self.queue is None or self.queue.empty():
+        lines = self._lines
+        lines.append(line)
+        if len(lines) >= self.limit or self.queue.empty():
             self.flush()
 
     def flush(self) -> None:
@@ -173,7 +205,7 @@ class _Writer:
             pass
 
     def drop_pending(self) -> None:
-        self._lines, self._size = [], 0
+        self._lines = []
 
 
 # The handlers whose listener runs: a forked child restarts these, and only these.
