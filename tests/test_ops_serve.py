@@ -60,8 +60,8 @@ def test_two_workers_answer_hundreds_of_concurrent_requests(tmp_path):
             time.sleep(FLUSH_AFTER)
         assert counts == {"200": REQUESTS}
 
-        # stderr is not a terminal: one JSON line per request, with its request id. Request
-        # lines are written in batches (every 0.2 s), so give the last batch a moment.
+        # stderr is not a terminal: one JSON line per request, with its request id. A listener
+        # thread writes request lines, so give the last of them a moment.
         wanted = {f"load-{i}" for i in range(REQUESTS)}
         deadline = time.monotonic() + 30
         while True:
