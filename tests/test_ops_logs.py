@@ -194,6 +194,7 @@ def test_the_listener_writes_a_line_without_waiting_for_more():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_listens_once_per_live_handler_and_keeps_its_lines(tmp_path):
     """A forked process (the process pool forks after load) gets one listener thread per open
     handler, none for a closed one, writes its own lines and not the parent's queued ones."""

@@ -82,8 +82,7 @@ class RequestMiddleware:
             await app(scope, receive, send_with_id)
         finally:
             seconds = perf_counter() - started
-            route = scope.get("route")
-            template = route.path if route is not None else self._template(scope)
+            template = getattr(scope.get("route"), "path", None) or self._template(scope)
             if metrics is not None:
                 metrics.request_finished(template, scope["method"], status, seconds)
             if self.log:
