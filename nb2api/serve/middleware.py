@@ -89,7 +89,6 @@ class RequestMiddleware:
                 _log(scope, template, status, seconds)
             _reset_request_id(token)
 
-
     def _template(self, scope: Scope) -> str:
         """The template of a route that does not put itself in the scope: FastAPI's
         ``/openapi.json`` and the mount of the docs' assets, ``/_nb2api/static``. The router
