@@ -109,8 +109,8 @@ class Metrics:
         self._pending: dict[tuple[str, str], _Pending] = {}  # several processes
         if r is None:
             # Each process writes its values to files for a scrape of any process to add up:
-            # requests add to plain numbers and keep their durations, and ``flush`` hands them
-            # to the metrics every FLUSH_AFTER seconds (one file write per figure, not per request).
+            # requests count statuses and keep their durations, and ``flush``, every FLUSH_AFTER
+            # seconds, adds the counts and observes each duration (exact, and public API).
             self.requests = Counter(*_REQUESTS, ["route", "method", "status"], registry=None)
             self.duration = Histogram(*_DURATION, ["route", "method"], buckets=BUCKETS,
                                       registry=None)
