@@ -205,6 +205,7 @@ def test_a_forked_child_listens_once_per_live_handler_and_keeps_its_lines(tmp_pa
         handler = QueuedStderrHandler(stream)
         logger = logging.getLogger("nb2api.test-fork")
         logger.propagate = False
+        logger.setLevel(logging.INFO)  # whatever level other tests left on the root
         logger.addHandler(handler)
         try:
             listeners = [t for t in threading.enumerate() if t.name.endswith("(_monitor)")]
@@ -226,6 +227,7 @@ def test_a_forked_child_listens_once_per_live_handler_and_keeps_its_lines(tmp_pa
         finally:
             logger.removeHandler(handler)
             logger.propagate = True
+            logger.setLevel(logging.NOTSET)
     assert os.waitstatus_to_exitcode(status) == 0
     written = path.read_text().splitlines()
     assert sorted(written) == sorted([f"parent {i}" for i in range(200)] + ["child"])
