@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import logging.config
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
 
+import pytest
+from conftest import wait_until
 from fastapi.testclient import TestClient
 from ops_support import json_logs, ops_notebook
 
 from nb2api import create_app
-from nb2api.serve.logs import TextFormatter, logging_config, request_id
+from nb2api.serve.logs import QueuedStderrHandler, TextFormatter, logging_config, timestamp
 
 
 def access(lines: list[dict]) -> list[dict]:
@@ -95,42 +105,162 @@ def test_logging_config_routes_uvicorn_through_nb2api_formatter():
     assert config["loggers"]["uvicorn.access"]["propagate"] is False
 
 
-def test_serve_json_setup_writes_the_same_line_as_the_formatter(monkeypatch):
-    """Under ``nb2api serve``'s JSON setup the middleware writes request lines itself: they must
-    be the lines ``JSONFormatter`` makes from the same request."""
-    import io
-    import logging.config
+ADD = "#| api\ndef add(a: int, b: int) -> int:\n    return a + b"
 
-    from nb2api.serve.logs import access_json_handler, log_request
 
+def test_a_record_factory_reaches_the_access_line(make_notebook):
+    """What a record factory adds (OpenTelemetry's logging instrumentation adds trace ids)
+    appears in the JSON request line."""
+    previous = logging.getLogRecordFactory()
+
+    def with_trace_id(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        record.otelTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+        return record
+
+    logging.setLogRecordFactory(with_trace_id)
+    try:
+        with TestClient(create_app(make_notebook(ADD))) as client, json_logs() as lines:
+            assert client.post("/add", json={"a": 1, "b": 2}).status_code == 200
+    finally:
+        logging.setLogRecordFactory(previous)
+    [line] = access(lines)
+    assert line["otelTraceID"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert line["route"] == "/add"
+
+
+@contextlib.contextmanager
+def serve_logging(stream: io.StringIO) -> Iterator[QueuedStderrHandler]:
+    """``nb2api serve``'s JSON logging setup, writing to ``stream``; the previous one after."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
-    logging.config.dictConfig(logging_config("json", "info"))
+    with contextlib.redirect_stderr(stream):
+        logging.config.dictConfig(logging_config("json", "info"))
+    [handler] = root.handlers
     try:
-        [handler] = root.handlers
-        assert access_json_handler(logging.INFO) is handler
-        handler.stream = io.StringIO()
-        with TestClient(create_app(ops_notebook("basic"))) as client:
-            response = client.post("/add", json={"a": 1, "b": 2},
-                                   headers={"X-Request-ID": "fast-1"})
-            client.get("/healthz")  # debug level: not written
-        handler.flush()
-        [line] = [json.loads(x) for x in handler.stream.getvalue().splitlines()
-                  if '"nb2api.access"' in x]
-        assert response.headers["x-request-id"] == "fast-1"
-        handler.stream = io.StringIO()
-        fields = {k: line[k] for k in ("method", "path", "route", "status", "duration_ms",
-                                       "client")}
-        token = request_id.set("fast-1")
-        try:
-            log_request(logging.INFO, line["message"], fields)
-        finally:
-            request_id.reset(token)
-        handler.flush()
-        expected = json.loads(handler.stream.getvalue())
-        assert list(line) == list(expected)
-        assert {**line, "time": None} == {**expected, "time": None}
+        yield handler
     finally:
         for h in root.handlers:
             h.close()
         root.handlers[:], root.level = saved
+
+
+def test_serve_setup_queues_request_lines_and_writes_them_all_at_close(make_notebook):
+    stream = io.StringIO()
+    with serve_logging(stream) as handler:
+        assert isinstance(handler, QueuedStderrHandler)
+        with TestClient(create_app(make_notebook(ADD))) as client:
+            for i in range(50):
+                client.post("/add", json={"a": i, "b": 1}, headers={"X-Request-ID": f"q-{i}"})
+        handler.close()  # what logging.shutdown does at exit
+        lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert [x["request_id"] for x in access(lines)] == [f"q-{i}" for i in range(50)]
+    assert all(x["logger"] == "nb2api.access" and x["route"] == "/add" for x in access(lines))
+
+
+def test_serve_setup_lines_are_the_formatters_and_take_a_record_factory(make_notebook):
+    """Under ``nb2api serve``'s JSON setup a request line is queued without a LogRecord unless
+    a record factory is installed; both ways give the same line, the factory's fields added."""
+    stream = io.StringIO()
+    with serve_logging(stream) as handler:
+        with TestClient(create_app(make_notebook(ADD))) as client:
+            client.post("/add", json={"a": 1, "b": 2}, headers={"X-Request-ID": "plain"})
+            previous = logging.getLogRecordFactory()
+
+            def with_trace_id(*args, **kwargs):
+                record = previous(*args, **kwargs)
+                record.otelTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+                return record
+
+            logging.setLogRecordFactory(with_trace_id)
+            try:
+                client.post("/add", json={"a": 1, "b": 2}, headers={"X-Request-ID": "traced"})
+            finally:
+                logging.setLogRecordFactory(previous)
+        handler.close()
+    plain, traced = access([json.loads(x) for x in stream.getvalue().splitlines()])
+    assert traced.pop("otelTraceID") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert list(plain) == list(traced)
+    varying = {"time": None, "message": None, "duration_ms": None, "request_id": None}
+    assert {**plain, **varying} == {**traced, **varying}
+    assert (plain["request_id"], traced["request_id"]) == ("plain", "traced")
+
+
+def test_the_listener_writes_a_line_without_waiting_for_more():
+    stream = io.StringIO()
+    with serve_logging(stream):
+        logging.getLogger("nb2api").warning("disk almost full")
+        wait_until(lambda: "disk almost full" in stream.getvalue())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_listens_once_per_live_handler_and_keeps_its_lines(tmp_path):
+    """A forked process (the process pool forks after load) gets one listener thread per open
+    handler, none for a closed one, writes its own lines and not the parent's queued ones."""
+    path = tmp_path / "log"
+    closed = QueuedStderrHandler(io.StringIO())
+    closed.close()
+    with open(path, "a", buffering=1) as stream:
+        handler = QueuedStderrHandler(stream)
+        logger = logging.getLogger("nb2api.test-fork")
+        logger.propagate = False
+        logger.setLevel(logging.INFO)  # whatever level other tests left on the root
+        logger.addHandler(handler)
+        try:
+            listeners = [t for t in threading.enumerate() if t.name.endswith("(_monitor)")]
+            for i in range(200):
+                logger.warning("parent %d", i)
+            pid = os.fork()
+            if pid == 0:  # the child: report through the exit code, never return to pytest
+                ok = False
+                try:
+                    children = [t for t in threading.enumerate()
+                                if t.name.endswith("(_monitor)")]
+                    logger.warning("child")
+                    handler.close()
+                    ok = len(children) == len(listeners)
+                finally:
+                    os._exit(0 if ok else 1)
+            _, status = os.waitpid(pid, 0)
+            handler.close()
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
+    assert os.waitstatus_to_exitcode(status) == 0
+    written = path.read_text().splitlines()
+    assert sorted(written) == sorted([f"parent {i}" for i in range(200)] + ["child"])
+
+
+def test_timestamps_are_right_when_threads_format_different_seconds():
+    expected = {1_000_000_000.25: "2001-09-09T01:46:40.250Z",
+                1_700_000_000.5: "2023-11-14T22:13:20.500Z"}
+    wrong: list[str] = []
+
+    def switch_between_steps(frame, event, arg):
+        # Under the GIL another thread seldom runs between two steps of timestamp(); this
+        # offers it the chance at every step, as a free-threaded Python would.
+        if frame.f_code is not timestamp.__code__:
+            return None
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            time.sleep(0)
+        return switch_between_steps
+
+    def format_many(created: float) -> None:
+        sys.settrace(switch_between_steps)
+        try:
+            for _ in range(200):
+                text = timestamp(created)
+                if text != expected[created]:
+                    wrong.append(text)
+        finally:
+            sys.settrace(None)
+
+    threads = [threading.Thread(target=format_many, args=(created,)) for created in expected]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 from ops_support import ops_notebook
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import nb2api
 from nb2api import create_app
+from nb2api.serve.docs import ASSETS_PATH, has_local_assets
+from nb2api.serve.metrics import BUCKETS, MULTIPROC_ENV, Metrics
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:
@@ -85,3 +95,82 @@ def test_readiness_reports_a_wedged_pool(client, monkeypatch):
 def test_ops_routes_stay_out_of_the_docs(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert set(paths) == {"/add", "/echo", "/boom", "/shout"}
+
+
+# Durations on every bucket bound, between them, and past the last one.
+DURATIONS = [0.0, 1e-9, *BUCKETS, *(bound * 1.000001 for bound in BUCKETS), 0.0003, 0.3, 100.0]
+
+
+def request_lines(text: str) -> list[str]:
+    """The request count and latency lines of an exposition, without ``_created`` series (the
+    plain metrics have them; nb2api's per-route figures, like multiprocess mode, do not)."""
+    names = ("nb2api_requests_total", "nb2api_request_duration_seconds")
+    return [line for line in text.splitlines()
+            if line.removeprefix("# HELP ").removeprefix("# TYPE ").startswith(names)
+            and "_created" not in line]
+
+
+def plain_metrics(durations: list[float]) -> list[str]:
+    """What a plain Counter and Histogram show for the same requests."""
+    registry = CollectorRegistry()
+    requests = Counter("nb2api_requests", "HTTP requests answered, by route template, method "
+                       "and status.", ["route", "method", "status"], registry=registry)
+    duration = Histogram("nb2api_request_duration_seconds", "Time from request to the end of "
+                         "the response.", ["route", "method"], buckets=BUCKETS, registry=registry)
+    for i, seconds in enumerate(durations):
+        requests.labels("/add", "POST", "200" if i % 3 else "500").inc()
+        duration.labels("/add", "POST").observe(seconds)
+    return request_lines(generate_latest(registry).decode())
+
+
+def test_request_figures_match_a_plain_histogram_bucket_for_bucket():
+    metrics = Metrics()
+    for i, seconds in enumerate(DURATIONS):
+        metrics.request_started()
+        metrics.request_finished("/add", "POST", 200 if i % 3 else 500, seconds)
+    assert request_lines(metrics.render().decode()) == plain_metrics(DURATIONS)
+
+
+ROOT = str(Path(nb2api.__file__).parents[1])
+# prometheus-client picks its multiprocess value class at import: this runs in a fresh process.
+_MULTIPROCESS_RUN = """
+import asyncio, json, sys
+from nb2api.serve.metrics import Metrics
+metrics = Metrics()
+async def requests():
+    for i, seconds in enumerate(json.loads(sys.argv[1])):
+        metrics.request_started()
+        metrics.request_finished("/add", "POST", 200 if i % 3 else 500, seconds)
+asyncio.run(requests())
+sys.stdout.write(metrics.render().decode())
+metrics.close()
+"""
+
+
+def test_multiprocess_figures_match_a_plain_histogram_bucket_for_bucket(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-c", _MULTIPROCESS_RUN, json.dumps(DURATIONS)],
+        env={**os.environ, MULTIPROC_ENV: str(tmp_path), "PYTHONPATH": ROOT},
+        capture_output=True, text=True,
+        timeout=120, check=True,
+    )
+    assert sorted(request_lines(run.stdout)) == sorted(plain_metrics(DURATIONS))
+
+
+def test_openapi_and_docs_assets_are_counted_under_their_routes(make_notebook):
+    path = make_notebook("#| api\ndef add(a: int, b: int) -> int:\n    return a + b")
+    with TestClient(create_app(path)) as client:
+        assert client.get("/openapi.json").status_code == 200
+        asset = "/_nb2api/static/swagger-ui/swagger-ui.css" if has_local_assets() else None
+        if asset is not None:
+            assert client.get(asset).status_code == 200
+        got = samples(client.get("/metrics").text)
+
+    def count(route: str) -> float | None:
+        labels = {("route", route), ("status", "200"), ("method", "GET")}
+        return got.get(("nb2api_requests_total", frozenset(labels)))
+
+    assert count("/openapi.json") == 1
+    if asset is not None:
+        assert count(ASSETS_PATH) == 1
+    assert count("<unmatched>") is None

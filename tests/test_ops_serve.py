@@ -71,8 +71,8 @@ def test_two_workers_answer_hundreds_of_concurrent_requests(tmp_path, make_noteb
         wait_until(lambda: _add_counts(httpx.get(f"{url}/metrics", timeout=30).text)
                    == {"200": REQUESTS}, message=f"/metrics to count {REQUESTS} requests")
 
-        # stderr is not a terminal: one JSON line per request, with its request id. Request
-        # lines are written in batches, so wait for the last batch.
+        # stderr is not a terminal: one JSON line per request, with its request id. A listener
+        # thread writes request lines, so wait for the last of them.
         wanted = {f"load-{i}" for i in range(REQUESTS)}
 
         def logged_every_request() -> list[dict] | None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sys
-import threading
 import time
+import weakref
 from contextvars import ContextVar
-from typing import Any, Literal
+from logging.handlers import QueueHandler, QueueListener
+from typing import Any, Literal, TextIO
 
 import orjson
 
@@ -23,51 +25,59 @@ request_id: ContextVar[str | None] = ContextVar("nb2api_request_id", default=Non
 
 access_logger = logging.getLogger("nb2api.access")
 
-# Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-
-
-# A finished record for the access logger, copied per request: making one through
-# ``Logger.log`` (caller lookup, thread and process names) costs more than the rest of the line.
-_ACCESS_RECORD = vars(logging.makeLogRecord({"name": access_logger.name, "args": None}))
-_LEVEL_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "INFO"}
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` or from an
+# installed record factory (so not ``makeLogRecord``, which would use that factory).
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName"
+}
 
 
 def log_request(level: int, message: str, fields: dict[str, Any]) -> None:
-    """One request line on ``nb2api.access``; ``fields`` become the record's attributes."""
+    """One request line on ``nb2api.access``; ``fields`` become the record's attributes.
+
+    The record comes from ``Logger.makeRecord``, so from the record factory that is installed
+    (``logging.setLogRecordFactory``: OpenTelemetry's trace ids, for example). It is not
+    ``Logger.log``, whose caller lookup would always find this function. Where nothing but
+    ``JSONFormatter`` would ever see the record, the line is queued without one.
+    """
     if not access_logger.isEnabledFor(level):
         return
-    record = logging.LogRecord.__new__(logging.LogRecord)
-    attributes = record.__dict__
-    attributes.update(_ACCESS_RECORD)
-    attributes.update(fields)
-    now = time.time()
-    attributes["msg"] = message
-    attributes["levelno"] = level
-    attributes["levelname"] = _LEVEL_NAMES.get(level) or logging.getLevelName(level)
-    attributes["created"] = now
-    attributes["msecs"] = (now - int(now)) * 1000
-    attributes["_fields"] = fields
-    access_logger.handle(record)
+    handler = _only_json_handler(level)
+    if handler is not None:
+        # A LogRecord made and formatted per request costs a third more CPU per request
+        # (bench/bench_logging.py): queue the line JSONFormatter would make of it.
+        entry = _entry(time.time(), _LEVEL_TEXT.get(level) or logging.getLevelName(level).lower(),
+                       access_logger.name, message)
+        entry.update(fields)
+        handler.enqueue(orjson.dumps(entry, default=str).decode() + "\n")
+        return
+    access_logger.handle(
+        access_logger.makeRecord(access_logger.name, level, "", 0, message, None, None,
+                                 extra=fields)
+    )
 
 
-def access_json_handler(level: int) -> BufferedStderrHandler | None:
-    """The handler an enabled request line at ``level`` would reach, when nb2api's own JSON
-    setup is the only one (``nb2api serve --log-format json``): then the middleware writes the
-    line itself, the same bytes ``JSONFormatter`` would make, without a ``LogRecord``. Else
-    ``None``: use :func:`log_request`, which any handler, filter or formatter sees as usual."""
-    logger = access_logger
-    if logger.handlers or logger.filters or not logger.propagate or logger.disabled:
+_LEVEL_TEXT = {logging.DEBUG: "debug", logging.INFO: "info"}
+
+
+def _only_json_handler(level: int) -> QueuedStderrHandler | None:
+    """The handler a request line at ``level`` goes to when a record of it would only be
+    formatted by ``JSONFormatter`` and queued: the stock logger and record factory, no filter,
+    and one handler on the way up, a ``QueuedStderrHandler`` (``nb2api serve --log-format
+    json``). Else ``None``."""
+    if (logging.getLogRecordFactory() is not logging.LogRecord or access_logger.filters
+            or type(access_logger) is not logging.Logger):
         return None
-    root = logger.root
-    handlers = root.handlers
-    if len(handlers) != 1 or root.filters:
-        return None
-    handler = handlers[0]
-    if (type(handler) is not BufferedStderrHandler or handler.filters or level < handler.level
-            or type(handler.formatter) is not JSONFormatter):
-        return None
-    return handler
+    found = None
+    logger: logging.Logger | None = access_logger
+    while logger is not None:
+        for handler in logger.handlers:
+            if (found is not None or type(handler) is not QueuedStderrHandler or handler.filters
+                    or level < handler.level or type(handler.formatter) is not JSONFormatter):
+                return None
+            found = handler
+        logger = logger.parent if logger.propagate else None
+    return found
 
 
 def default_format() -> LogFormat:
@@ -75,37 +85,35 @@ def default_format() -> LogFormat:
     return "text" if sys.stderr.isatty() else "json"
 
 
-_second: list = [-1, ""]  # the last whole second formatted, and its text
+_second = (-1, "")  # the last whole second formatted, and its text
 
 
 def timestamp(created: float) -> str:
     """``2026-11-25T14:32:46.728Z`` (UTC), the whole seconds formatted once per second."""
+    global _second
     seconds = int(created)
-    if seconds != _second[0]:
-        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
-    return f"{_second[1]}.{int((created - seconds) * 1000):03d}Z"
+    cached = _second  # one read: another thread may replace it meanwhile, never change it
+    if cached[0] != seconds:
+        cached = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{cached[1]}.{int((created - seconds) * 1000):03d}Z"
+
+
+def _entry(created: float, level: str, logger: str, message: str) -> dict[str, Any]:
+    entry = {"time": timestamp(created), "level": level, "logger": logger, "message": message}
+    rid = request_id.get()
+    if rid is not None:
+        entry["request_id"] = rid
+    return entry
 
 
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request_id and any ``extra``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        rid = request_id.get()
-        if rid is not None:
-            entry["request_id"] = rid
-        fields = record.__dict__.get("_fields")
-        if fields is not None:  # a request line: its fields are known
-            entry.update(fields)
-            return orjson.dumps(entry, default=str).decode()
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        entry = _entry(record.created, record.levelname.lower(), record.name,
+                       record.getMessage())
+        entry.update({key: value for key, value in record.__dict__.items()
+                      if key not in _STANDARD and key[:1] != "_"})
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -128,87 +136,90 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-class BufferedStderrHandler(logging.StreamHandler):
-    """Writes to stderr in batches: at most every ``interval`` seconds, or at 64 KiB.
+class QueuedStderrHandler(QueueHandler):
+    """Formats a record where it is made and queues the line; a ``QueueListener`` thread writes.
 
-    One ``write`` system call per request line costs a busy server a fifth of its throughput;
-    batching keeps request logs nearly free. Records at WARNING and above, and everything at
-    exit, are written at once, so errors are never held back; a crash loses at most the last
-    ``interval`` of request lines.
+    One ``write`` system call per request line costs a busy server a fifth of its throughput, and
+    the event loop should not wait on a full pipe. The listener writes the lines it has each time
+    the queue runs dry (or ``limit`` lines have gathered): under load one ``write`` carries many
+    lines, and no line, a warning or an error included, waits for a timer. ``close``, which
+    ``logging.shutdown`` calls at exit (and ``dictConfig`` when it replaces the handler), writes
+    everything queued. A forked process (the ``#| executor: process`` pool) gets a fresh queue
+    and listener: the parent's thread does not survive the fork, and the parent writes what it
+    had queued.
     """
 
-    def __init__(self, interval: float = 0.2, limit: int = 65536) -> None:
-        super().__init__(sys.stderr)
-        self.interval = interval
+    def __init__(self, stream: TextIO | None = None, limit: int = 256) -> None:
+        super().__init__(queue.SimpleQueue())
+        self.writer = _Writer(stream if stream is not None else sys.stderr, limit)
+        self._listen()
+
+    def _listen(self) -> None:
+        self.writer.queue = self.queue
+        self.listener = QueueListener(self.queue, self.writer)
+        self.listener.start()
+        _listening.add(self)
+
+    def prepare(self, record: logging.LogRecord) -> Any:
+        # The finished line, formatted in the thread that made the record (the request id is a
+        # context variable there), and the record left as it was for other handlers.
+        return self.format(record) + "\n"
+
+    def close(self) -> None:
+        if self in _listening:
+            _listening.discard(self)
+            self.listener.stop()  # the thread writes what is queued, then ends
+            self.writer.flush()
+        super().close()
+
+    def _after_fork_in_child(self) -> None:
+        self.queue = queue.SimpleQueue()
+        self.writer.drop_pending()
+        self._listen()
+
+
+class _Writer:
+    """What the listener thread hands each queued line to (the listener's only "handler"; it
+    gets the finished lines ``QueuedStderrHandler.prepare`` made, not records)."""
+
+    def __init__(self, stream: TextIO, limit: int) -> None:
+        self.stream = stream
         self.limit = limit
-        self._pending: list[str] = []
-        self._size = 0
-        self._wake = threading.Event()
-        self._start_flusher()
-        os.register_at_fork(after_in_child=self._after_fork)
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lines: list[str] = []
 
-    def _start_flusher(self) -> None:
-        self._closed = False
-        threading.Thread(target=self._flush_loop, name="nb2api-log-flush", daemon=True).start()
-
-    def _after_fork(self) -> None:  # a forked worker process gets its own flusher thread
-        self._pending, self._size = [], 0
-        self._wake = threading.Event()
-        self._start_flusher()
-
-    def _flush_loop(self) -> None:
-        while not self._closed:
-            self._wake.wait(self.interval)
-            self._wake.clear()
+    def handle(self, line: str) -> None:
+        lines = self._lines
+        lines.append(line)
+        if len(lines) >= self.limit or self.queue.empty():
             self.flush()
 
-    def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
-        try:
-            line = self.format(record) + "\n"
-        except Exception:
-            self.handleError(record)
+    def flush(self) -> None:
+        if not self._lines:
             return
-        self._pending.append(line)
-        self._size += len(line)
-        if record.levelno >= logging.WARNING or self._size >= self.limit:
-            self._write()
-
-    def write_line(self, line: str) -> None:
-        """Queue one finished line (newline included), as ``emit`` would after formatting."""
-        with self.lock:
-            self._pending.append(line)
-            self._size += len(line)
-            size = self._size
-        if size >= self.limit:
-            # The flusher thread writes (the GIL is free during the write, so the event loop
-            # goes on); this thread writes itself only when the flusher falls far behind.
-            if size >= 8 * self.limit:
-                self.flush()
-            elif not self._wake.is_set():  # set() takes a lock and notifies: once is enough
-                self._wake.set()
-
-    def _write(self) -> None:
-        if not self._pending:
-            return
-        text, self._pending, self._size = "".join(self._pending), [], 0
+        text = "".join(self._lines)
+        self.drop_pending()
         try:
             self.stream.write(text)
             self.stream.flush()
         except Exception:  # stderr closed or full: logging must never break a request
             pass
 
-    def flush(self) -> None:
-        self.acquire()
-        try:
-            self._write()
-        finally:
-            self.release()
+    def drop_pending(self) -> None:
+        self._lines = []
 
-    def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        self.flush()
-        super().close()
+
+# The handlers whose listener runs: a forked child restarts these, and only these.
+_listening: weakref.WeakSet[QueuedStderrHandler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_listening):
+        handler._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def logging_config(log_format: LogFormat, level: str = "info") -> dict[str, Any]:
@@ -219,7 +230,7 @@ def logging_config(log_format: LogFormat, level: str = "info") -> dict[str, Any]
         "disable_existing_loggers": False,
         "formatters": {"nb2api": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
         "handlers": {
-            "stderr": {"()": f"{__name__}.BufferedStderrHandler", "formatter": "nb2api"}
+            "stderr": {"()": f"{__name__}.QueuedStderrHandler", "formatter": "nb2api"}
         },
         "root": {"handlers": ["stderr"], "level": level.upper()},
         "loggers": {

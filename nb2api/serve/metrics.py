@@ -8,9 +8,11 @@ files there, and a scrape of any worker adds them all up (prometheus-client's mu
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from bisect import bisect_left
 from collections.abc import Callable
+from itertools import accumulate
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,6 +23,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .pools import WorkerPool
 
@@ -31,8 +36,9 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
            60.0)
 
 
-class _Pending:
-    """One route and method's requests since the last scrape (one process)."""
+class _RouteFigures:
+    """One route and method's requests since the process started (one process): what
+    :class:`_RequestCollector` reports, in the buckets ``Histogram.observe`` would use."""
 
     __slots__ = ("statuses", "buckets", "sum")
 
@@ -40,6 +46,51 @@ class _Pending:
         self.statuses: dict[int, int] = {}
         self.buckets = [0] * (len(BUCKETS) + 1)  # the last one: above the largest bound (+Inf)
         self.sum = 0.0
+
+    def add(self, status: int, seconds: float) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.buckets[bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds
+        self.sum += seconds
+
+
+class _Pending:
+    """One route and method's requests since the last flush (several processes)."""
+
+    __slots__ = ("statuses", "durations")
+
+    def __init__(self) -> None:
+        self.statuses: dict[int, int] = {}
+        self.durations: list[float] = []
+
+    def add(self, status: int, seconds: float) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.durations.append(seconds)
+
+
+_REQUESTS = ("nb2api_requests", "HTTP requests answered, by route template, method and status.")
+_DURATION = ("nb2api_request_duration_seconds", "Time from request to the end of the response.")
+_BOUNDS = [floatToGoString(bound) for bound in (*BUCKETS, math.inf)]
+
+
+class _RequestCollector(Collector):
+    """The request count and latency histogram of one process, from :class:`_RouteFigures`."""
+
+    def __init__(self, routes: dict[tuple[str, str], _RouteFigures]) -> None:
+        self.routes = routes
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(*_REQUESTS, labels=["route", "method", "status"]),
+                HistogramMetricFamily(*_DURATION, labels=["route", "method"])]
+
+    def collect(self) -> list[Metric]:
+        requests, duration = self.describe()
+        for (route, method), figures in list(self.routes.items()):
+            for status, count in list(figures.statuses.items()):
+                requests.add_metric([route, method, str(status)], count)
+            cumulative = accumulate(figures.buckets)
+            duration.add_metric([route, method], list(zip(_BOUNDS, cumulative, strict=True)),
+                                figures.sum)
+        return [requests, duration]
 
 
 def multiprocess_mode() -> bool:
@@ -54,14 +105,19 @@ class Metrics:
         # In multiprocess mode values live in files, and a scrape builds a fresh registry.
         self.registry = None if self.multiprocess else CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "nb2api_requests", "HTTP requests answered, by route template, method and status.",
-            ["route", "method", "status"], registry=r,
-        )
-        self.duration = Histogram(
-            "nb2api_request_duration_seconds", "Time from request to the end of the response.",
-            ["route", "method"], buckets=BUCKETS, registry=r,
-        )
+        self._figures: dict[tuple[str, str], _RouteFigures] = {}  # one process
+        self._pending: dict[tuple[str, str], _Pending] = {}  # several processes
+        if r is None:
+            # Each process writes its values to files for a scrape of any process to add up:
+            # requests count statuses and keep their durations, and ``flush``, every FLUSH_AFTER
+            # seconds, adds the counts and observes each duration (exact, and public API).
+            self.requests = Counter(*_REQUESTS, ["route", "method", "status"], registry=None)
+            self.duration = Histogram(*_DURATION, ["route", "method"], buckets=BUCKETS,
+                                      registry=None)
+        else:
+            # Requests add to plain numbers on the event loop's thread, which a scrape reads: the
+            # same figures as a Counter and a Histogram, without their locks and bucket loop.
+            r.register(_RequestCollector(self._figures))
         self.in_flight = Gauge(
             "nb2api_requests_in_flight", "Requests being handled now.",
             multiprocess_mode="livesum", registry=r,
@@ -91,13 +147,8 @@ class Metrics:
             multiprocess_mode="max", registry=r,
         )
         self.in_flight_now = 0  # requests in the middleware now (counted on the event loop)
-        # Requests add to plain numbers on the event loop's thread; ``flush`` moves them into
-        # the prometheus-client metrics: same figures, a fraction of the cost of the metrics'
-        # locks, bucket loop and (several processes) file writes per request.
-        self._pending: dict[tuple[str, str], _Pending] = {}
         self._flush_due = False
         if not self.multiprocess:
-            # One process: a scrape flushes first (``render``), so figures are never stale.
             self.in_flight.set_function(lambda: self.in_flight_now)
 
     def request_started(self) -> None:
@@ -105,36 +156,35 @@ class Metrics:
 
     def request_finished(self, route: str, method: str, status: int, seconds: float) -> None:
         self.in_flight_now -= 1
-        pending = self._pending.get((route, method))
-        if pending is None:
-            pending = self._pending[(route, method)] = _Pending()
-        pending.statuses[status] = pending.statuses.get(status, 0) + 1
-        pending.buckets[bisect_left(BUCKETS, seconds)] += 1
-        pending.sum += seconds
-        # Several processes: a scrape of another process reads this one's files, so write them
-        # soon, but once for all the requests of the next FLUSH_AFTER seconds, not per request.
-        if self.multiprocess and not self._flush_due:
+        key = (route, method)
+        if not self.multiprocess:
+            figures = self._figures.get(key) or self._figures.setdefault(key, _RouteFigures())
+            figures.add(status, seconds)
+            return
+        pending = self._pending.get(key) or self._pending.setdefault(key, _Pending())
+        pending.add(status, seconds)
+        # A scrape of another process reads this one's files, so write them soon, but once for
+        # all the requests of the next FLUSH_AFTER seconds, not per request.
+        if not self._flush_due:
             self._flush_due = True
             asyncio.get_running_loop().call_later(FLUSH_AFTER, self.flush)
 
     def flush(self) -> None:
-        """Move what requests added since the last flush into the prometheus-client metrics."""
+        """Several processes: write what requests added since the last flush to the files."""
         self._flush_due = False
-        if self.multiprocess:
-            self.in_flight.set(self.in_flight_now)
+        if not self.multiprocess:
+            return
+        self.in_flight.set(self.in_flight_now)
         for (route, method), pending in self._pending.items():
             if not pending.statuses:
                 continue
             statuses, pending.statuses = pending.statuses, {}
-            buckets, pending.buckets = pending.buckets, [0] * (len(BUCKETS) + 1)
-            total, pending.sum = pending.sum, 0.0
-            for status, n in statuses.items():
-                self.requests.labels(route, method, str(status)).inc(n)
+            durations, pending.durations = pending.durations, []
+            for status, count in statuses.items():
+                self.requests.labels(route, method, str(status)).inc(count)
             histogram = self.duration.labels(route, method)
-            histogram._sum.inc(total)  # what ``observe`` does, for many observations at once
-            for i, n in enumerate(buckets):
-                if n:
-                    histogram._buckets[i].inc(n)
+            for seconds in durations:
+                histogram.observe(seconds)
 
     def watch_pool(self, pool: WorkerPool) -> None:
         busy = self.pool_busy.labels(pool.kind)

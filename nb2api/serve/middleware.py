@@ -10,17 +10,17 @@ from __future__ import annotations
 import logging
 import re
 from random import getrandbits as _getrandbits
-from time import perf_counter, time
+from time import perf_counter
 from typing import Any
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .limits import BodySizeLimit
-from .logs import access_json_handler, access_logger, log_request, request_id, timestamp
+from .logs import access_logger, log_request, request_id
 from .metrics import Metrics
 
 OPS_PATHS = ("/healthz", "/readyz", "/metrics")  # probes and scrapes: logged at debug level
+UNMATCHED = "<unmatched>"  # the route of a request that no route answered (a 404)
 
 # What a client may send as a request id: short, printable, no spaces (it goes into log lines).
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$").match
@@ -40,6 +40,7 @@ class RequestMiddleware:
         self.log = log
         self.max_body_size = max_body_size
         self.limited = BodySizeLimit(app, max_body_size) if max_body_size else None
+        self._templates: dict[int, str] = {}  # id of an endpoint -> its route's template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,21 +82,37 @@ class RequestMiddleware:
             await app(scope, receive, send_with_id)
         finally:
             seconds = perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            template = getattr(scope.get("route"), "path", None) or self._template(scope)
             if metrics is not None:
                 metrics.request_finished(template, scope["method"], status, seconds)
             if self.log:
-                _log(scope, template, status, seconds, rid)
+                _log(scope, template, status, seconds)
             _reset_request_id(token)
+
+    def _template(self, scope: Scope) -> str:
+        """The template of a route that does not put itself in the scope: FastAPI's
+        ``/openapi.json`` and the mount of the docs' assets, ``/_nb2api/static``. The router
+        names the endpoint it called; its route is looked up once."""
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return UNMATCHED
+        template = self._templates.get(id(endpoint))
+        if template is None:
+            template = UNMATCHED
+            for route in getattr(scope.get("router"), "routes", ()):
+                if endpoint is getattr(route, "endpoint", None) or endpoint is getattr(
+                        route, "app", None):
+                    template = route.path
+                    break
+            self._templates[id(endpoint)] = template
+        return template
 
 
 _set_request_id = request_id.set
 _reset_request_id = request_id.reset
-_LEVEL_TEXT = {logging.DEBUG: "debug", logging.INFO: "info"}
 
 
-def _log(scope: Scope, template: str, status: int, seconds: float, rid: str) -> None:
+def _log(scope: Scope, template: str, status: int, seconds: float) -> None:
     path = scope["path"]
     level = logging.DEBUG if path in OPS_PATHS else logging.INFO
     if not access_logger.isEnabledFor(level):
@@ -103,7 +120,6 @@ def _log(scope: Scope, template: str, status: int, seconds: float, rid: str) -> 
     client = scope.get("client")
     ms = round(seconds * 1000, 3)
     method = scope["method"]
-    message = f"{method} {path} {status} {ms:.1f} ms"
     fields = {
         "method": method,
         "path": path,
@@ -112,19 +128,7 @@ def _log(scope: Scope, template: str, status: int, seconds: float, rid: str) -> 
         "duration_ms": ms,
         "client": client[0] if client else None,
     }
-    handler = access_json_handler(level)
-    if handler is None:
-        log_request(level, message, fields)
-        return
-    # nb2api's own JSON setup: the line JSONFormatter would make, made here in one go.
-    handler.write_line(orjson.dumps({
-        "time": timestamp(time()),
-        "level": _LEVEL_TEXT[level],
-        "logger": "nb2api.access",
-        "message": message,
-        "request_id": rid,
-        **fields,
-    }).decode() + "\n")
+    log_request(level, f"{method} {path} {status} {ms:.1f} ms", fields)
 
 
 class RootPath:
