@@ -81,6 +81,6 @@ def test_two_workers_answer_hundreds_of_concurrent_requests(tmp_path, make_noteb
             return lines if access >= wanted else None
 
         lines = wait_until(logged_every_request, message="one access log line per request")
-        assert any("routes ready; docs at http://127.0.0.1:" in x["message"] for x in lines)
+        assert any(" ready; docs at http://127.0.0.1:" in x["message"] for x in lines)
         assert any("running cell 1" in x["message"] for x in lines)
     assert not list(tmp_path.glob("nb2api-metrics-*")), "the metrics folder is removed at exit"
