@@ -6,10 +6,12 @@ its own config, runtime and temporary directories so nothing leaks between tests
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,3 +126,12 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+@contextlib.contextmanager
+def api_client(server: JupyterServer) -> Iterator[httpx.Client]:
+    """A client of ``server``'s REST API that stops every served notebook when the test ends."""
+    with server.client() as client:
+        yield client
+        for app in client.get("nb2api/api/apps").json():
+            client.delete(f"nb2api/api/apps/{app['id']}")

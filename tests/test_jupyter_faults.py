@@ -10,7 +10,7 @@ import httpx
 import nbformat
 import pytest
 from conftest import notebook_node, wait_until
-from jupyter_helpers import JupyterServer, pid_alive, start_jupyter
+from jupyter_helpers import JupyterServer, api_client, pid_alive, start_jupyter
 
 STOP_TIMEOUT = 2.0
 MARGIN = 10.0  # for a loaded machine; the defect made a stop take 20 to 80 s
@@ -40,10 +40,8 @@ def server(tmp_path_factory) -> JupyterServer:
 
 @pytest.fixture
 def api(server):
-    with server.client() as client:
+    with api_client(server) as client:
         yield client
-        for app in client.get("nb2api/api/apps").json():
-            client.delete(f"nb2api/api/apps/{app['id']}")
 
 
 def serve(server: JupyterServer, api: httpx.Client, name: str, text: str = SLOW) -> dict:

@@ -15,6 +15,7 @@ from jupyter_helpers import (
     GREETER,
     TOKEN,
     JupyterServer,
+    api_client,
     pid_alive,
     put_notebook,
     start_jupyter,
@@ -42,10 +43,8 @@ def server(tmp_path_factory) -> JupyterServer:
 
 @pytest.fixture
 def api(server):
-    with server.client() as client:
+    with api_client(server) as client:
         yield client
-        for app in client.get("nb2api/api/apps").json():
-            client.delete(f"nb2api/api/apps/{app['id']}")
 
 
 def serve(client: httpx.Client, path: str) -> httpx.Response:
