@@ -95,7 +95,10 @@ async def _lifespan(app: Any, requests: int, repeats: int) -> list[tuple[float, 
 def measure(setting: str, requests: int, repeats: int) -> dict[str, float]:
     """In this process, with the tree on ``sys.path``: best per-request cost of ``setting``."""
     from nb2api import create_app
-    from nb2api.serve.logs import logging_config
+    try:
+        from nb2api.serve.logs import logging_config
+    except ImportError:  # a tree from before the layout by stage (nb2api/logs.py)
+        from nb2api.logs import logging_config  # type: ignore[no-redef]
 
     access_log, metrics = SETTINGS[setting]
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the handler writes here until exit

@@ -51,10 +51,6 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Call
     tables = uploads.frame_params(spec)  # uploaded CSV/Parquet files read into DataFrames
     failed = functools.partial(runtime.failed, spec)
 
-    async def call(arguments: dict[str, Any]) -> Any:
-        args = tuple(arguments.pop(name) for name in positional)
-        return await run(args, arguments)
-
     async def endpoint(**kwargs: Any) -> Response:
         body = kwargs.pop(_BODY, None)
         query = kwargs.pop(_QUERY, None)
@@ -66,7 +62,8 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Call
                 arguments[name] = getattr(source, name)
         if tables:
             await uploads.receive(tables, arguments, settings.max_upload_rows)
-        return await respond(spec.name, call(arguments), encode, media_type=media_type,
+        args = tuple(arguments.pop(name) for name in positional) if positional else ()
+        return await respond(spec.name, run(args, arguments), encode, media_type=media_type,
                              debug=settings.debug, logger=logger, failed=failed)
 
     endpoint.__name__ = spec.name

@@ -9,12 +9,12 @@ event loop), and the route answers the usual 500 with an ``error_id``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from ..types.errors import CallFailed
 
-__all__ = ["CallFailed", "contain", "contain_async"]
+__all__ = ["CallFailed", "contain"]
 
 
 def contain(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -24,19 +24,6 @@ def contain(func: Callable[..., Any]) -> Callable[..., Any]:
     def contained(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SystemExit, KeyboardInterrupt) as exc:
-            raise CallFailed.from_exit(exc) from exc
-
-    return contained
-
-
-def contain_async(func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """The same for an ``async def`` function, before the exception reaches the event loop."""
-
-    @functools.wraps(func)
-    async def contained(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return await func(*args, **kwargs)
         except (SystemExit, KeyboardInterrupt) as exc:
             raise CallFailed.from_exit(exc) from exc
 
