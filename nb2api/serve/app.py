@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -23,7 +24,7 @@ from ..load import LoadedNotebook, Progress, load_notebook
 from ..routes import RouteSpec, build_routes
 from ..settings import Settings, SettingsKeywords
 from ..types import images
-from ..types.errors import error_responses
+from ..types.errors import error_responses, validation_error
 from . import health
 from .docs import mount_docs
 from .endpoint import make_endpoint
@@ -83,6 +84,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        exception_handlers={RequestValidationError: validation_error},
     )
     app.state.notebook = loaded
     app.state.routes = specs
