@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+from conftest import serve, wait_until
 from fastapi.testclient import TestClient
 from ops_support import json_logs, ops_notebook
 
@@ -134,3 +136,28 @@ def test_serve_json_setup_writes_the_same_line_as_the_formatter(monkeypatch):
         for h in root.handlers:
             h.close()
         root.handlers[:], root.level = saved
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_client_cannot_forge_a_log_line(make_notebook, log_format):
+    notebook = make_notebook("#| api\ndef ping() -> str:\n    return 'pong'")
+    with serve(notebook, "--log-format", log_format) as server, server.client() as client:
+        assert client.get("/x%0aINFO:%20FORGED%0d%1b[31mred").status_code == 404
+        assert client.get("/ping").status_code == 405  # a later line: the first one is out
+        wait_until(lambda: "/ping" in server.output(), message="the request lines")
+        lines = server.output().splitlines()
+    assert not any(line.startswith("INFO: FORGED") for line in lines), lines
+    assert not any("\x1b" in line or "\r" in line for line in lines), lines
+    [line] = [line for line in lines if "FORGED" in line]
+    if log_format == "json":
+        assert json.loads(line)["path"] == "/x\nINFO: FORGED\r\x1b[31mred"
+    else:
+        assert "/x\\nINFO: FORGED\\r\\x1b[31mred 404" in line
+
+
+def test_text_messages_are_one_line_whatever_they_hold():
+    record = logging.makeLogRecord({"msg": "bad value %r", "args": ("a\nb",),
+                                    "levelname": "ERROR", "name": "nb2api"})
+    record.msg = "bad value a\nERROR fake\x1b[2J"
+    record.args = None
+    assert TextFormatter().format(record).endswith("ERROR bad value a\\nERROR fake\\x1b[2J")
