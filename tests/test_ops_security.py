@@ -121,3 +121,25 @@ def test_sizes(text, size):
 def test_a_bad_size_is_refused():
     with pytest.raises(ValueError, match="not a size"):
         parse_size("ten megs")
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("body", [b'{"a": 1', b"", b'{"a": "x"}', b"\xff"])
+def test_the_token_is_checked_before_the_body_is_read(make_notebook, fast_path, body):
+    app = create_app(make_notebook(ADD), token=TOKEN, fast_path=fast_path)
+    json_type = {"Content-Type": "application/json"}
+    with TestClient(app) as client:
+        missing = client.post("/add", content=body, headers=json_type)
+        assert missing.status_code == 401, missing.text
+        assert missing.json() == {"detail": "missing bearer token"}
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = client.post("/add", content=body, headers={**json_type,
+                                                            "Authorization": "Bearer nope"})
+        assert wrong.status_code == 401, wrong.text
+        assert wrong.json() == {"detail": "invalid bearer token"}
+        good = client.post("/add", content=body, headers={**json_type,
+                                                           "Authorization": f"Bearer {TOKEN}"})
+        assert good.status_code in (400, 422), good.text
+        assert client.get("/nowhere").status_code == 401  # no route list for strangers
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/redoc").status_code == 200

@@ -26,6 +26,7 @@ from ..settings import Settings, SettingsKeywords
 from ..types import images
 from ..types.errors import error_responses, validation_error
 from . import health
+from .auth import TokenGate
 from .docs import mount_docs
 from .endpoint import make_endpoint
 from .fastpath import DirectRoutes
@@ -128,7 +129,10 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
 
 
 def _add_middleware(app: FastAPI, settings: Settings, runtime: Runtime) -> None:
-    """Request ids, metrics and logs outermost, then CORS, then the body limit."""
+    """Request ids, metrics and logs outermost, then CORS, then the body limit, then the token
+    (inside CORS, so that a browser sees the 401 with its CORS headers)."""
+    if runtime.auth is not None:
+        app.add_middleware(TokenGate, auth=runtime.auth, fastapi_app=app)
     if settings.max_body_size and settings.cors_origins:
         # Inside CORS, so that a browser sees the 413 with its CORS headers.
         app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_size)
