@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import serve
 from fastapi.testclient import TestClient
 
 from nb2api import create_app
@@ -143,3 +144,52 @@ def test_the_token_is_checked_before_the_body_is_read(make_notebook, fast_path, 
         assert client.get("/nowhere").status_code == 401  # no route list for strangers
         assert client.get("/healthz").status_code == 200
         assert client.get("/redoc").status_code == 200
+
+
+ENVIRONMENT = """#| api
+import os
+import subprocess
+import sys
+
+
+def environment() -> dict:
+    child = subprocess.run([sys.executable, "-c", "import os; print(dict(os.environ))"],
+                           capture_output=True, text=True, check=True).stdout
+    return {"own": dict(os.environ), "child": child}
+"""
+
+
+@pytest.mark.parametrize(("args", "env"), [
+    ([], {"NB2API_TOKEN": TOKEN}),
+    (["--workers", "2"], {"NB2API_TOKEN": TOKEN}),
+    (["--workers", "2", "--token", TOKEN], {}),
+    (["--token-file", "{file}"], {}),
+    (["--workers", "2"], {"NB2API_TOKEN_FILE": "{file}"}),
+])
+def test_the_token_reaches_no_environment_the_notebook_sees(make_notebook, tmp_path, args,
+                                                             env):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    args = [arg.format(file=token_file) for arg in args]
+    env = {name: value.format(file=token_file) for name, value in env.items()}
+    with serve(make_notebook(ENVIRONMENT), *args, env=env) as server, \
+            server.client() as client:
+        assert client.post("/environment").status_code == 401
+        response = client.post("/environment", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert response.status_code == 200, response.text
+        seen = response.json()
+        assert TOKEN not in response.text, [name for name, value in seen["own"].items()
+                                            if TOKEN in value]
+        assert "NB2API_TOKEN" not in seen["own"]
+        assert TOKEN not in server.output()
+
+
+def test_a_token_file_holds_the_token_less_its_final_newline(tmp_path, make_notebook):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    app = create_app(make_notebook(ADD), token_file=token_file)
+    with TestClient(app) as client:
+        assert client.post("/add", json={"a": 1, "b": 2}).status_code == 401
+        ok = client.post("/add", json={"a": 1, "b": 2},
+                         headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.json() == 3
