@@ -322,25 +322,29 @@ def serve(
         "proxy_headers": True,
         "timeout_graceful_shutdown": 10,
     }
-    if server.workers == 1 and not server.reload:
+    if server.reload:
+        # One process that loads each save itself and swaps the app only when it loads.
+        from .serve.reload import ReloadingApp
+
+        def load(path: Path) -> FastAPI:
+            from .serve import create_app
+
+            return create_app(path, settings)
+
+        uvicorn.run(ReloadingApp(application, notebook, load), **common)
+        return
+    if server.workers == 1:
         _freeze_startup_objects()
         uvicorn.run(application, **common)
         return
-    # Several processes, or restarts on change: each process builds its own app from settings.
+    # Several processes: each builds its own app from the settings.
     del application
     os.environ[_ENV_NOTEBOOK] = str(notebook)
     with _token_for_workers(settings) as worker_settings, \
             _multiprocess_metrics(settings.metrics):
         os.environ[_ENV_SETTINGS] = worker_settings.model_dump_json()
-        uvicorn.run(
-            "nb2api.cli:app_from_environment",
-            factory=True,
-            workers=None if server.reload else server.workers,
-            reload=server.reload,
-            reload_dirs=[str(notebook.parent)] if server.reload else None,
-            reload_includes=[notebook.name] if server.reload else None,
-            **common,
-        )
+        uvicorn.run("nb2api.cli:app_from_environment", factory=True, workers=server.workers,
+                    **common)
 
 
 def _forget_token_variable() -> None:
@@ -414,8 +418,7 @@ def app_from_environment():
         from .serve import create_app
 
         application = create_app(notebook, settings)
-    except NotebookError as error:
-        # Under --reload the last save broke the notebook: say why and wait for the next save.
+    except NotebookError as error:  # the file changed since the parent loaded it
         logging.getLogger("nb2api").error("%s", error)
         raise SystemExit(2) from None
     _freeze_startup_objects()

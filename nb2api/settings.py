@@ -181,7 +181,9 @@ class ServerOptions(_Declared):
         None, description="Bind to this unix domain socket instead of host and port."
     )
     reload: bool = Field(
-        False, description="Restart when the notebook file changes (for development)."
+        False,
+        description="Reload when the notebook file is saved; a save that cannot be served is "
+        "logged and the last good version keeps serving (for development; one process).",
     )
     workers: int = Field(1, ge=1, description="Server processes.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
