@@ -24,7 +24,7 @@ from ..load import LoadedNotebook, Progress, load_notebook
 from ..routes import RouteSpec, build_routes
 from ..settings import Settings, SettingsKeywords
 from ..types import images
-from ..types.errors import error_responses, validation_error
+from ..types.errors import body_error_responses, error_responses, validation_error
 from . import health
 from .auth import TokenGate
 from .docs import mount_docs
@@ -113,6 +113,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
             response_class=images.response_class(spec.returns),
             responses={
                 **error_responses(),
+                **(body_error_responses() if spec.body_model is not None else {}),
                 **images.openapi_responses(spec.returns),
                 **runtime.responses(spec),
             },

@@ -111,6 +111,20 @@ def error_responses() -> dict[int | str, dict[str, Any]]:
     return {500: {"model": ErrorBody, "description": "The notebook code raised"}}
 
 
+class DetailBody(BaseModel):
+    """What a request gets that nb2api refuses before any notebook code runs."""
+
+    detail: str
+
+
+def body_error_responses() -> dict[int | str, dict[str, Any]]:
+    """The 400 of a route with a JSON body, for its OpenAPI ``responses``: FastAPI's answer to a
+    body that Python's json cannot read at all (not UTF-8, nested too deeply); JSON that is
+    merely malformed gets a 422."""
+    return {400: {"model": DetailBody,
+                  "description": "The body could not be read (not UTF-8, or nested too deeply)"}}
+
+
 async def respond(
     route: str,
     outcome: Awaitable[Any],
