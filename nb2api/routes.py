@@ -10,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
-import types as pytypes
 import typing
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import docstring_parser
 from fastapi import params as fastapi_params
@@ -486,7 +485,7 @@ def _response_model(model_name: str, returns: Any, func_name: str, fail) -> Any:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             annotation.model_json_schema()
             return annotation
-        documented = _nullable_floats(annotation)
+        documented = datatypes.nullable_floats(annotation)
         model = type(
             model_name, (RootModel[documented],), {"__module__": __name__}  # type: ignore[valid-type]
         )
@@ -498,23 +497,6 @@ def _response_model(model_name: str, returns: Any, func_name: str, fail) -> Any:
             f"{func_name}() return annotation '{type_name(returns)}' cannot become a JSON schema "
             f"({_short(exc)}); {datatypes.ADVICE}",
         ) from None
-
-
-def _nullable_floats(annotation: Any) -> Any:
-    """``annotation`` as a response documents it: a float, also in a list, tuple, dict or
-    union, is a number or null, since NaN and infinities are written as null. (A float field
-    of a model keeps its model's schema.) The result is still checked against ``annotation``."""
-    if annotation is float or (typing.get_origin(annotation) is Annotated
-                               and typing.get_args(annotation)[0] is float):
-        return Optional[annotation]  # noqa: UP045 (a runtime value, not an annotation)
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (list, tuple, set, frozenset, dict, Union, pytypes.UnionType) and args:
-        documented = tuple(arg if arg is Ellipsis else _nullable_floats(arg) for arg in args)
-        if documented != args:
-            if origin in (Union, pytypes.UnionType):
-                return Union[documented]  # noqa: UP007 (a runtime value)
-            return origin[documented]
-    return annotation
 
 
 def _short(exc: Exception) -> str:

@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -24,7 +23,7 @@ from ..load import LoadedNotebook, Progress, load_notebook
 from ..routes import RouteSpec, build_routes
 from ..settings import Settings, SettingsKeywords
 from ..types import images
-from ..types.errors import body_error_responses, error_responses, validation_error
+from ..types.errors import body_error_responses, error_responses, exception_handlers
 from . import health
 from .auth import TokenGate
 from .docs import mount_docs
@@ -85,7 +84,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
-        exception_handlers={RequestValidationError: validation_error},
+        exception_handlers=exception_handlers(),
     )
     app.state.notebook = loaded
     app.state.routes = specs

@@ -100,6 +100,11 @@ async def validation_error(request: Request, exc: RequestValidationError) -> Res
     return Response(dumps({"detail": errors}), status_code=422, media_type="application/json")
 
 
+def exception_handlers() -> dict[Any, Any]:
+    """What an app takes as ``FastAPI(exception_handlers=...)``: :func:`validation_error`."""
+    return {RequestValidationError: validation_error}
+
+
 def _quoted_input(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
