@@ -257,6 +257,10 @@ def _load(notebook: Path, settings: Settings | None = None, quiet: bool = True,
         return create_app(notebook, settings, progress=_progress(quiet, log_format))
     except NotebookError as error:
         raise _fail(error) from None
+    except ValidationError as error:  # an NB2API_* variable, read by create_app
+        typer.echo(f"error: {env_var(str(error.errors()[0]['loc'][0]))}: "
+                   f"{error.errors()[0]['msg'].removeprefix('Value error, ')}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -164,3 +164,12 @@ def test_a_token_that_cannot_work_stops_serve_with_one_line(make_notebook, args,
                             capture_output=True, text=True, timeout=120,
                             env={**os.environ, **env})
     assert_one_line_error(result, expected)
+
+
+@pytest.mark.parametrize("command", ["check", "openapi"])
+def test_a_bad_variable_stops_check_and_openapi_with_one_line(make_notebook, command):
+    notebook = make_notebook("#| api\ndef ping() -> str:\n    return 'pong'")
+    result = subprocess.run([sys.executable, "-m", "nb2api", command, str(notebook)],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "NB2API_TOKEN": ""})
+    assert_one_line_error(result, "NB2API_TOKEN: the token is empty")
