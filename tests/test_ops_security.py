@@ -193,3 +193,10 @@ def test_a_token_file_holds_the_token_less_its_final_newline(tmp_path, make_note
         ok = client.post("/add", json={"a": 1, "b": 2},
                          headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.json() == 3
+
+
+def test_a_refused_request_is_counted_under_its_route(make_notebook):
+    with TestClient(create_app(make_notebook(ADD), token=TOKEN)) as client:
+        assert client.post("/add", content=b"{").status_code == 401
+        metrics = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    assert 'nb2api_requests_total{method="POST",route="/add",status="401"} 1.0' in metrics
