@@ -173,7 +173,8 @@ def with_settings(command: Callable[..., None]) -> Callable[..., None]:
             try:
                 values[parameter] = model(**{k: v for k, v in given.items() if v is not None})
             except ValidationError as error:
-                raise typer.BadParameter(_validation_message(error)) from None
+                typer.echo(f"error: {_validation_message(error)}", err=True)
+                raise typer.Exit(2) from None
         command(**values)
 
     arguments = [p for p in own if p.kind is not inspect.Parameter.KEYWORD_ONLY]
@@ -225,7 +226,8 @@ def _metavar(name: str, annotation: Any) -> str:
         return "TEXT"
     if get_origin(base) is Literal:
         return "|".join(map(str, get_args(base)))
-    return {int: "INT", float: "SECONDS" if name == "timeout" else "FLOAT"}.get(base, "TEXT")
+    return {int: "INT", float: "SECONDS" if name == "timeout" else "FLOAT",
+            Path: "PATH"}.get(base, "TEXT")
 
 
 def _cli_type(annotation: Any) -> Any:
@@ -255,6 +257,10 @@ def _load(notebook: Path, settings: Settings | None = None, quiet: bool = True,
         return create_app(notebook, settings, progress=_progress(quiet, log_format))
     except NotebookError as error:
         raise _fail(error) from None
+    except ValidationError as error:  # an NB2API_* variable, read by create_app
+        typer.echo(f"error: {env_var(str(error.errors()[0]['loc'][0]))}: "
+                   f"{error.errors()[0]['msg'].removeprefix('Value error, ')}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -292,6 +298,8 @@ def serve(
     """Serve NOTEBOOK's marked cells as an HTTP API (docs at /docs)."""
     import uvicorn
 
+    if not (ray or address):  # Ray's replicas read NB2API_TOKEN where they run
+        _forget_token_variable()
     fmt: LogFormat = server.log_format or default_format()
     _configure_logging(server.log_level, fmt)
     _say(fmt, f"nb2api: loading {notebook.name}")
@@ -318,24 +326,55 @@ def serve(
         "proxy_headers": True,
         "timeout_graceful_shutdown": 10,
     }
-    if server.workers == 1 and not server.reload:
+    if server.reload:
+        # One process that loads each save itself and swaps the app only when it loads.
+        from .serve.reload import ReloadingApp
+
+        def load(path: Path) -> FastAPI:
+            from .serve import create_app
+
+            return create_app(path, settings)
+
+        uvicorn.run(ReloadingApp(application, notebook, load), **common)
+        return
+    if server.workers == 1:
         _freeze_startup_objects()
         uvicorn.run(application, **common)
         return
-    # Several processes, or restarts on change: each process builds its own app from settings.
+    # Several processes: each builds its own app from the settings.
     del application
     os.environ[_ENV_NOTEBOOK] = str(notebook)
-    os.environ[_ENV_SETTINGS] = settings.model_dump_json()
-    with _multiprocess_metrics(settings.metrics):
-        uvicorn.run(
-            "nb2api.cli:app_from_environment",
-            factory=True,
-            workers=None if server.reload else server.workers,
-            reload=server.reload,
-            reload_dirs=[str(notebook.parent)] if server.reload else None,
-            reload_includes=[notebook.name] if server.reload else None,
-            **common,
-        )
+    with _token_for_workers(settings) as worker_settings, \
+            _multiprocess_metrics(settings.metrics):
+        os.environ[_ENV_SETTINGS] = worker_settings.model_dump_json()
+        uvicorn.run("nb2api.cli:app_from_environment", factory=True, workers=server.workers,
+                    **common)
+
+
+def _forget_token_variable() -> None:
+    """Settings have read NB2API_TOKEN: drop it, so that neither the notebook's code nor the
+    processes it or the server starts (``!`` lines, ``subprocess``, workers) can read it."""
+    os.environ.pop(env_var("token"), None)
+
+
+@contextlib.contextmanager
+def _token_for_workers(settings: Settings) -> Iterator[Settings]:
+    """``settings`` for worker processes, which read them from their environment, where a
+    token must not be: a ``--token`` goes to them in a private file (mode 0600, removed at the
+    end), a ``--token-file`` as its absolute path."""
+    if settings.token_file is not None:
+        yield settings.updated(token_file=settings.token_file.resolve())
+        return
+    if settings.token is None:
+        yield settings
+        return
+    descriptor, name = tempfile.mkstemp(prefix="nb2api-token-")  # mode 0600
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(settings.token)
+        yield settings.updated(token=None, token_file=Path(name))
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def _say(log_format: LogFormat, text: str) -> None:
@@ -383,8 +422,7 @@ def app_from_environment():
         from .serve import create_app
 
         application = create_app(notebook, settings)
-    except NotebookError as error:
-        # Under --reload the last save broke the notebook: say why and wait for the next save.
+    except NotebookError as error:  # the file changed since the parent loaded it
         logging.getLogger("nb2api").error("%s", error)
         raise SystemExit(2) from None
     _freeze_startup_objects()

@@ -489,6 +489,7 @@ class _Wiring:
             CapacityLimiter=use("anyio", "CapacityLimiter"),
             run_sync=use("anyio.to_thread", "run_sync"),
             FastAPI=use("fastapi", "FastAPI"),
+            nbtypes=self.nbtypes,
             logger=self.logger,
             debug=self.debug,
             threads=self.names("worker_threads"),
@@ -578,6 +579,8 @@ class _Wiring:
         if response_model:
             decorator_args.append(f"response_model={response_model}")
         errors = f"{self.nbtypes}.error_responses()"
+        if spec.body_model is not None:
+            errors = f"{{**{errors}, **{self.nbtypes}.body_error_responses()}}"
         if image:
             decorator_args.append(f"response_class={self.nbtypes}.response_class({image})")
             decorator_args.append(
@@ -706,6 +709,9 @@ class _Wiring:
             return None, encoder, ""
         if datatypes.response_type(returns) is not returns:
             text = f"{self.nbtypes}.response_type({text})"
+        documented = datatypes.response_type(returns)
+        if datatypes.nullable_floats(documented) is not documented:
+            text = f"{self.nbtypes}.nullable_floats({text})"
         if isinstance(model, type) and model.__module__ == "nb2api.routes":
             class_name = self.names(model.__name__)
             RootModel = self.imports.use("pydantic", "RootModel")
@@ -817,6 +823,7 @@ async def {in_thread}(func, /, *args, **kwargs):
 {app} = {FastAPI}(
     title={title},
     description="Exported by nb2api from the notebook `{notebook}`.",{docs_urls}
+    exception_handlers={nbtypes}.exception_handlers(),
 )
 '''
 

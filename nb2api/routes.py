@@ -485,8 +485,9 @@ def _response_model(model_name: str, returns: Any, func_name: str, fail) -> Any:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             annotation.model_json_schema()
             return annotation
+        documented = datatypes.nullable_floats(annotation)
         model = type(
-            model_name, (RootModel[annotation],), {"__module__": __name__}  # type: ignore[valid-type]
+            model_name, (RootModel[documented],), {"__module__": __name__}  # type: ignore[valid-type]
         )
         model.model_json_schema()
         return model

@@ -11,9 +11,10 @@ A flag given on the command line wins over the environment variable, which wins 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "NB2API_"
@@ -76,6 +77,11 @@ class Settings(_Declared):
         description="Require 'Authorization: Bearer TOKEN' on the notebook's routes and "
         "/metrics.",
     )
+    token_file: Path | None = Field(
+        None,
+        description="Read the token from this file (its content less the final newline): "
+        "unlike --token, not shown by ps.",
+    )
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description="Origins allowed to call from a browser ('*' for any); several separated by "
@@ -130,9 +136,40 @@ class Settings(_Declared):
     @field_validator("token")
     @classmethod
     def _token(cls, value: str | None) -> str | None:
-        if value is not None and not value:
-            raise ValueError("the token is empty: give a token, or leave the setting out")
-        return value
+        return None if value is None else checked_token(value)
+
+    @model_validator(mode="after")
+    def _one_token(self) -> Settings:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give the token or a token file, not both")
+        self.bearer_token()  # the file exists and holds a usable token
+        return self
+
+    def bearer_token(self) -> str | None:
+        """The token routes require: ``token``, or what ``token_file`` holds (read now)."""
+        if self.token_file is None:
+            return self.token
+        try:
+            text = self.token_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read the token file {self.token_file}: {error}") from None
+        return checked_token(text.removesuffix("\n").removesuffix("\r"),
+                             f"the token file {self.token_file}")
+
+
+def checked_token(token: str, where: str = "the token") -> str:
+    """``token`` if it can travel in an ``Authorization`` header: not empty, printable ASCII
+    without spaces (RFC 6750's token). Beyond ASCII, clients disagree: some send UTF-8, some
+    Latin-1, so such a token would work for some and not others."""
+    if not token:
+        raise ValueError(f"{where} is empty: give a token, or leave the setting out")
+    if not token.isascii():
+        raise ValueError(f"{where} holds characters outside ASCII, which HTTP clients do not "
+                         "send alike; use letters, digits and -._~+/=")
+    if not all(char.isprintable() and not char.isspace() for char in token):
+        raise ValueError(f"{where} holds a space or a control character, which an HTTP "
+                         "header cannot carry as part of a bearer token")
+    return token
 
 
 class ServerOptions(_Declared):
@@ -144,7 +181,9 @@ class ServerOptions(_Declared):
         None, description="Bind to this unix domain socket instead of host and port."
     )
     reload: bool = Field(
-        False, description="Restart when the notebook file changes (for development)."
+        False,
+        description="Reload when the notebook file is saved; a save that cannot be served is "
+        "logged and the last good version keeps serving (for development; one process).",
     )
     workers: int = Field(1, ge=1, description="Server processes.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
@@ -169,6 +208,7 @@ class SettingsKeywords(TypedDict, total=False):
     max_workers: int | None
     root_path: str
     token: str | None
+    token_file: Path | None
     cors_origins: tuple[str, ...]
     max_body_size: int
     max_upload_rows: int

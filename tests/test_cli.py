@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -145,3 +146,30 @@ def test_version_and_argument_help():
     assert nb2api("--version").stdout.strip() == f"nb2api {__version__}"
     shown = nb2api("openapi", "--help").stdout
     assert "to serve" not in shown and "whose OpenAPI" in shown
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    ([], {"NB2API_TOKEN": ""}, "the token is empty"),
+    (["--token", ""], {}, "the token is empty"),
+    (["--token", "naïve☃"], {}, "outside ASCII"),
+    (["--token", "café"], {}, "outside ASCII"),
+    (["--token", "two words"], {}, "a space or a control character"),
+    (["--token", "bell\a"], {}, "a space or a control character"),
+    (["--token", "t", "--token-file", "x"], {}, "not both"),
+    (["--token-file", "no-such-file"], {}, "cannot read the token file"),
+])
+def test_a_token_that_cannot_work_stops_serve_with_one_line(make_notebook, args, env, expected):
+    notebook = make_notebook("#| api\ndef ping() -> str:\n    return 'pong'")
+    result = subprocess.run([sys.executable, "-m", "nb2api", "serve", str(notebook), *args],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, **env})
+    assert_one_line_error(result, expected)
+
+
+@pytest.mark.parametrize("command", ["check", "openapi"])
+def test_a_bad_variable_stops_check_and_openapi_with_one_line(make_notebook, command):
+    notebook = make_notebook("#| api\ndef ping() -> str:\n    return 'pong'")
+    result = subprocess.run([sys.executable, "-m", "nb2api", command, str(notebook)],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "NB2API_TOKEN": ""})
+    assert_one_line_error(result, "NB2API_TOKEN: the token is empty")

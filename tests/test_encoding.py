@@ -1,5 +1,6 @@
 """Results made of numpy and pandas values: JSON straight to bytes, NaN/NaT as null, ISO times."""
 
+import json
 import math
 
 import numpy as np
@@ -147,3 +148,39 @@ def test_a_plain_def_result_is_encoded_off_the_event_loop(results, monkeypatch):
     monkeypatch.setattr(frames, "frame_json", spy)
     assert results.post("/frame").status_code == 200
     assert seen == ["worker"]
+
+
+ECHO = ("#| api\ndef echo(x) -> dict:\n    return {'x': x}\n\n\ndef raw(x):\n    return {'x': x}\n\n\n"
+        "def big():\n    return [2**70, {'n': -(2**80)}, float('nan')]\n")
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("route", ["/echo", "/raw"])
+@pytest.mark.parametrize("body", [
+    '{"x": %s}' % ("[" * 300 + "]" * 300),
+    '{"x": %s}' % ("[" * 900 + "]" * 900),
+    '{"x": {"a": %s}}' % ("[" * 400 + '"\\ud800"' + "]" * 400),
+    '{"x": "\\ud800 and \\udfff"}',
+    '{"x": 1180591620717411303424}',
+])
+def test_what_orjson_cannot_write_is_echoed_as_it_was_sent(make_notebook, fast_path, route,
+                                                              body):
+    app = nb2api.create_app(make_notebook(ECHO), fast_path=fast_path)
+    with TestClient(app) as client:
+        response = client.post(route, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert json.loads(response.content) == {"x": json.loads(body)["x"]}
+
+
+def test_integers_past_64_bits_are_written_exactly():
+    assert json.loads(dumps([2**70, {"n": -(2**80)}, float("nan"), np.int64(3)])) == [
+        2**70, {"n": -(2**80)}, None, 3]
+    assert dumps({"k": 2**64, "when": pd.Timestamp("2026-01-02")}) == (
+        b'{"k":18446744073709551616,"when":"2026-01-02T00:00:00"}')
+
+
+def test_a_value_that_holds_itself_is_refused_not_looped_over():
+    looped: list = []
+    looped.append(looped)
+    with pytest.raises(ValueError, match="holds itself"):
+        dumps(looped)

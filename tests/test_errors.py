@@ -66,3 +66,26 @@ def test_long_messages_are_cut_and_the_traceback_is_only_for_debug():
     assert debug["traceback"][-1].startswith("ValueError: xxx")
     bare = json.loads(error_response("predict", ValueError(), logger=logger).body)
     assert bare["detail"] == "predict() raised ValueError"
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize(("body", "quoted"), [
+    ('{"a": -Infinity}', "-Infinity"),
+    ('{"a": Infinity}', "Infinity"),
+    ('{"a": NaN}', "NaN"),
+    ('{"a": "\\ud800"}', "\ud800"),
+    ('{"a": %s}' % ("[" * 800 + "]" * 800), json.loads("[" * 800 + "]" * 800)),
+])
+def test_a_422_quoting_what_json_cannot_write_is_still_written(make_notebook, fast_path, body,
+                                                                quoted):
+    from fastapi.testclient import TestClient
+
+    from nb2api import create_app
+
+    notebook = make_notebook("#| api\ndef inc(a: int) -> int:\n    return a + 1")
+    with TestClient(create_app(notebook, fast_path=fast_path)) as client:
+        response = client.post("/inc", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    [error] = json.loads(response.content)["detail"]
+    assert error["loc"] == ["body", "a"]
+    assert error["input"] == quoted

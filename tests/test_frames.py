@@ -54,3 +54,11 @@ def test_frame_json_selects_columns():
 def test_split_form_rows_must_be_lists():
     with pytest.raises(frames.FrameError, match="row 1 of 'data' is not a list"):
         frames.frame_from_json({"columns": ["a"], "data": [[1], 2]})
+
+
+@pytest.mark.parametrize("data", [[], [[1]]])
+def test_a_null_index_is_refused_as_the_schema_says(data):
+    """The split form's schema lets "index" be left out, not be null."""
+    with pytest.raises(frames.FrameError, match="index"):
+        frames.frame_from_json({"columns": ["a"], "data": data, "index": None})
+    assert len(frames.frame_from_json({"columns": ["a"], "data": data})) == len(data)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import wait_until
+from conftest import serve, wait_until
 from fastapi.testclient import TestClient
 from ops_support import json_logs, ops_notebook
 
@@ -264,3 +264,28 @@ def test_timestamps_are_right_when_threads_format_different_seconds():
     for thread in threads:
         thread.join()
     assert wrong == []
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_client_cannot_forge_a_log_line(make_notebook, log_format):
+    notebook = make_notebook("#| api\ndef ping() -> str:\n    return 'pong'")
+    with serve(notebook, "--log-format", log_format) as server, server.client() as client:
+        assert client.get("/x%0aINFO:%20FORGED%0d%1b[31mred").status_code == 404
+        assert client.get("/ping").status_code == 405  # a later line: the first one is out
+        wait_until(lambda: "/ping" in server.output(), message="the request lines")
+        lines = server.output().splitlines()
+    assert not any(line.startswith("INFO: FORGED") for line in lines), lines
+    assert not any("\x1b" in line or "\r" in line for line in lines), lines
+    [line] = [line for line in lines if "FORGED" in line]
+    if log_format == "json":
+        assert json.loads(line)["path"] == "/x\nINFO: FORGED\r\x1b[31mred"
+    else:
+        assert "/x\\nINFO: FORGED\\r\\x1b[31mred 404" in line
+
+
+def test_text_messages_are_one_line_whatever_they_hold():
+    record = logging.makeLogRecord({"msg": "bad value %r", "args": ("a\nb",),
+                                    "levelname": "ERROR", "name": "nb2api"})
+    record.msg = "bad value a\nERROR fake\x1b[2J"
+    record.args = None
+    assert TextFormatter().format(record).endswith("ERROR bad value a\\nERROR fake\\x1b[2J")

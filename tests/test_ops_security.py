@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import serve
 from fastapi.testclient import TestClient
 
 from nb2api import create_app
@@ -121,3 +122,81 @@ def test_sizes(text, size):
 def test_a_bad_size_is_refused():
     with pytest.raises(ValueError, match="not a size"):
         parse_size("ten megs")
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("body", [b'{"a": 1', b"", b'{"a": "x"}', b"\xff"])
+def test_the_token_is_checked_before_the_body_is_read(make_notebook, fast_path, body):
+    app = create_app(make_notebook(ADD), token=TOKEN, fast_path=fast_path)
+    json_type = {"Content-Type": "application/json"}
+    with TestClient(app) as client:
+        missing = client.post("/add", content=body, headers=json_type)
+        assert missing.status_code == 401, missing.text
+        assert missing.json() == {"detail": "missing bearer token"}
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = client.post("/add", content=body, headers={**json_type,
+                                                            "Authorization": "Bearer nope"})
+        assert wrong.status_code == 401, wrong.text
+        assert wrong.json() == {"detail": "invalid bearer token"}
+        good = client.post("/add", content=body, headers={**json_type,
+                                                           "Authorization": f"Bearer {TOKEN}"})
+        assert good.status_code in (400, 422), good.text
+        assert client.get("/nowhere").status_code == 401  # no route list for strangers
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/redoc").status_code == 200
+
+
+ENVIRONMENT = """#| api
+import os
+import subprocess
+import sys
+
+
+def environment() -> dict:
+    child = subprocess.run([sys.executable, "-c", "import os; print(dict(os.environ))"],
+                           capture_output=True, text=True, check=True).stdout
+    return {"own": dict(os.environ), "child": child}
+"""
+
+
+@pytest.mark.parametrize(("args", "env"), [
+    ([], {"NB2API_TOKEN": TOKEN}),
+    (["--workers", "2"], {"NB2API_TOKEN": TOKEN}),
+    (["--workers", "2", "--token", TOKEN], {}),
+    (["--token-file", "{file}"], {}),
+    (["--workers", "2"], {"NB2API_TOKEN_FILE": "{file}"}),
+])
+def test_the_token_reaches_no_environment_the_notebook_sees(make_notebook, tmp_path, args,
+                                                             env):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    args = [arg.format(file=token_file) for arg in args]
+    env = {name: value.format(file=token_file) for name, value in env.items()}
+    with serve(make_notebook(ENVIRONMENT), *args, env=env) as server, \
+            server.client() as client:
+        assert client.post("/environment").status_code == 401
+        response = client.post("/environment", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert response.status_code == 200, response.text
+        seen = response.json()
+        assert TOKEN not in response.text, [name for name, value in seen["own"].items()
+                                            if TOKEN in value]
+        assert "NB2API_TOKEN" not in seen["own"]
+        assert TOKEN not in server.output()
+
+
+def test_a_token_file_holds_the_token_less_its_final_newline(tmp_path, make_notebook):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    app = create_app(make_notebook(ADD), token_file=token_file)
+    with TestClient(app) as client:
+        assert client.post("/add", json={"a": 1, "b": 2}).status_code == 401
+        ok = client.post("/add", json={"a": 1, "b": 2},
+                         headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.json() == 3
+
+
+def test_a_refused_request_is_counted_under_its_route(make_notebook):
+    with TestClient(create_app(make_notebook(ADD), token=TOKEN)) as client:
+        assert client.post("/add", content=b"{").status_code == 401
+        metrics = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    assert 'nb2api_requests_total{method="POST",route="/add",status="401"} 1.0' in metrics

@@ -88,3 +88,67 @@ def test_two_functions_on_one_route(make_notebook):
 def test_signature_text(notebook):
     spec = routes(notebook, "core_types")["constrained"]
     assert spec.signature() == "constrained(count: int, ratio: float = 0.5) -> float"
+
+
+FLOATS = """#| api
+from typing import Annotated
+
+from pydantic import Field
+
+
+def ratio(x: float) -> float:
+    return x / 0 if x else float("nan")
+
+
+def ratios() -> list[float]:
+    return [1.0, float("inf")]
+
+
+def by_name() -> dict[str, float] | None:
+    return {"a": float("nan")}
+
+
+def bounded() -> Annotated[float, Field(ge=0)]:
+    return float("inf")
+
+
+def count() -> int:
+    return 1
+"""
+
+NUMBER_OR_NULL = [{"type": "number"}, {"type": "null"}]
+
+
+def test_a_float_result_is_documented_as_number_or_null_as_nan_is_written(make_notebook):
+    from fastapi.testclient import TestClient
+
+    from nb2api import create_app
+
+    with TestClient(create_app(make_notebook(FLOATS))) as client:
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+        assert schemas["RatioResponse"]["anyOf"] == NUMBER_OR_NULL
+        assert schemas["RatiosResponse"]["items"]["anyOf"] == NUMBER_OR_NULL
+        assert schemas["ByNameResponse"]["anyOf"][0]["additionalProperties"]["anyOf"] == (
+            NUMBER_OR_NULL)
+        assert schemas["BoundedResponse"]["anyOf"] == [{"type": "number", "minimum": 0.0},
+                                                       {"type": "null"}]
+        assert schemas["CountResponse"] == {"type": "integer", "title": "CountResponse"}
+        assert client.post("/ratio", json={"x": 0}).json() is None
+        assert client.post("/ratios").json() == [1.0, None]
+        assert client.post("/bounded").json() is None
+
+
+def test_a_body_route_documents_the_400_of_a_body_json_cannot_read(make_notebook):
+    from fastapi.testclient import TestClient
+
+    from nb2api import create_app
+
+    with TestClient(create_app(make_notebook(FLOATS))) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+        assert paths["/ratio"]["post"]["responses"]["400"]["content"]["application/json"][
+            "schema"] == {"$ref": "#/components/schemas/DetailBody"}
+        assert "400" not in paths["/count"]["post"]["responses"]  # no body
+        refused = client.post("/ratio", content=b'{"x": "\xff"}',
+                              headers={"Content-Type": "application/json"})
+        assert refused.status_code == 400
+        assert set(refused.json()) == {"detail"}

@@ -109,3 +109,22 @@ def test_reload_picks_up_a_saved_notebook(make_notebook):
             return response.json() if response.status_code == 200 else None
 
         assert wait_until(doubled, timeout=60, interval=0.3, message="the reload") == 4
+
+
+def test_reload_keeps_the_last_good_version_while_a_save_is_broken(make_notebook):
+    good = "#| api\ndef version() -> int:\n    return 1"
+    path = make_notebook("#| setup\nimport math", good, name="live.ipynb")
+    with serve(path, "--reload", "--log-format", "text") as server, \
+            server.client() as client:
+        assert client.post("/version").json() == 1
+        make_notebook("#| setup\nimport math", "#| api\ndef version() -> int:\n    return (",
+                      name="live.ipynb")
+        wait_until(lambda: 'cell 2 ("def version() -> int:"), line 3: syntax error'
+                   in server.output(), timeout=60, message="the failed reload in the log")
+        for _ in range(5):  # answered at once, by the last version that loaded
+            assert client.post("/version", timeout=10).json() == 1
+        make_notebook("#| setup\nimport math", "#| api\ndef version() -> int:\n    return 2",
+                      name="live.ipynb")
+        wait_until(lambda: client.post("/version", timeout=10).json() == 2, timeout=60,
+                   interval=0.2, message="the fixed version")
+        assert "Traceback" not in server.output()

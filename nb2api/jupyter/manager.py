@@ -340,6 +340,7 @@ class AppManager:
         process = await asyncio.create_subprocess_exec(
             *cmd,
             cwd=str(app.file.parent),  # setup cells read files next to the notebook
+            env=_child_environment(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -413,3 +414,16 @@ def _kill_group(pid: int, sig: signal.Signals) -> None:
     """Signal the process group ``pid`` leads (started with ``start_new_session``)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+# Secrets of Jupyter, JupyterHub and nb2api that a child (and the notebook code it runs, and
+# what that starts) has no use for: the child's routes sit behind Jupyter's own login.
+_SECRET_VARIABLES = frozenset({
+    "JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE", "JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN",
+    "NB2API_TOKEN", "NB2API_TOKEN_FILE",
+})
+
+
+def _child_environment() -> dict[str, str]:
+    """The Jupyter server's environment, less :data:`_SECRET_VARIABLES`."""
+    return {name: value for name, value in os.environ.items() if name not in _SECRET_VARIABLES}

@@ -23,8 +23,9 @@ from ..load import LoadedNotebook, Progress, load_notebook
 from ..routes import RouteSpec, build_routes
 from ..settings import Settings, SettingsKeywords
 from ..types import images
-from ..types.errors import error_responses
+from ..types.errors import body_error_responses, error_responses, exception_handlers
 from . import health
+from .auth import TokenGate
 from .docs import mount_docs
 from .endpoint import make_endpoint
 from .fastpath import DirectRoutes
@@ -83,6 +84,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        exception_handlers=exception_handlers(),
     )
     app.state.notebook = loaded
     app.state.routes = specs
@@ -110,6 +112,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
             response_class=images.response_class(spec.returns),
             responses={
                 **error_responses(),
+                **(body_error_responses() if spec.body_model is not None else {}),
                 **images.openapi_responses(spec.returns),
                 **runtime.responses(spec),
             },
@@ -126,7 +129,10 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
 
 
 def _add_middleware(app: FastAPI, settings: Settings, runtime: Runtime) -> None:
-    """Request ids, metrics and logs outermost, then CORS, then the body limit."""
+    """Request ids, metrics and logs outermost, then CORS, then the body limit, then the token
+    (inside CORS, so that a browser sees the 401 with its CORS headers)."""
+    if runtime.auth is not None:
+        app.add_middleware(TokenGate, auth=runtime.auth, fastapi_app=app)
     if settings.max_body_size and settings.cors_origins:
         # Inside CORS, so that a browser sees the 413 with its CORS headers.
         app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_size)

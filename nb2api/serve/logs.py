@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import sys
 import time
 import weakref
@@ -121,11 +122,36 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+# Line breaks, other C0 and C1 controls (ANSI escapes start with ESC, 0x1b, or CSI, 0x9b) and
+# Unicode's line and paragraph separators.
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character but tab escaped (``\\n``, ``\\x1b``), so that a
+    path or a value sent by a client cannot start a forged log line or drive the terminal."""
+    return text if text.isprintable() else _CONTROLS.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match[0]
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}"
+
+
 class TextFormatter(logging.Formatter):
-    """``12:00:01 INFO  POST /predict 200 3.1 ms [request id]`` for people at a terminal."""
+    """``12:00:01 INFO  POST /predict 200 3.1 ms [request id]`` for people at a terminal.
+
+    The message is one line whatever it holds (:func:`printable`); a traceback follows it."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-5s %(message)s", datefmt="%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)

@@ -32,7 +32,8 @@ class Runtime:
             self.metrics.load_seconds.set(loaded.load_seconds)
             for pool in self.pools.values():
                 self.metrics.watch_pool(pool)
-        self.auth: TokenAuth | None = require_token(settings.token) if settings.token else None
+        token = settings.bearer_token()
+        self.auth: TokenAuth | None = require_token(token) if token else None
 
     def start(self) -> None:
         """Fork the process pool (after setup, before the first request)."""

@@ -12,9 +12,17 @@ app runs the very code that ``nb2api serve`` runs.
 
 from __future__ import annotations
 
-from .datatypes import ADVICE, data_schema, request_type, response_type
+from .datatypes import ADVICE, data_schema, nullable_floats, request_type, response_type
 from .encoding import Encoder, ResultError, dumps, encode_after, make_encoder
-from .errors import ErrorBody, error_response, error_responses, respond
+from .errors import (
+    ErrorBody,
+    body_error_responses,
+    error_response,
+    error_responses,
+    exception_handlers,
+    respond,
+    validation_error,
+)
 from .images import is_figure, media_type, openapi_responses, response_class
 from .uploads import Upload, endpoint_parameters, frame_params, receive, upload_kind
 
@@ -24,16 +32,19 @@ __all__ = [
     "ErrorBody",
     "ResultError",
     "Upload",
+    "body_error_responses",
     "data_schema",
     "dumps",
     "encode_after",
     "endpoint_parameters",
     "error_response",
     "error_responses",
+    "exception_handlers",
     "frame_params",
     "is_figure",
     "make_encoder",
     "media_type",
+    "nullable_floats",
     "openapi_responses",
     "receive",
     "request_type",
@@ -41,4 +52,5 @@ __all__ = [
     "response_class",
     "response_type",
     "upload_kind",
+    "validation_error",
 ]

@@ -70,6 +70,23 @@ def response_type(annotation: Any) -> Any:
     return rewritten
 
 
+def nullable_floats(annotation: Any) -> Any:
+    """``annotation`` as a response documents it: a float, also in a list, tuple, dict or
+    union, is a number or null, since NaN and infinities are written as null. (A float field
+    of a model keeps its model's schema.) The result is still checked against ``annotation``."""
+    if annotation is float or (typing.get_origin(annotation) is Annotated
+                               and typing.get_args(annotation)[0] is float):
+        return typing.Optional[annotation]  # noqa: UP045 (a runtime value, not an annotation)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (list, tuple, set, frozenset, dict, typing.Union, types.UnionType) and args:
+        documented = tuple(arg if arg is Ellipsis else nullable_floats(arg) for arg in args)
+        if documented != args:
+            if origin in (typing.Union, types.UnionType):
+                return typing.Union[documented]  # noqa: UP007 (a runtime value)
+            return origin[documented]
+    return annotation
+
+
 def data_schema(annotation: Any) -> DataSchema | None:
     """The schema object of a rewritten annotation that is itself a data-science type."""
     if typing.get_origin(annotation) is Annotated:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
+import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -114,7 +117,68 @@ def dumps(value: Any) -> bytes:
             # A numpy or pandas scalar as a key (value_counts().to_dict(), groupby dicts):
             # orjson takes only plain keys, so rewrite them, on this rare path only.
             return orjson.dumps(_plain_keys(value), default=_fallback, option=_ORJSON_OPTIONS)
+        if exc.__cause__ is None and str(exc).startswith(_BEYOND_ORJSON):
+            return _dumps_beyond_orjson(value)
         raise
+
+
+# What JSON can hold and orjson does not write: an integer past 64 bits (plain FastAPI writes
+# it), a string holding a lone surrogate (Python's json reads "\ud800" from a request and
+# writes it back so), nesting deeper than 255 levels (Python's json reads up to its recursion
+# limit). Written by the standard library instead, on this rare path only.
+_BEYOND_ORJSON = ("Integer exceeds 64-bit range", "str is not valid UTF-8",
+                  "Recursion limit reached")
+
+
+def _dumps_beyond_orjson(value: Any) -> bytes:
+    plain = _plain_data(value)
+    try:
+        return json.dumps(plain, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: written as its escape, "\ud800"
+        return json.dumps(plain, separators=(",", ":")).encode("ascii")
+
+
+def _plain_data(value: Any) -> Any:
+    """``value`` as dicts, lists, str, int, float and None, written as orjson writes each leaf
+    (NaN as null). Without recursion, so that any depth Python's json can write is fine; a
+    value deeper than the recursion limit (or holding itself) is refused."""
+    limit = sys.getrecursionlimit()
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 0)]
+    while stack:
+        item, parent, slot, depth = stack.pop()
+        if depth > limit:
+            raise ValueError(f"the result is nested deeper than {limit} levels, or holds itself")
+        if isinstance(item, dict):
+            parent[slot] = out = {}
+            for key, child in item.items():
+                key = _plain_json_key(key)
+                out[key] = None  # the slot, in order; filled when the stack gets to it
+                stack.append((child, out, key, depth + 1))
+        elif isinstance(item, list | tuple):
+            parent[slot] = out = [None] * len(item)
+            stack.extend((child, out, index, depth + 1) for index, child in enumerate(item))
+        elif isinstance(item, float):
+            parent[slot] = item if math.isfinite(item) else None
+        elif isinstance(item, str | int) or item is None:
+            parent[slot] = item
+        else:  # a leaf orjson or the fallback writes: as they write it
+            try:
+                parent[slot] = orjson.loads(
+                    orjson.dumps(item, default=_fallback, option=_ORJSON_OPTIONS))
+            except orjson.JSONEncodeError as exc:
+                if isinstance(exc.__cause__, TypeError | ValueError):
+                    raise exc.__cause__ from None
+                stack.append((to_jsonable_python(item, fallback=_data_jsonable), parent, slot,
+                              depth + 1))
+    return root[0]
+
+
+def _plain_json_key(key: Any) -> Any:
+    if isinstance(key, str | int | float | bool) or key is None:
+        return key
+    return next(iter(orjson.loads(orjson.dumps({_plain_key(key): None},
+                                               option=_ORJSON_OPTIONS))))
 
 
 _KEY_TYPES = "str, int, float, bool, None, a datetime, a UUID, an Enum or a numpy or pandas scalar"

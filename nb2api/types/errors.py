@@ -10,15 +10,20 @@ response only when ``debug`` is on. ``nb2api serve`` and an exported app both an
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
 from . import display, images
 from .encoding import Encoder, NotJSONError, ResultError, dumps
@@ -68,9 +73,61 @@ class CallFailed(Exception):
         return cls(how)
 
 
+async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+    """FastAPI's 422, also when the input it quotes is no JSON that FastAPI writes.
+
+    Python's json reads ``-Infinity``, ``NaN``, a lone surrogate ``"\\ud800"`` and deep nesting
+    from a request body; FastAPI's own handler then fails to write its 422 (a bare 500). Here
+    a non-finite number is quoted as the text that was sent, and the rest is written as a
+    result would be (:func:`~.encoding.dumps`).
+    """
+    try:
+        return await request_validation_exception_handler(request, exc)
+    except (ValueError, TypeError, RecursionError):
+        pass
+    errors = []
+    for error in exc.errors():
+        safe = {}
+        for key, value in error.items():
+            if key == "input":
+                safe[key] = _quoted_input(value)
+            else:
+                try:
+                    safe[key] = jsonable_encoder(value)
+                except (ValueError, TypeError, RecursionError):
+                    safe[key] = str(value)
+        errors.append(safe)
+    return Response(dumps({"detail": errors}), status_code=422, media_type="application/json")
+
+
+def exception_handlers() -> dict[Any, Any]:
+    """What an app takes as ``FastAPI(exception_handlers=...)``: :func:`validation_error`."""
+    return {RequestValidationError: validation_error}
+
+
+def _quoted_input(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    return value  # dumps writes the rest: big integers, lone surrogates, deep nesting
+
+
 def error_responses() -> dict[int | str, dict[str, Any]]:
     """The 500 of a route, for its OpenAPI ``responses``."""
     return {500: {"model": ErrorBody, "description": "The notebook code raised"}}
+
+
+class DetailBody(BaseModel):
+    """What a request gets that nb2api refuses before any notebook code runs."""
+
+    detail: str
+
+
+def body_error_responses() -> dict[int | str, dict[str, Any]]:
+    """The 400 of a route with a JSON body, for its OpenAPI ``responses``: FastAPI's answer to a
+    body that Python's json cannot read at all (not UTF-8, nested too deeply); JSON that is
+    merely malformed gets a 422."""
+    return {400: {"model": DetailBody,
+                  "description": "The body could not be read (not UTF-8, or nested too deeply)"}}
 
 
 async def respond(

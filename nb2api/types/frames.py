@@ -74,7 +74,8 @@ def split_parts(value: Mapping[str, Any]) -> tuple[list[Any], list[Any], list[An
             'expected the split form {"columns": [...], "data": [[...], ...]}, with an optional '
             '"index"'
         )
-    if index is not None and (not isinstance(index, list) or len(index) != len(data)):
+    if "index" in value and (not isinstance(index, list) or len(index) != len(data)):
+        # As the schema says: "index" may be left out, but is a list when given (not null).
         raise FrameError(f"'index' must be a list of {len(data)} labels, one per row of 'data'")
     return columns, data, index
 
