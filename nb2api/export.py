@@ -16,6 +16,7 @@ two cannot drift apart, and an upgrade of nb2api reaches the app with the next e
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 import importlib.metadata
 import inspect
@@ -26,6 +27,9 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import fastapi
+from fastapi import params as fastapi_params
 
 from ._version import __version__
 from .errors import NotebookError
@@ -45,6 +49,7 @@ _SERVER_REQUIREMENTS = ("anyio", "fastapi", "orjson", "pydantic", "uvicorn")
 _DATA_REQUIREMENTS = ("numpy", "pandas")
 _UPLOAD_REQUIREMENTS = ("python-multipart",)
 _OPTIONAL_UPLOAD_REQUIREMENTS = ("pyarrow",)  # Parquet uploads; pinned when installed here
+_MARKERS = ("Header", "Cookie", "Query", "Path", "Form")  # FastAPI's, that say where a value is
 
 
 class ExportError(NotebookError):
@@ -522,17 +527,23 @@ class _Wiring:
             raise self._error(spec, f"{spec.name}() is not a module-level name the wiring can call")
         out: list[str] = []
         body_params = [p for p in spec.params if p.source == "body"]
-        query_params = [p for p in spec.params if p.source == "query"]
+        query_params = [p for p in spec.params if p.source == "query" and p.marker is None]
         endpoint_params: list[str] = []
+        # In nb2api serve's order (serve/endpoint.py): path, marked, query, body, multipart.
         for p in spec.params:
-            if p.source == "path":
+            if p.source == "path" and p.marker is None:
                 annotation = self._annotation(spec, source, p)
                 if p.description:
                     Path_ = self.imports.use("fastapi", "Path")
                     marker = f"{Path_}(description={_str(p.description)})"
                     annotation = f"{self.Annotated}[{annotation}, {marker}]"
                 endpoint_params.append(f"{p.name}: {annotation}")
-        arguments = {p.name: p.name for p in spec.params if p.source == "path"}
+        marked = [self._marked(spec, source, p) for p in spec.params if p.marker is not None]
+        if marked:
+            # Keyword-only, as serve's endpoint: a marked parameter's default may come first.
+            endpoint_params = ["*", *endpoint_params, *marked]
+        arguments = {p.name: p.name for p in spec.params
+                     if p.source == "path" or p.marker is not None}
         for model, params, kind in (
             (spec.query_model, query_params, "query"),
             (spec.body_model, body_params, "body"),
@@ -635,6 +646,8 @@ class _Wiring:
         self.uploads = True
         tables = []
         for p in multipart:
+            if p.marker is not None:
+                continue  # a Form() field, written with its marker by _marked
             if p.source == "form":
                 base = self._annotation(spec, source, p)
                 marker = self.imports.use("fastapi", "Form")
@@ -664,6 +677,54 @@ class _Wiring:
             )
             out.append(f"{self._tables_name(spec)} = [{items}]\n")
         return tables
+
+    def _marked(self, spec: RouteSpec, source: _FunctionSource, p) -> str:
+        """A parameter with a FastAPI marker (``Header()``, ``Form()``, ...), written as the
+        notebook wrote it, options and all, so FastAPI reads it as nb2api serve hands it over;
+        the docstring's description goes into the marker, as serve puts it there."""
+        node = source.params.get(p.name)
+        if node is None:
+            raise self._error(spec, f"cannot find the annotation of '{p.name}' in the source")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            node = ast.parse(node.value.strip(), mode="eval").body
+        if p.description and p.marker.description is None:
+            described = self._described(node, p.description)
+            if described is None:
+                self.warnings.append(
+                    f"{self.loaded.notebook.path}, {spec.function.cell.ref}: {spec.name}() "
+                    f"parameter '{p.name}': the exported /docs leave out its docstring's "
+                    "description; give its marker description=... to keep it"
+                )
+            node = described or node
+        text = f"{p.name}: {self._text(node)}"
+        if not p.required:
+            text += f" = {self._default(spec, source, p)}"
+        return text
+
+    def _described(self, node: ast.expr, description: str) -> ast.expr | None:
+        """``Annotated[T, Header(...)]`` with ``description=`` added to its FastAPI marker call;
+        None when the marker is not written there (an alias of the annotation, say)."""
+        if not (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Tuple)):
+            return None
+        elements = node.slice.elts
+        for index in reversed(range(1, len(elements))):
+            element = elements[index]
+            if isinstance(element, ast.Call) and self._is_marker(element.func):
+                node = copy.deepcopy(node)
+                call = node.slice.elts[index]  # type: ignore[attr-defined]
+                call.keywords.append(ast.keyword("description", ast.Constant(description)))
+                return node
+        return None
+
+    def _is_marker(self, func: ast.expr) -> bool:
+        try:
+            marker = eval(ast.unparse(func), self.namespace)
+        except Exception:
+            return False
+        if isinstance(marker, type):  # fastapi.params.Header, ...
+            return issubclass(marker, (fastapi_params.Param, fastapi_params.Form)) and not (
+                issubclass(marker, fastapi_params.File))
+        return any(marker is getattr(fastapi, name) for name in _MARKERS)  # fastapi.Header, ...
 
     def _written(self, spec: RouteSpec, source: _FunctionSource, p) -> str:
         """A parameter's annotation exactly as the notebook wrote it."""
