@@ -36,7 +36,7 @@ from .errors import NotebookError
 from .load import Cell, LoadedNotebook, load_notebook
 from .routes import RouteSpec, build_routes
 from .serve.docs import ASSETS_PATH, STATIC, has_local_assets
-from .types import datatypes, images, uploads
+from .types import datatypes, display, images, uploads
 
 _TEMPLATES = Path(__file__).parent / "templates" / "export"
 _TYPES = Path(__file__).parent / "types"  # vendored as nbtypes/, byte for byte
@@ -562,7 +562,7 @@ class _Wiring:
                 arguments[p.name] = f"{kind}.{p.name}"
         tables = self._multipart(spec, source, endpoint_params, arguments, out)
 
-        response_model, encoder, image = self._response(spec, source, out)
+        response_model, encoder, by_media_type = self._response(spec, source, out)
         call_args = []
         optional_body = arguments.pop("__optional_body__", None)
         for p in spec.params:
@@ -589,10 +589,10 @@ class _Wiring:
         if response_model:
             decorator_args.append(f"response_model={response_model}")
         errors = f"{self.nbtypes}.error_responses()"
-        if image:
-            decorator_args.append(f"response_class={self.nbtypes}.response_class({image})")
+        if by_media_type:
+            decorator_args.append(f"response_class={self.nbtypes}.response_class({by_media_type})")
             decorator_args.append(
-                f"responses={{**{errors}, **{self.nbtypes}.openapi_responses({image})}}"
+                f"responses={{**{errors}, **{self.nbtypes}.openapi_responses({by_media_type})}}"
             )
         else:
             decorator_args.append(f"responses={errors}")
@@ -754,14 +754,15 @@ class _Wiring:
 
     def _response(self, spec: RouteSpec, source, out: list[str]) -> tuple[str | None, str, str]:
         """``response_model=`` text, the route's encoder (``nbtypes.make_encoder`` of the return
-        annotation, as under serve) and, for an image route, its return annotation."""
+        annotation, as under serve) and, for a route documented by media types (an image, a
+        ``Response``, a class Jupyter displays), its return annotation."""
         returns = spec.returns
         if returns is inspect.Parameter.empty:
             return None, f"{self.nbtypes}.dumps", ""  # what make_encoder gives without one
         text = self._type_text(spec, source.returns, returns, returns)
         encoder = f"{self.nbtypes}.make_encoder({text})"
-        if images.media_type(returns) is not None:
-            return None, encoder, text
+        if images.media_type(returns) is not None or display.is_shown_type(returns):
+            return None, encoder, text  # documented by its media types, not a schema
         model = spec.response_model
         if model is None:
             return None, encoder, ""

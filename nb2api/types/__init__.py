@@ -13,9 +13,10 @@ app runs the very code that ``nb2api serve`` runs.
 from __future__ import annotations
 
 from .datatypes import ADVICE, data_schema, request_type, response_type
+from .display import openapi_responses, response_class
 from .encoding import Encoder, ResultError, dumps, encode_after, make_encoder
 from .errors import ErrorBody, error_response, error_responses, respond
-from .images import is_figure, media_type, openapi_responses, response_class
+from .images import is_figure, media_type
 from .uploads import Upload, endpoint_parameters, frame_params, receive, upload_kind
 
 __all__ = [
