@@ -253,3 +253,22 @@ def page() -> HTMLResponse:
     assert list(content("/charted")) == ["*/*"]  # a mimebundle's types are known when it runs
     assert content("/raw") == {"*/*": {"schema": {}}}
     assert list(content("/page")) == ["text/html"]
+
+
+def test_a_series_with_a_multiindex_is_records_like_its_reset_index(app):
+    """Not keys such as "('n', 1)": a column per level, as a MultiIndex table's rows are."""
+    client = app(SETUP + "\n" + SALES + "\nsales['month'] = sales['day'].dt.month", """#| api
+def totals() -> pd.Series:
+    return sales.groupby(['region', 'month'])['price'].sum()
+
+def sizes():
+    return {"sizes": sales.groupby(['region', 'month']).size()}
+
+def by_region():
+    return sales.groupby('region')['price'].sum()
+""")
+    assert client.post("/totals").json() == [{"region": "n", "month": 1, "price": 4.0},
+                                             {"region": "s", "month": 1, "price": 2.0}]
+    assert client.post("/sizes").json() == {"sizes": [{"region": "n", "month": 1, "0": 2},
+                                                      {"region": "s", "month": 1, "0": 1}]}
+    assert client.post("/by_region").json() == {"n": 4.0, "s": 2.0}  # one level: keyed

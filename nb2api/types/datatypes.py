@@ -204,7 +204,8 @@ class SeriesSchema(DataSchema):
     """``pd.Series``: a list (default index) or an object keyed by index label, in and out."""
 
     title = "Series"
-    description = "A list of values, or an object keyed by index label."
+    description = ("A list of values, or an object keyed by index label (records, a column "
+                   "per level, for a MultiIndex).")
 
     def encode(self, value: Any) -> bytes:
         if not isinstance(value, pd.Series):
