@@ -100,7 +100,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
     for spec in specs:
         app.add_api_route(
             spec.path,
-            make_endpoint(spec, runtime, settings),
+            make_endpoint(spec, runtime, settings, loaded.notebook),
             methods=[spec.method],
             name=spec.name,
             operation_id=spec.name,

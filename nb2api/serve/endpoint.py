@@ -20,6 +20,7 @@ from fastapi import Body, Query
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
+from ..load import ParsedNotebook, missing_name_hint
 from ..routes import RouteSpec
 from ..settings import Settings
 from ..types import datatypes, images, uploads
@@ -33,8 +34,10 @@ _BODY = "nb2api_body"
 _QUERY = "nb2api_query"
 
 
-def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Callable[..., Any]:
-    """An async endpoint for ``spec`` with a signature FastAPI can read."""
+def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
+                  notebook: ParsedNotebook | None = None) -> Callable[..., Any]:
+    """An async endpoint for ``spec`` with a signature FastAPI can read. With ``notebook``, a
+    NameError of the function says which unmarked cell defines the name, as a load does."""
     encode: Encoder | None = make_encoder(spec.returns)
     if not spec.is_async and spec.options.executor == "thread":
         # Encode on the worker thread too: a big table or a figure never holds the event loop.
@@ -53,7 +56,12 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Call
 
     async def call(arguments: dict[str, Any]) -> Any:
         args = tuple(arguments.pop(name) for name in positional)
-        return await run(args, arguments)
+        try:
+            return await run(args, arguments)
+        except NameError as exc:
+            if notebook is not None:
+                _explain(exc, missing_name_hint(notebook, spec.function.cell, exc))
+            raise
 
     async def endpoint(**kwargs: Any) -> Response:
         body = kwargs.pop(_BODY, None)
@@ -73,6 +81,12 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Call
     parameters = _endpoint_parameters(spec, body_optional)
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return endpoint
+
+
+def _explain(exc: NameError, hint: str) -> None:
+    """Add ``hint`` to the error's message, which the 500's detail and the log both quote."""
+    if hint and exc.args and isinstance(exc.args[0], str) and hint not in exc.args[0]:
+        exc.args = (exc.args[0] + hint, *exc.args[1:])
 
 
 def _endpoint_parameters(spec: RouteSpec, body_optional: bool) -> list[inspect.Parameter]:
