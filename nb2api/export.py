@@ -36,7 +36,7 @@ from .errors import NotebookError
 from .load import Cell, LoadedNotebook, load_notebook
 from .routes import RouteSpec, build_routes
 from .serve.docs import ASSETS_PATH, STATIC, has_local_assets
-from .types import datatypes, display, images, uploads
+from .types import datatypes, images, uploads
 
 _TEMPLATES = Path(__file__).parent / "templates" / "export"
 _TYPES = Path(__file__).parent / "types"  # vendored as nbtypes/, byte for byte
@@ -761,7 +761,7 @@ class _Wiring:
             return None, f"{self.nbtypes}.dumps", ""  # what make_encoder gives without one
         text = self._type_text(spec, source.returns, returns, returns)
         encoder = f"{self.nbtypes}.make_encoder({text})"
-        if images.media_type(returns) is not None or display.is_shown_type(returns):
+        if datatypes.response_type(returns) is None:
             return None, encoder, text  # documented by its media types, not a schema
         model = spec.response_model
         if model is None:

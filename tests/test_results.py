@@ -223,6 +223,7 @@ def test_openapi_lists_what_a_displayed_or_response_result_can_be(make_notebook,
     from test_export_parity import _both, _paths
 
     path = make_notebook(DISPLAYABLE, """#| api
+import pandas as pd
 from fastapi.responses import HTMLResponse, Response
 
 def declared() -> Summary:
@@ -236,6 +237,9 @@ def raw() -> Response:
 
 def page() -> HTMLResponse:
     return HTMLResponse("<p>hi</p>")
+
+def table() -> pd.DataFrame:  # display methods too, but a schema first
+    return pd.DataFrame({"a": [1]})
 """)
     served, exported = _both(path, tmp_path, "shown_openapi")
     with TestClient(served) as ours, TestClient(exported) as theirs:
@@ -253,6 +257,8 @@ def page() -> HTMLResponse:
     assert list(content("/charted")) == ["*/*"]  # a mimebundle's types are known when it runs
     assert content("/raw") == {"*/*": {"schema": {}}}
     assert list(content("/page")) == ["text/html"]
+    assert content("/table") == {"application/json": {"schema": {
+        "$ref": "#/components/schemas/TableResponse"}}}
 
 
 def test_a_series_with_a_multiindex_is_records_like_its_reset_index(app):

@@ -22,7 +22,7 @@ from .._version import __version__
 from ..load import LoadedNotebook, Progress, load_notebook
 from ..routes import RouteSpec, build_routes
 from ..settings import Settings, SettingsKeywords
-from ..types import display
+from ..types import datatypes
 from ..types.errors import error_responses
 from . import health
 from .docs import mount_docs
@@ -107,10 +107,10 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
             summary=spec.summary,
             description=spec.description or "",
             response_model=spec.response_model,
-            response_class=display.response_class(spec.returns),
+            response_class=datatypes.response_class(spec.returns),
             responses={
                 **error_responses(),
-                **display.openapi_responses(spec.returns),
+                **datatypes.openapi_responses(spec.returns),
                 **runtime.responses(spec),
             },
             dependencies=[token_check] if token_check is not None else None,

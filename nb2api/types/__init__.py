@@ -12,8 +12,14 @@ app runs the very code that ``nb2api serve`` runs.
 
 from __future__ import annotations
 
-from .datatypes import ADVICE, data_schema, request_type, response_type
-from .display import openapi_responses, response_class
+from .datatypes import (
+    ADVICE,
+    data_schema,
+    openapi_responses,
+    request_type,
+    response_class,
+    response_type,
+)
 from .encoding import Encoder, ResultError, dumps, encode_after, make_encoder
 from .errors import ErrorBody, error_response, error_responses, respond
 from .images import is_figure, media_type

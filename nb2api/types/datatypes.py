@@ -20,6 +20,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import orjson
+from fastapi.responses import Response
 from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter
 from pydantic_core import PydanticCustomError
 from pydantic_core import core_schema as cs
@@ -68,6 +69,26 @@ def response_type(annotation: Any) -> Any:
     if rewritten is annotation and display.is_shown_type(annotation):
         return None
     return rewritten
+
+
+def openapi_responses(annotation: Any) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` entries that document a route whose result has no JSON schema: its
+    declared media type, or what a ``Response`` class or a class Jupyter displays can answer
+    with. Empty for a result with a schema (a DataFrame has display methods, and a schema)."""
+    if images.media_type(annotation) is not None:
+        return images.openapi_responses(annotation)
+    if response_type(annotation) is None:
+        return display.shown_responses(annotation)
+    return {}
+
+
+def response_class(annotation: Any) -> Any:
+    """The route's response class: the declared media type's; for a ``Response`` or a class
+    Jupyter displays, one without a media type (:func:`openapi_responses` lists them); else
+    JSON."""
+    if images.media_type(annotation) is None and response_type(annotation) is None:
+        return Response
+    return images.response_class(annotation)
 
 
 def data_schema(annotation: Any) -> DataSchema | None:

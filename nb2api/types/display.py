@@ -92,14 +92,12 @@ def shown_media_types(annotation: Any) -> list[str]:
     return sorted(found, key=_rank)
 
 
-def openapi_responses(annotation: Any) -> dict[int | str, dict[str, Any]]:
-    """The ``responses`` entries that document a route whose result is not a JSON schema: its
-    declared media type (:func:`images.openapi_responses`), or what a ``Response`` class or a
-    class Jupyter displays can answer with (and the 406 of a refused ``Accept``)."""
-    declared = images.openapi_responses(annotation)
+def shown_responses(annotation: Any) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` entries of a route annotated with a ``Response`` class or a class
+    Jupyter displays: the media types it can answer with (and the 406 of a refused Accept)."""
     kinds = shown_media_types(annotation)
-    if declared or not kinds:
-        return declared
+    if not kinds:
+        return {}
     content = {kind: {"schema": _schema(kind)} for kind in kinds}
     if issubclass(annotation, Response):
         return {200: {"description": "The response the function returns", "content": content}}
@@ -108,14 +106,6 @@ def openapi_responses(annotation: Any) -> dict[int | str, dict[str, Any]]:
                              "type the Accept header prefers", "content": content},
         406: {"description": "Not Acceptable: the Accept header refuses every representation"},
     }
-
-
-def response_class(annotation: Any) -> Any:
-    """The route's response class: the declared media type's, or a ``Response`` (no media
-    type) for a displayed class, whose answers :func:`openapi_responses` lists."""
-    if images.media_type(annotation) is None and is_shown_type(annotation):
-        return Response
-    return images.response_class(annotation)
 
 
 def _schema(media_type: str) -> dict[str, Any]:
