@@ -33,7 +33,12 @@ import pytest
 from conftest import serve
 from fastapi.testclient import TestClient
 from nbclient import NotebookClient
-from test_export_parity import _both, _paths
+from test_export import import_exported
+from test_export_parity import _both, _paths, answer_alike
+
+import nb2api
+from nb2api.export import export_notebook
+from nb2api.load import load_notebook
 
 REALWORLD = Path(__file__).parent / "realworld"
 CORPUS = ("churn_model", "sales_report", "advertising_ols", "contacts_api",
@@ -262,3 +267,14 @@ def test_a_book_chapter_full_of_magics(corpus):
         log = server.output()
     assert "left out '%matplotlib inline'" in log
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("name", CORPUS)
+def test_each_notebook_exports_and_answers_as_served(corpus, name, tmp_path, capsys):
+    """Generated requests get the same answers from ``nb2api serve``'s app and the export."""
+    loaded = load_notebook(corpus / f"{name}.ipynb")
+    project = export_notebook(loaded, tmp_path / name)
+    for data in corpus.glob("*.joblib"):  # the files the cells read go next to app.py
+        shutil.copy(data, project.folder)
+    exported = getattr(import_exported(project, f"realworld_{name}"), project.app_name)
+    answer_alike(name, nb2api.create_app(loaded), exported, capsys)
