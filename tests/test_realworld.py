@@ -278,3 +278,10 @@ def test_each_notebook_exports_and_answers_as_served(corpus, name, tmp_path, cap
         shutil.copy(data, project.folder)
     exported = getattr(import_exported(project, f"realworld_{name}"), project.app_name)
     answer_alike(name, nb2api.create_app(loaded), exported, capsys)
+
+
+def test_a_quarto_documents_title_names_the_api(corpus):
+    """The title in the front matter, as Quarto renders it, heads /docs too."""
+    app = nb2api.create_app(corpus / "sales_report.ipynb")
+    assert app.title == "Quarterly sales report"
+    assert nb2api.create_app(corpus / "contacts_api.ipynb").title == "contacts_api"
