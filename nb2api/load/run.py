@@ -34,7 +34,7 @@ from ..errors import (
 )
 from .clean import defined_names
 from .directives import DirectiveProblem, function_options
-from .kernel import kernel_namespace, run_code
+from .kernel import kernel_namespace, quiet_display, run_code
 from .read import Cell, ParsedNotebook, first_code_line, read_notebook
 
 Progress = Callable[[Cell, "float | None"], None]
@@ -203,6 +203,7 @@ def _run_cell(notebook: ParsedNotebook, cell: Cell, module: types.ModuleType) ->
             evalue=evalue,
             traceback="".join(traceback.format_exception(exc)),
         ) from None
+    quiet_display(module.__dict__)
 
 
 _NOT_DEFINED = re.compile(r"name '(\w+)' is not defined")
