@@ -143,3 +143,26 @@ def test_root_path_setting_prefixes_docs_and_servers(client):
     assert "/nb/openapi.json" in c.get("/docs").text
     assert c.get("/openapi.json").json()["servers"] == [{"url": "/nb"}]
     assert c.post("/area", json={"radius": 1}).status_code == 200
+
+
+def test_a_name_only_an_unmarked_cell_defines_is_named_in_the_500(make_notebook, caplog):
+    """At request time too, the NameError says which unmarked cell defines the name, in the
+    detail and in the log, from a thread, the event loop or a worker process."""
+    path = make_notebook(
+        "threshold = 0.5",
+        "#| api\ndef scaled(x: float) -> float:\n    return x * threshold\n\n"
+        "async def scaled_async(x: float) -> float:\n    return x * threshold\n\n"
+        "#| executor: process\ndef scaled_apart(x: float) -> float:\n    return x * threshold\n\n"
+        "def other(x: float) -> float:\n    return x * undefined_anywhere",
+    )
+    hint = "name 'threshold' is not defined; cell 1 (\"threshold = 0.5\") defines it but is " \
+           "not marked setup"
+    with TestClient(nb2api.create_app(path, processes=1)) as c, caplog.at_level(logging.ERROR):
+        for route in ("scaled", "scaled_async", "scaled_apart"):
+            response = c.post(f"/{route}", json={"x": 2})
+            assert response.status_code == 500
+            assert response.json()["detail"] == f"{route}() raised NameError: {hint}"
+            assert c.post(f"/{route}", json={"x": 2}).json()["detail"].count("defines it") == 1
+        other = c.post("/other", json={"x": 2}).json()["detail"]
+        assert other == "other() raised NameError: name 'undefined_anywhere' is not defined"
+    assert any(hint in record.getMessage() for record in caplog.records)

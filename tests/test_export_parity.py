@@ -117,6 +117,12 @@ def _compare(operation, mode, ours, theirs, compared: Counter, left_out: Counter
 @pytest.mark.parametrize("name", PARITY_NOTEBOOKS)
 def test_served_and_exported_apps_answer_alike(name, tmp_path, capsys):
     served, exported = _both(NOTEBOOKS / f"{name}.ipynb", tmp_path, name)
+    answer_alike(name, served, exported, capsys)
+
+
+def answer_alike(name: str, served, exported, capsys) -> None:
+    """Generated requests, valid and invalid, to every route but the EXCLUDED get the same
+    answers from both apps, whose OpenAPI documents agree."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", served)
     compared: Counter[str] = Counter()
     left_out: Counter[int] = Counter()
@@ -206,3 +212,70 @@ def test_exported_docs_use_only_local_assets(tmp_path):
                 asset = theirs.get(url)
                 assert asset.status_code == 200 and asset.content, url
             assert "cdn" not in html.text.lower() and "googleapis" not in html.text
+
+
+MARKED = '''#| api
+#| route: GET /items/{key}
+def get_item(
+    key: Annotated[str, Path(min_length=2)],
+    user_agent: Annotated[str, Header()],
+    session: Annotated[str | None, Cookie()] = None,
+    limit: Annotated[int, Query(ge=1)] = 10,
+    x_raw: "Annotated[str, Header(alias='X-Raw', convert_underscores=False)]" = "",
+    plain: int = 0,
+):
+    """One item.
+
+    Args:
+        user_agent: Who asks.
+        limit: How many.
+    """
+    return {"key": key, "agent": user_agent, "session": session, "limit": limit, "raw": x_raw,
+            "plain": plain}
+
+def login(user: Annotated[str, Form(min_length=2)], remember: bool = False) -> dict:
+    return {"user": user, "remember": remember}
+'''
+
+
+def test_fastapi_parameter_markers_export_alike(make_notebook, tmp_path):
+    """Header(), Cookie(), Query(), Path() and Form() parameters: the export takes them from
+    where serve takes them, with the marker's options and the docstring's descriptions."""
+    from test_fastapi_params import CONTACT_ROUTES, CONTACTS, IMPORTS
+
+    path = make_notebook(IMPORTS, CONTACTS, CONTACT_ROUTES, MARKED)
+    served, exported = _both(path, tmp_path, "markers")
+    with TestClient(served) as ours, TestClient(exported) as theirs:
+        openapi = ours.get("/openapi.json").json()
+        assert _paths(theirs.get("/openapi.json").json()) == _paths(openapi)
+        assert theirs.get("/openapi.json").json()["components"] == openapi["components"]
+        requests = [
+            {"method": "POST", "url": "/contacts", "data": {"name": "Ada", "phone": "555"}},
+            {"method": "POST", "url": "/contacts", "data": {"name": "Alan"}},
+            {"method": "POST", "url": "/contacts", "data": {"phone": "1"}},
+            {"method": "GET", "url": "/contacts/1"},
+            {"method": "GET", "url": "/contacts/1", "headers": {"If-None-Match": '"old"'}},
+            {"method": "GET", "url": "/contacts", "params": {"name-prefix": "Al"}},
+            {"method": "GET", "url": "/contacts", "headers": {"Accept": "text/csv"}},
+            {"method": "PUT", "url": "/contacts/2", "json": {"contact": {"name": "Alan T"}}},
+            {"method": "DELETE", "url": "/contacts/1"},
+            {"method": "GET", "url": "/contacts/1"},
+            {"method": "GET", "url": "/items/ab?limit=3&plain=1",
+             "headers": {"User-Agent": "me", "X-Raw": "r", "Cookie": "session=s1"}},
+            {"method": "GET", "url": "/items/ab?limit=0"},
+            {"method": "GET", "url": "/items/a"},
+            {"method": "POST", "url": "/login", "data": {"user": "ada", "remember": "true"}},
+            {"method": "POST", "url": "/login", "data": {"user": "a"}},
+        ]
+        for request in requests:
+            expected, got = ours.request(**request), theirs.request(**request)
+            assert (got.status_code, got.headers.get("content-type"), got.content) == (
+                expected.status_code, expected.headers.get("content-type"), expected.content
+            ), request
+        etag = ours.get("/contacts/2").headers["etag"]
+        assert theirs.get("/contacts/2", headers={"If-None-Match": etag}).status_code == 304
+    parameters = openapi["paths"]["/items/{key}"]["get"]["parameters"]
+    assert {p["name"]: p["in"] for p in parameters} == {
+        "key": "path", "user-agent": "header", "session": "cookie", "limit": "query",
+        "X-Raw": "header", "plain": "query"}
+    assert "Who asks." in str(parameters)

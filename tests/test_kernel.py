@@ -146,3 +146,26 @@ def test_top_level_await_runs_also_inside_a_running_loop(make_notebook):
 
     app = asyncio.run(from_async_code())
     assert TestClient(app).post("/value").json() == 42
+
+
+def test_ipythons_own_display_imported_by_a_cell_is_quiet_too(make_notebook, tmp_path, capfd):
+    """``from IPython.display import display`` binds IPython's, which prints its arguments
+    outside a kernel: route functions (served or exported) and later cells get the no-op."""
+    from test_export import import_exported
+
+    from nb2api.export import export_notebook
+
+    path = make_notebook(
+        "#| setup\nfrom IPython.display import Markdown, display\nimport pandas as pd",
+        "#| setup\nframe = pd.DataFrame({'a': [1, 2]})\nfor column in ['b', 'c']:\n"
+        "    frame[column] = frame['a'] * 2\n    display(Markdown(f'**{column}**'), frame)",
+        "#| api\ndef columns() -> list[str]:\n    display(frame)\n    return list(frame.columns)",
+    )
+    loaded = load_notebook(path)
+    project = export_notebook(loaded, tmp_path / "export")
+    exported = getattr(import_exported(project, "quiet_display"), project.app_name)
+    capfd.readouterr()
+    for app in (create_app(loaded), exported):
+        with TestClient(app) as client:
+            assert client.post("/columns").json() == ["a", "b", "c"]
+    assert capfd.readouterr().out == ""

@@ -214,3 +214,67 @@ def summary():
 """), fast_path=False))
     response = client.post("/summary", headers={"Accept": "text/plain"})
     assert (response.status_code, response.text) == (200, "Summary: coef")
+
+
+def test_openapi_lists_what_a_displayed_or_response_result_can_be(make_notebook, tmp_path):
+    """``-> Summary`` documents the media types of its display methods, ``-> Response`` any
+    media type (or its class's own), instead of a JSON body that never comes; the export
+    documents them alike."""
+    from test_export_parity import _both, _paths
+
+    path = make_notebook(DISPLAYABLE, """#| api
+import pandas as pd
+from fastapi.responses import HTMLResponse, Response
+
+def declared() -> Summary:
+    return Summary()
+
+def charted() -> Chart:
+    return Chart()
+
+def raw() -> Response:
+    return Response("a,b\\n", media_type="text/csv")
+
+def page() -> HTMLResponse:
+    return HTMLResponse("<p>hi</p>")
+
+def table() -> pd.DataFrame:  # display methods too, but a schema first
+    return pd.DataFrame({"a": [1]})
+""")
+    served, exported = _both(path, tmp_path, "shown_openapi")
+    with TestClient(served) as ours, TestClient(exported) as theirs:
+        openapi = ours.get("/openapi.json").json()
+        assert _paths(theirs.get("/openapi.json").json()) == _paths(openapi)
+        assert ours.post("/raw").text == theirs.post("/raw").text == "a,b\n"
+
+    def content(path: str) -> dict:
+        return openapi["paths"][path]["post"]["responses"]["200"]["content"]
+
+    assert content("/declared") == {"text/html": {"schema": {"type": "string"}},
+                                    "text/latex": {"schema": {"type": "string"}},
+                                    "text/plain": {"schema": {"type": "string"}}}
+    assert "406" in openapi["paths"]["/declared"]["post"]["responses"]
+    assert list(content("/charted")) == ["*/*"]  # a mimebundle's types are known when it runs
+    assert content("/raw") == {"*/*": {"schema": {}}}
+    assert list(content("/page")) == ["text/html"]
+    assert content("/table") == {"application/json": {"schema": {
+        "$ref": "#/components/schemas/TableResponse"}}}
+
+
+def test_a_series_with_a_multiindex_is_records_like_its_reset_index(app):
+    """Not keys such as "('n', 1)": a column per level, as a MultiIndex table's rows are."""
+    client = app(SETUP + "\n" + SALES + "\nsales['month'] = sales['day'].dt.month", """#| api
+def totals() -> pd.Series:
+    return sales.groupby(['region', 'month'])['price'].sum()
+
+def sizes():
+    return {"sizes": sales.groupby(['region', 'month']).size()}
+
+def by_region():
+    return sales.groupby('region')['price'].sum()
+""")
+    assert client.post("/totals").json() == [{"region": "n", "month": 1, "price": 4.0},
+                                             {"region": "s", "month": 1, "price": 2.0}]
+    assert client.post("/sizes").json() == {"sizes": [{"region": "n", "month": 1, "0": 2},
+                                                      {"region": "s", "month": 1, "0": 1}]}
+    assert client.post("/by_region").json() == {"n": 4.0, "s": 2.0}  # one level: keyed

@@ -16,6 +16,7 @@ from .run import (
     cell_filename,
     load_notebook,
     load_parsed,
+    missing_name_hint,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "cell_filename",
     "load_notebook",
     "load_parsed",
+    "missing_name_hint",
     "parse_notebook",
     "parse_route",
     "read_notebook",

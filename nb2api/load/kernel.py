@@ -5,7 +5,8 @@
   ``__main__.column_ratio``. The process's real ``__main__`` module stays in ``sys.modules``
   (uvicorn's and multiprocessing's spawn read it) and also answers with the notebooks' names
   (:class:`_MainModule`), so pickle finds notebook names in both directions.
-- ``display`` (a no-op) and ``get_ipython()`` (a stand-in whose magics do nothing).
+- ``display`` (a no-op, also where a cell imports IPython's) and ``get_ipython()`` (a stand-in
+  whose magics do nothing).
 - top-level ``await``: a cell compiled as a coroutine runs to completion on an event loop.
 """
 
@@ -38,6 +39,18 @@ def kernel_namespace(module: types.ModuleType) -> None:
 def display(*objs: Any, **kwargs: Any) -> None:
     """Jupyter's ``display``: shows output in a notebook; a service has nowhere to show it."""
     return None
+
+
+def quiet_display(namespace: dict[str, Any]) -> None:
+    """Put the kernel-less ``display`` back where a cell bound IPython's own (``from
+    IPython.display import display``), which prints its arguments when no kernel runs."""
+    module = sys.modules.get("IPython.core.display_functions")
+    ipython_display = getattr(module, "display", None)
+    if ipython_display is None:
+        return
+    for name, value in list(namespace.items()):
+        if value is ipython_display:
+            namespace[name] = display
 
 
 class IPythonStandIn:

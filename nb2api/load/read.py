@@ -11,6 +11,7 @@ with a large saved plot or table costs no more to serve than the same notebook c
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,7 +164,7 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
             "'#| setup' or '#| api'",
             path=str(path),
         )
-    title = nb["metadata"].get("title") or None
+    title = nb["metadata"].get("title") or _front_matter_title(nb["cells"]) or None
     return ParsedNotebook(
         path=path,
         name=path.stem,
@@ -172,6 +173,27 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
         unmarked=tuple(unmarked),
         warnings=tuple(warnings),
     )
+
+
+_TITLE = re.compile(r"^title:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def _front_matter_title(cells: list[dict]) -> str | None:
+    """The ``title:`` of a Quarto document's YAML front matter (a first raw cell between
+    ``---`` lines), read without a YAML parser: a one-line, top-level title only."""
+    if not cells or cells[0]["cell_type"] != "raw":
+        return None
+    source = cells[0]["source"].strip()
+    if not source.startswith("---"):
+        return None
+    header = source[3:].split("\n---", 1)[0]
+    match = _TITLE.search(header)
+    if match is None:
+        return None
+    title = match.group(1)
+    if len(title) >= 2 and title[0] == title[-1] and title[0] in "'\"":
+        title = title[1:-1]
+    return title or None
 
 
 def _left_out_because(item: LeftOut) -> str:

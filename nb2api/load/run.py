@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import linecache
 import os
+import re
 import sys
 import time
 import traceback
@@ -33,7 +34,7 @@ from ..errors import (
 )
 from .clean import defined_names
 from .directives import DirectiveProblem, function_options
-from .kernel import kernel_namespace, run_code
+from .kernel import kernel_namespace, quiet_display, run_code
 from .read import Cell, ParsedNotebook, first_code_line, read_notebook
 
 Progress = Callable[[Cell, "float | None"], None]
@@ -181,7 +182,7 @@ def _run_cell(notebook: ParsedNotebook, cell: Cell, module: types.ModuleType) ->
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
         line = frames[-1].lineno if frames else None
         ename, evalue = type(exc).__name__, str(exc)
-        hint = _missing_name_hint(notebook, cell, exc) if isinstance(exc, NameError) else ""
+        hint = missing_name_hint(notebook, cell, exc) if isinstance(exc, NameError) else ""
         signature_of = _signature_at(cell, line) if isinstance(exc, NameError) else None
         if signature_of is not None:
             raise UndefinedNameError(
@@ -202,12 +203,22 @@ def _run_cell(notebook: ParsedNotebook, cell: Cell, module: types.ModuleType) ->
             evalue=evalue,
             traceback="".join(traceback.format_exception(exc)),
         ) from None
+    quiet_display(module.__dict__)
 
 
-def _missing_name_hint(notebook: ParsedNotebook, failed: Cell, exc: NameError) -> str:
+_NOT_DEFINED = re.compile(r"name '(\w+)' is not defined")
+
+
+def missing_name_hint(notebook: ParsedNotebook, failed: Cell, exc: NameError) -> str:
     """Where the missing name would have come from: a line nb2api left out, or a cell that is
-    not marked (the nearest above the failing cell, else the nearest below)."""
+    not marked (the nearest above the failing cell, else the nearest below). Empty when neither.
+
+    For a cell that fails at load and, at request time, for a route function its cell defines.
+    """
     name = getattr(exc, "name", None)
+    if not name:  # lost when the error crossed from a worker process by pickle
+        match = _NOT_DEFINED.search(str(exc))
+        name = match.group(1) if match else None
     if not name:
         return ""
     for cell in notebook.cells:

@@ -22,7 +22,7 @@ from .._version import __version__
 from ..load import LoadedNotebook, Progress, load_notebook
 from ..routes import RouteSpec, build_routes
 from ..settings import Settings, SettingsKeywords
-from ..types import images
+from ..types import datatypes
 from ..types.errors import body_error_responses, error_responses, exception_handlers
 from . import health
 from .auth import TokenGate
@@ -102,18 +102,18 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
     for spec in specs:
         app.add_api_route(
             spec.path,
-            make_endpoint(spec, runtime, settings),
+            make_endpoint(spec, runtime, settings, loaded.notebook),
             methods=[spec.method],
             name=spec.name,
             operation_id=spec.name,
             summary=spec.summary,
             description=spec.description or "",
             response_model=spec.response_model,
-            response_class=images.response_class(spec.returns),
+            response_class=datatypes.response_class(spec.returns),
             responses={
                 **error_responses(),
                 **(body_error_responses() if spec.body_model is not None else {}),
-                **images.openapi_responses(spec.returns),
+                **datatypes.openapi_responses(spec.returns),
                 **runtime.responses(spec),
             },
             dependencies=[token_check] if token_check is not None else None,

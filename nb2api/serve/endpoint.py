@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from fastapi import Body, Query
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
+from ..load import ParsedNotebook, missing_name_hint
 from ..routes import RouteSpec
 from ..settings import Settings
 from ..types import datatypes, images, uploads
@@ -33,8 +33,10 @@ _BODY = "nb2api_body"
 _QUERY = "nb2api_query"
 
 
-def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Callable[..., Any]:
-    """An async endpoint for ``spec`` with a signature FastAPI can read."""
+def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
+                  notebook: ParsedNotebook | None = None) -> Callable[..., Any]:
+    """An async endpoint for ``spec`` with a signature FastAPI can read. With ``notebook``, a
+    NameError of the function says which unmarked cell defines the name, as a load does."""
     encode: Encoder | None = make_encoder(spec.returns)
     if not spec.is_async and spec.options.executor == "thread":
         # Encode on the worker thread too: a big table or a figure never holds the event loop.
@@ -49,7 +51,13 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Call
                                                    if p.source == "body")
     media_type = images.media_type(spec.returns) or "application/json"
     tables = uploads.frame_params(spec)  # uploaded CSV/Parquet files read into DataFrames
-    failed = functools.partial(runtime.failed, spec)
+
+    def failed(exc: Exception) -> None:
+        """Heard before the 500 is made: count it, and name the unmarked cell behind a
+        NameError (only then, so a request pays nothing for the hint)."""
+        if notebook is not None and isinstance(exc, NameError):
+            _explain(exc, missing_name_hint(notebook, spec.function.cell, exc))
+        runtime.failed(spec, exc)
 
     async def endpoint(**kwargs: Any) -> Response:
         body = kwargs.pop(_BODY, None)
@@ -70,6 +78,12 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings) -> Call
     parameters = _endpoint_parameters(spec, body_optional)
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return endpoint
+
+
+def _explain(exc: NameError, hint: str) -> None:
+    """Add ``hint`` to the error's message, which the 500's detail and the log both quote."""
+    if hint and exc.args and isinstance(exc.args[0], str) and hint not in exc.args[0]:
+        exc.args = (exc.args[0] + hint, *exc.args[1:])
 
 
 def _endpoint_parameters(spec: RouteSpec, body_optional: bool) -> list[inspect.Parameter]:

@@ -12,7 +12,15 @@ app runs the very code that ``nb2api serve`` runs.
 
 from __future__ import annotations
 
-from .datatypes import ADVICE, data_schema, nullable_floats, request_type, response_type
+from .datatypes import (
+    ADVICE,
+    data_schema,
+    nullable_floats,
+    openapi_responses,
+    request_type,
+    response_class,
+    response_type,
+)
 from .encoding import Encoder, ResultError, dumps, encode_after, make_encoder
 from .errors import (
     ErrorBody,
@@ -23,7 +31,7 @@ from .errors import (
     respond,
     validation_error,
 )
-from .images import is_figure, media_type, openapi_responses, response_class
+from .images import is_figure, media_type
 from .uploads import Upload, endpoint_parameters, frame_params, receive, upload_kind
 
 __all__ = [

@@ -20,6 +20,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import orjson
+from fastapi.responses import Response
 from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter
 from pydantic_core import PydanticCustomError
 from pydantic_core import core_schema as cs
@@ -85,6 +86,26 @@ def nullable_floats(annotation: Any) -> Any:
                 return typing.Union[documented]  # noqa: UP007 (a runtime value)
             return origin[documented]
     return annotation
+
+
+def openapi_responses(annotation: Any) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` entries that document a route whose result has no JSON schema: its
+    declared media type, or what a ``Response`` class or a class Jupyter displays can answer
+    with. Empty for a result with a schema (a DataFrame has display methods, and a schema)."""
+    if images.media_type(annotation) is not None:
+        return images.openapi_responses(annotation)
+    if response_type(annotation) is None:
+        return display.shown_responses(annotation)
+    return {}
+
+
+def response_class(annotation: Any) -> Any:
+    """The route's response class: the declared media type's; for a ``Response`` or a class
+    Jupyter displays, one without a media type (:func:`openapi_responses` lists them); else
+    JSON."""
+    if images.media_type(annotation) is None and response_type(annotation) is None:
+        return Response
+    return images.response_class(annotation)
 
 
 def data_schema(annotation: Any) -> DataSchema | None:
@@ -221,7 +242,8 @@ class SeriesSchema(DataSchema):
     """``pd.Series``: a list (default index) or an object keyed by index label, in and out."""
 
     title = "Series"
-    description = "A list of values, or an object keyed by index label."
+    description = ("A list of values, or an object keyed by index label (records, a column "
+                   "per level, for a MultiIndex).")
 
     def encode(self, value: Any) -> bytes:
         if not isinstance(value, pd.Series):

@@ -75,6 +75,47 @@ def is_shown_type(annotation: Any) -> bool:
     )
 
 
+def shown_media_types(annotation: Any) -> list[str]:
+    """The media types a route annotated ``-> annotation`` can answer with, best first: those
+    of the class's display methods (``*/*`` for a ``_repr_mimebundle_``, whose keys are known
+    only when it runs), or a ``Response`` class's own (``*/*`` when it sets none)."""
+    if not is_shown_type(annotation):
+        return []
+    if issubclass(annotation, Response):
+        return [annotation.media_type or "*/*"]
+    found = [kind for kind, name in REPR_METHODS.items() if callable(getattr(annotation, name,
+                                                                                None))]
+    if callable(getattr(annotation, "_repr_mimebundle_", None)):
+        found.append("*/*")
+    if annotation.__repr__ is not object.__repr__:
+        found.append(PLAIN)
+    return sorted(found, key=_rank)
+
+
+def shown_responses(annotation: Any) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` entries of a route annotated with a ``Response`` class or a class
+    Jupyter displays: the media types it can answer with (and the 406 of a refused Accept)."""
+    kinds = shown_media_types(annotation)
+    if not kinds:
+        return {}
+    content = {kind: {"schema": _schema(kind)} for kind in kinds}
+    if issubclass(annotation, Response):
+        return {200: {"description": "The response the function returns", "content": content}}
+    return {
+        200: {"description": f"The {annotation.__name__}, as Jupyter displays it: the media "
+                             "type the Accept header prefers", "content": content},
+        406: {"description": "Not Acceptable: the Accept header refuses every representation"},
+    }
+
+
+def _schema(media_type: str) -> dict[str, Any]:
+    if media_type == "application/json" or media_type.endswith("+json") or media_type == "*/*":
+        return {}
+    if media_type in _BINARY:
+        return {"type": "string", "format": "binary"}
+    return {"type": "string"}
+
+
 def response(value: Any, dumps: Dumps) -> Response | None:
     """The answer for a result JSON cannot write: ``value`` itself when it is a Response, else
     a response that shows it as Jupyter would; None when nothing can show it."""

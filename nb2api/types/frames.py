@@ -325,7 +325,11 @@ def _iso_unit(values: np.ndarray) -> str:
 
 
 def series_json(series: pd.Series) -> bytes:
-    """A list when the index is the default range, else an object keyed by index label."""
+    """A list when the index is the default range, else an object keyed by index label; a
+    MultiIndex (``groupby([...])[col].sum()``) makes records, as ``series.reset_index()`` shows
+    them: a column per level, then the values under the Series' name (``0`` without one)."""
+    if isinstance(series.index, pd.MultiIndex):
+        return frame_json(series.to_frame())
     frame = series.to_frame("v")
     cells = _cells(frame["v"])
     if _default_index(series.index):
