@@ -29,8 +29,10 @@ else:
     pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install nb2api[ray])")
 
 import httpx  # noqa: E402
+import nbformat  # noqa: E402
 import psutil  # noqa: E402
-from conftest import free_port, notebook_path, wait_until  # noqa: E402
+from conftest import code, free_port, notebook_path, wait_until  # noqa: E402
+from test_kernel import DEFINITIONS, LOADING, TRAINING, run_in_kernel  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from nb2api import NotebookError, Settings  # noqa: E402
@@ -184,6 +186,13 @@ def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ray")
     home = folder / "home"
     home.mkdir()
+    # ray_echo, and a model that a real kernel pickled (it refers to __main__.Scaler).
+    echo = nbformat.read(notebook_path("ray_echo"), as_version=4)
+    echo.cells += [code(DEFINITIONS), code(LOADING),
+                   code("#| api\ndef scaled(x: float) -> float:\n    return model['scale'](x)")]
+    notebook = folder / "ray_echo.ipynb"
+    nbformat.write(echo, notebook)
+    run_in_kernel(folder, DEFINITIONS, TRAINING)
     port = free_port()
     log = folder / "serve.log"
     env = {
@@ -195,7 +204,7 @@ def served(tmp_path_factory):
     }
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "nb2api", "serve", str(notebook_path("ray_echo")), "--ray",
+            [sys.executable, "-m", "nb2api", "serve", str(notebook), "--ray",
              "--replicas", "2", "--host", "127.0.0.1", "--port", str(port), "--root-path", "/nb"],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder,
             start_new_session=True,  # its own process group, as a terminal gives it: Ctrl-C hits all
@@ -244,6 +253,11 @@ def test_serve_routes_and_replicas(served):
         assert client.get("/hello/ray").json()["greeting"] == "hello ray"
         pids = {client.post("/pid", json={}).json() for _ in range(30)}
     assert len(pids) == 2  # both replicas answer
+
+
+def test_a_model_pickled_in_jupyter_loads_in_the_replicas(served):
+    with httpx.Client(base_url=served.base_url, timeout=30) as client:
+        assert {client.post("/scaled", json={"x": 2}).json() for _ in range(10)} == {6.0}
 
 
 def test_serve_validation_errors_docs_and_operations(served):
