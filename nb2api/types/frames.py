@@ -94,6 +94,9 @@ def _check_row_lengths(data: list[Any], width: int) -> None:
 def records_from_split(value: Mapping[str, Any]) -> tuple[list[Any], list[Any] | None]:
     """The split form as records (and its index), so each row can be validated as a ``Row``."""
     columns, data, index = split_parts(value)
+    if not all(isinstance(c, (str, int, float, bool, type(None))) for c in columns):
+        # each row becomes a dict keyed by column: a list or object label cannot be a key
+        raise FrameError("'columns' must be a list of column names (strings or numbers)")
     _check_row_lengths(data, len(columns))
     return [dict(zip(columns, row, strict=True)) for row in data], index
 
