@@ -150,6 +150,10 @@ async def floats(a: NDArray[np.float64]) -> NDArray[np.float64]:
     return a * 2
 
 
+async def int_vector(a: np.ndarray[tuple[int], np.dtype[np.int64]]) -> int:
+    return int(a.sum())
+
+
 async def scalars(i: np.int64, f: np.float64, b: np.bool_ = np.bool_(False)) -> dict:
     return {"i": i, "f": f, "b": b}
 
@@ -191,6 +195,7 @@ VALID: dict[str, list[Any]] = {
     "series": [{"values": [1, 2, 3]}, {"values": {"a": 1.5, "b": 2}}],
     "array": [{"a": [[1, 2], [3, 4]]}, {"a": [1.5]}],
     "floats": [{"a": [[1, None], [2, 3]]}],
+    "int_vector": [{"a": [1, 2]}, {"a": []}],
     "scalars": [{"i": 3, "f": 1.5, "b": True}, {"i": 3, "f": "1.5"}],
     "timestamp": [{"t": "2024-05-01T10:00:00Z"}, {"t": 1714557600}],
     "anything": [{"x": {"any": [1, "json"]}}],

@@ -176,6 +176,8 @@ def array_from_json(value: Any, dtype: np.dtype | None, ndim: int | None) -> np.
         raise FrameError(f"expected numbers, got values of type {_kind_name(array)}")
     if ndim is not None and array.ndim != ndim:
         raise FrameError(f"expected {ndim} dimension(s), got {array.ndim}")
+    if dtype is not None and array.size == 0:
+        array = array.astype(dtype)  # `[]` reads as float64, but holds no value of any dtype
     if dtype is not None and array.dtype != dtype:
         if not np.can_cast(array.dtype, dtype, casting="same_kind"):
             raise FrameError(f"expected values of dtype {dtype}, got {array.dtype}")
