@@ -138,6 +138,10 @@ async def rows(sales: Annotated[pd.DataFrame, Sale]) -> Annotated[pd.DataFrame, 
     return sales
 
 
+def count_rows(sales: Annotated[pd.DataFrame, Sale]) -> int:
+    return len(sales)
+
+
 async def series(values: pd.Series) -> pd.Series:
     return values
 
@@ -192,6 +196,10 @@ VALID: dict[str, list[Any]] = {
     "rows": [{"sales": [{"item": "a", "price": 1.5, "qty": 2},
                         {"item": "b", "price": 2, "qty": 1, "sold": "2024-05-01T10:00:00"}]},
              {"sales": {"columns": ["item", "price", "qty"], "data": [["a", 1.0, 1]]}}],
+    "count_rows": [{"sales": [{"item": "a", "price": 1.5, "qty": 2}]},
+                   # an int past 64 bits in an int column (was an OverflowError, a 500)
+                   {"sales": [{"item": "a", "price": 1.5, "qty": 2**70}]},
+                   {"sales": {"columns": ["item", "price", "qty"], "data": [["a", 1, -(2**64)]]}}],
     "series": [{"values": [1, 2, 3]}, {"values": {"a": 1.5, "b": 2}}],
     "array": [{"a": [[1, 2], [3, 4]]}, {"a": [1.5]}],
     "floats": [{"a": [[1, None], [2, 3]]}],

@@ -122,7 +122,7 @@ def _as_declared(column: pd.Series, annotation: Any) -> pd.Series:
             return column.astype("float64")
         if base is dt.datetime:
             return pd.to_datetime(column, utc=_any_aware(column))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # an int past 64 bits stays a Python int
         return column
     return column
 
