@@ -13,6 +13,7 @@ import logging
 import logging.config
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -320,6 +321,7 @@ def serve(
     }
     if server.workers == 1 and not server.reload:
         _freeze_startup_objects()
+        _exit_0_after_sigterm()
         uvicorn.run(application, **common)
         return
     # Several processes, or restarts on change: each process builds its own app from settings.
@@ -336,6 +338,12 @@ def serve(
             reload_includes=[notebook.name] if server.reload else None,
             **common,
         )
+
+
+def _exit_0_after_sigterm() -> None:
+    """After its graceful shutdown, uvicorn raises the signal that stopped it again, for the
+    handler it found: this one makes a SIGTERM stop exit 0, as it does under --workers."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 def _say(log_format: LogFormat, text: str) -> None:
