@@ -6,9 +6,10 @@ arbitrary JSON and mutations of valid ones (a value replaced, a key dropped or a
 wrapped), sent through the fast path and through FastAPI alone (``fast_path=False``).
 
 Kept out of the generated JSON, because another change fixes them (issue 12's other items):
-NaN and infinities (a 422 holding -Infinity, NaN in a ``-> float`` schema), integers beyond 64
-bits, lone surrogates and deep nesting (all in untyped results), and a split-form DataFrame with
-``"index": null``.
+NaN and infinities (a 422 holding -Infinity, NaN in a ``-> float`` schema), lone surrogates and
+deep nesting (in untyped results), and a split-form DataFrame with ``"index": null``. Integers
+beyond 64 bits are sent; a result holding one (untyped, or a ``pd.Series`` of them) is the 500
+"Integer exceeds 64-bit range", also known, and recognised by that detail.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from conftest import write_notebook
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -210,10 +212,9 @@ VALID: dict[str, list[Any]] = {
     "nothing": [{}, None],
 }
 ROUTES = sorted(VALID)
-SEEN: Counter[tuple[str, int]] = Counter()  # (route, status class) of the generated requests
 
 # JSON values; see the module docstring for what is kept out and why.
-scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.integers()
            | st.floats(allow_nan=False, allow_infinity=False)
            | st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
            | st.sampled_from(["", "2024-05-01", "2024-05-01T10:00:00", "red", "a", "1.5", "1e3",
@@ -296,8 +297,6 @@ def requests(draw) -> tuple[str, bytes]:
 
 @pytest.fixture(scope="module", params=[True, False], ids=["fast-path", "fastapi"])
 def client(request, tmp_path_factory):
-    from conftest import write_notebook
-
     path = write_notebook(tmp_path_factory.mktemp("bodies"), SETUP, API)
     with TestClient(create_app(path, fast_path=request.param),
                     raise_server_exceptions=False) as test_client:
@@ -311,32 +310,34 @@ def test_every_valid_body_is_accepted(client):
             assert response.status_code == 200, (route, body, response.text)
 
 
-@settings(max_examples=1000, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(request=requests())
-def test_any_body_is_a_4xx_or_a_2xx(client, request):
-    route, content = request
-    try:
-        if _known_problem(json.loads(content)):
-            return
-    except ValueError:
-        pass  # not JSON: refused with a 422
-    response = client.post(f"/{route}", content=content,
-                           headers={"content-type": "application/json"})
-    assert response.status_code < 500, (route, content, response.text)
-    SEEN[route, response.status_code // 100] += 1
-    answer = response.json()  # every answer, accepted or refused, is JSON
-    if response.status_code == 422:
-        assert isinstance(answer["detail"], list) and answer["detail"], answer
-    elif response.status_code >= 400:
-        assert "detail" in answer, answer
+def test_any_body_is_a_4xx_or_a_2xx(client):
+    seen: Counter[tuple[str, int]] = Counter()  # (route, status class) of the requests sent
 
+    @settings(max_examples=1000, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(request=requests())
+    def answers_4xx_or_2xx(request):
+        route, content = request
+        try:
+            if _known_problem(json.loads(content)):
+                return
+        except ValueError:
+            pass  # not JSON: refused with a 422
+        response = client.post(f"/{route}", content=content,
+                               headers={"content-type": "application/json"})
+        if response.status_code == 500 and "Integer exceeds 64-bit range" in response.text:
+            return  # the known problem of integers beyond 64 bits in results (module docstring)
+        assert response.status_code < 500, (route, content, response.text)
+        seen[route, response.status_code // 100] += 1
+        answer = response.json()  # every answer, accepted or refused, is JSON
+        if response.status_code == 422:
+            assert isinstance(answer["detail"], list) and answer["detail"], answer
+        elif response.status_code >= 400:
+            assert "detail" in answer, answer
 
-
-def test_generated_bodies_reach_both_outcomes(client):
-    """Runs after the property above (same module, file order): the bodies it sent were not all
-    refused, so the accepted side (results encoded) was exercised too."""
-    accepted = {route for route, kind in SEEN if kind == 2}
-    refused = {route for route, kind in SEEN if kind == 4}
+    answers_4xx_or_2xx()
+    # the bodies were not all refused: the accepted side (results encoded) was exercised too
+    accepted = {route for route, kind in seen if kind == 2}
+    refused = {route for route, kind in seen if kind == 4}
     assert len(refused) >= len(ROUTES) - 2, sorted(set(ROUTES) - refused)
     assert len(accepted) >= len(ROUTES) // 2, sorted(set(ROUTES) - accepted)
