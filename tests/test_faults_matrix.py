@@ -15,6 +15,7 @@ import json
 import signal
 import socket
 import threading
+import uuid
 from pathlib import Path
 
 import httpx
@@ -118,11 +119,10 @@ class Marks:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.count = 0
 
     def tag(self, what: str) -> str:
-        self.count += 1
-        return f"{what}{self.count}"
+        """A tag no other call of the session has (the folder is shared by a module's tests)."""
+        return f"{what}-{uuid.uuid4().hex}"
 
     def wait(self, tag: str, what: str, timeout: float = 30) -> int:
         """The pid of the process that marked ``tag`` ``what`` (started, done)."""
@@ -352,3 +352,19 @@ def _workers(supervisor: psutil.Process) -> set[int]:
                     child.cmdline()):
                 workers.add(child.pid)
     return workers
+
+
+@pytest.mark.parametrize("prefix", EXECUTORS)
+def test_a_call_that_times_out_waiting_for_a_worker_never_runs(server, marks, prefix):
+    workers = {"t": 4, "p": 2}[prefix]  # the server's --max-workers and --processes
+    others = bystanders(server, marks, prefix, n=workers, seconds=2)  # every worker busy
+    tag = marks.tag("queued")
+    with server.client() as client:  # past the route's limiter, waiting for a worker: 504
+        response = client.post(f"/{prefix}_hang", json={"seconds": 0, "tag": tag})
+    assert response.status_code == 504
+    assert_completed(others, marks)
+    later = marks.tag("later")  # queued after it, so it starts after it would have
+    with server.client() as client:
+        assert client.post(f"/{prefix}_work", json={"seconds": 0, "tag": later}).status_code == 200
+    assert not marks.marked(tag, "started"), "the call ran after its client was given a 504"
+    assert_healthy(server, prefix)
