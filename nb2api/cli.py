@@ -13,6 +13,7 @@ import logging
 import logging.config
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -339,6 +340,7 @@ def serve(
         return
     if server.workers == 1:
         _freeze_startup_objects()
+        _exit_0_after_sigterm()
         uvicorn.run(application, **common)
         return
     # Several processes: each builds its own app from the settings.
@@ -375,6 +377,12 @@ def _token_for_workers(settings: Settings) -> Iterator[Settings]:
         yield settings.updated(token=None, token_file=Path(name))
     finally:
         Path(name).unlink(missing_ok=True)
+
+
+def _exit_0_after_sigterm() -> None:
+    """After its graceful shutdown, uvicorn raises the signal that stopped it again, for the
+    handler it found: this one makes a SIGTERM stop exit 0, as it does under --workers."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 def _say(log_format: LogFormat, text: str) -> None:

@@ -591,9 +591,13 @@ class _Wiring:
             decorator_args.append(f"description={_str(spec.description)}")
         if response_model:
             decorator_args.append(f"response_model={response_model}")
-        errors = f"{self.nbtypes}.error_responses()"
+        media = images.media_type(spec.returns)  # the route's, when it answers an image
+        errors = f"{self.nbtypes}.error_responses({media!r})" if media else \
+            f"{self.nbtypes}.error_responses()"
         if spec.body_model is not None:
-            errors = f"{{**{errors}, **{self.nbtypes}.body_error_responses()}}"
+            body_errors = f"{self.nbtypes}.body_error_responses({media!r})" if media else \
+                f"{self.nbtypes}.body_error_responses()"
+            errors = f"{{**{errors}, **{body_errors}}}"
         if by_media_type:
             decorator_args.append(f"response_class={self.nbtypes}.response_class({by_media_type})")
             decorator_args.append(

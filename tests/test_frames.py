@@ -1,5 +1,7 @@
 """The conversions behind the data-science types, without HTTP."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -62,3 +64,11 @@ def test_a_null_index_is_refused_as_the_schema_says(data):
     with pytest.raises(frames.FrameError, match="index"):
         frames.frame_from_json({"columns": ["a"], "data": data, "index": None})
     assert len(frames.frame_from_json({"columns": ["a"], "data": data})) == len(data)
+
+
+def test_integers_past_64_bits_in_a_table_or_series_are_written_exactly():
+    big = 2**70 + 1
+    assert json.loads(frames.series_json(pd.Series([big, 1]))) == [big, 1]
+    table = pd.DataFrame({"n": [big, -big], "s": pd.Series(["a", "\ud800"], dtype=object)})
+    assert json.loads(frames.frame_json(table)) \
+        == [{"n": big, "s": "a"}, {"n": -big, "s": "\ud800"}]

@@ -164,7 +164,8 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
             "'#| setup' or '#| api'",
             path=str(path),
         )
-    title = nb["metadata"].get("title") or _front_matter_title(nb["cells"]) or None
+    title = nb["metadata"].get("title")
+    title = title if isinstance(title, str) and title else _front_matter_title(nb["cells"]) or None
     return ParsedNotebook(
         path=path,
         name=path.stem,
@@ -239,9 +240,14 @@ def _as_v4(raw: dict, path: Path) -> dict:
     ):
         raise NotebookReadError("not a Jupyter notebook: 'cells' is not a list of cells",
                                 path=str(path))
-    for cell in cells:
+    for index, cell in enumerate(cells, start=1):
         source = cell.get("source", "")
-        cell["source"] = "".join(source) if isinstance(source, list) else str(source)
+        if isinstance(source, list) and all(isinstance(line, str) for line in source):
+            source = "".join(source)
+        if not isinstance(source, str):
+            raise NotebookReadError(f"not a Jupyter notebook: cell {index}'s 'source' is not "
+                                    "text", path=str(path))
+        cell["source"] = source
         metadata = cell.get("metadata")
         cell["metadata"] = metadata = metadata if isinstance(metadata, dict) else {}
         tags = metadata.get("tags")

@@ -22,7 +22,7 @@ from .._version import __version__
 from ..load import LoadedNotebook, Progress, load_notebook
 from ..routes import RouteSpec, build_routes
 from ..settings import Settings, SettingsKeywords
-from ..types import datatypes
+from ..types import datatypes, images
 from ..types.errors import body_error_responses, error_responses, exception_handlers
 from . import health
 from .auth import TokenGate
@@ -111,8 +111,9 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
             response_model=spec.response_model,
             response_class=datatypes.response_class(spec.returns),
             responses={
-                **error_responses(),
-                **(body_error_responses() if spec.body_model is not None else {}),
+                **error_responses(images.media_type(spec.returns)),
+                **(body_error_responses(images.media_type(spec.returns))
+                   if spec.body_model is not None else {}),
                 **datatypes.openapi_responses(spec.returns),
                 **runtime.responses(spec),
             },

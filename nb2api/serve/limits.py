@@ -204,8 +204,13 @@ def make_call(
             limiter.leave(None)
             raise
         # The slot frees when the function returns, not when the request gives up on it.
-        future.add_done_callback(lambda _: limiter.leave(time.perf_counter() - started))
-        return await asyncio.shield(future)
+        future.add_done_callback(lambda done: limiter.leave(
+            None if done.cancelled() else time.perf_counter() - started))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:  # a timeout: a call still waiting for a worker never runs
+            pool.abandon(future)
+            raise
 
     async def run_direct(args: tuple, kwargs: dict) -> Any:
         try:

@@ -13,7 +13,7 @@ import functools
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .faults import contain
@@ -41,6 +41,7 @@ class WorkerPool:
         self.last_return = time.monotonic()  # when a call last returned (or the pool started)
         self.saturated_since = 0.0  # when every worker last became busy
         self.on_change: Callable[[WorkerPool], None] | None = None  # metrics hook
+        self._queued: dict[asyncio.Future, Future] = {}  # calls not yet returned
 
     @property
     def busy(self) -> int:
@@ -69,7 +70,9 @@ class WorkerPool:
         busy until the function returns, and ``pending`` says so.
         """
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool(), self._prepare(func, args, kwargs))
+        call = self._pool().submit(self._prepare(func, args, kwargs))
+        future = asyncio.wrap_future(call, loop=loop)
+        self._queued[future] = call
         self.pending += 1
         if self.pending == self.max_workers:
             self.saturated_since = time.monotonic()
@@ -81,7 +84,15 @@ class WorkerPool:
         # Shielded: a client that goes away must not make a running call look finished.
         return await asyncio.shield(self.submit(func, *args, **kwargs))
 
-    def _returned(self, _future: asyncio.Future) -> None:
+    def abandon(self, future: asyncio.Future) -> None:
+        """The caller no longer waits for ``future``: drop its call if no worker has started it
+        (a running call cannot be stopped, and runs on to its end)."""
+        call = self._queued.get(future)
+        if call is not None:
+            call.cancel()  # only succeeds while the call waits for a worker
+
+    def _returned(self, future: asyncio.Future) -> None:
+        self._queued.pop(future, None)
         self.pending -= 1
         self.last_return = time.monotonic()
         self._changed()

@@ -140,6 +140,11 @@ class ProcessPool(WorkerPool):
         self._dispatch()
         return future
 
+    def abandon(self, future: asyncio.Future) -> None:
+        """Drop the call of ``future`` if it still waits for a worker."""
+        if any(waiting is future for waiting, *_ in self._waiting):
+            future.cancel()  # _dispatch skips it
+
     def _dispatch(self) -> None:
         for index, slot in enumerate(self._slots):
             if not self._waiting:

@@ -111,9 +111,20 @@ def _quoted_input(value: Any) -> Any:
     return value  # dumps writes the rest: big integers, lone surrogates, deep nesting
 
 
-def error_responses() -> dict[int | str, dict[str, Any]]:
-    """The 500 of a route, for its OpenAPI ``responses``."""
-    return {500: {"model": ErrorBody, "description": "The notebook code raised"}}
+def error_responses(media_type: str | None = None) -> dict[int | str, dict[str, Any]]:
+    """The 500 of a route, for its OpenAPI ``responses``; ``media_type`` is the route's own
+    when its results are not JSON (an image), since its errors still are."""
+    return {500: _json_answer(ErrorBody, "The notebook code raised", media_type)}
+
+
+def _json_answer(model: type[BaseModel], description: str,
+                 media_type: str | None) -> dict[str, Any]:
+    # FastAPI documents a response model under the route's media type: right for JSON routes;
+    # a route that answers an image gets its JSON errors written out under application/json.
+    if media_type is None or media_type == "application/json":
+        return {"model": model, "description": description}
+    schema = model.model_json_schema()
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 class DetailBody(BaseModel):
@@ -122,12 +133,13 @@ class DetailBody(BaseModel):
     detail: str
 
 
-def body_error_responses() -> dict[int | str, dict[str, Any]]:
+def body_error_responses(media_type: str | None = None) -> dict[int | str, dict[str, Any]]:
     """The 400 of a route with a JSON body, for its OpenAPI ``responses``: FastAPI's answer to a
     body that Python's json cannot read at all (not UTF-8, nested too deeply); JSON that is
-    merely malformed gets a 422."""
-    return {400: {"model": DetailBody,
-                  "description": "The body could not be read (not UTF-8, or nested too deeply)"}}
+    merely malformed gets a 422. ``media_type`` as for :func:`error_responses`."""
+    return {400: _json_answer(
+        DetailBody, "The body could not be read (not UTF-8, or nested too deeply)", media_type
+    )}
 
 
 async def respond(

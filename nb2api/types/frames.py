@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
+import json
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -95,6 +96,9 @@ def _check_row_lengths(data: list[Any], width: int) -> None:
 def records_from_split(value: Mapping[str, Any]) -> tuple[list[Any], list[Any] | None]:
     """The split form as records (and its index), so each row can be validated as a ``Row``."""
     columns, data, index = split_parts(value)
+    if not all(isinstance(c, (str, int, float, bool, type(None))) for c in columns):
+        # each row becomes a dict keyed by column: a list or object label cannot be a key
+        raise FrameError("'columns' must be a list of column names (strings or numbers)")
     _check_row_lengths(data, len(columns))
     return [dict(zip(columns, row, strict=True)) for row in data], index
 
@@ -120,7 +124,7 @@ def _as_declared(column: pd.Series, annotation: Any) -> pd.Series:
             return column.astype("float64")
         if base is dt.datetime:
             return pd.to_datetime(column, utc=_any_aware(column))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # an int past 64 bits stays a Python int
         return column
     return column
 
@@ -174,6 +178,8 @@ def array_from_json(value: Any, dtype: np.dtype | None, ndim: int | None) -> np.
         raise FrameError(f"expected numbers, got values of type {_kind_name(array)}")
     if ndim is not None and array.ndim != ndim:
         raise FrameError(f"expected {ndim} dimension(s), got {array.ndim}")
+    if dtype is not None and array.size == 0:
+        array = array.astype(dtype)  # `[]` reads as float64, but holds no value of any dtype
     if dtype is not None and array.dtype != dtype:
         if not np.can_cast(array.dtype, dtype, casting="same_kind"):
             raise FrameError(f"expected values of dtype {dtype}, got {array.dtype}")
@@ -348,7 +354,22 @@ def _default_index(index: pd.Index) -> bool:
 
 def _encode_each(objects: np.ndarray) -> np.ndarray:
     # A C-level map of orjson over the cells: no Python frame per cell.
-    return np.array(list(map(_dump_cell, objects.tolist())), dtype=object)
+    cells = objects.tolist()
+    try:
+        return np.array(list(map(_dump_cell, cells)), dtype=object)
+    except orjson.JSONEncodeError:
+        # A cell orjson does not write (an integer past 64 bits, a lone surrogate): the column
+        # is written cell by cell, with the standard library for those, on this rare path only.
+        return np.array([_dump_cell_beyond_orjson(cell) for cell in cells], dtype=object)
+
+
+def _dump_cell_beyond_orjson(value: Any) -> bytes:
+    try:
+        return _dump_cell(value)
+    except orjson.JSONEncodeError as exc:
+        if isinstance(exc.__cause__, TypeError | ValueError):
+            raise exc.__cause__ from None  # not JSON at all: the caller says what to do
+        return json.dumps(value, default=to_jsonable, separators=(",", ":")).encode("ascii")
 
 
 def array_json(array: np.ndarray) -> bytes:
