@@ -128,10 +128,7 @@ def _expected(name: str, route: str, response, failure) -> str | None:
             errors = detail if isinstance(detail, list) else []
             if key in FILE_TABLES:
                 return "JSON Schema cannot say it"
-            if errors and all(_split_form_extra_keys(e) or _beyond_the_schema(e)
-                              for e in errors):
-                if any(_split_form_extra_keys(e) for e in errors):
-                    return "found: the split form's schema allows other keys, which are refused"
+            if errors and all(_beyond_the_schema(e) for e in errors):
                 return "JSON Schema cannot say it"
         return None
     if isinstance(failure, AcceptedNegativeData):
@@ -149,17 +146,7 @@ def _beyond_the_schema(error: dict) -> bool:
     """A 422 error from a check the document cannot express (see FILE_TABLES)."""
     loc = error.get("loc", [])
     in_a_row = len(loc) >= 4 and isinstance(loc[2], int)  # body, table, row, column
-    return error.get("type") in ("dataframe", "ndarray", "series") and not \
-        _split_form_extra_keys(error) or in_a_row
-
-
-def _split_form_extra_keys(error: dict) -> bool:
-    """The split form's schema allows keys besides columns, data and index; they are refused."""
-    value = error.get("input")
-    return (error.get("type") == "dataframe"
-            and str(error.get("msg", "")).startswith("expected the split form")
-            and isinstance(value, dict) and {"columns", "data"} <= set(value)
-            and bool(set(value) - {"columns", "data", "index"}))
+    return error.get("type") in ("dataframe", "ndarray", "series") and not in_a_row
 
 
 def _lax_boolean(message: str) -> bool:

@@ -154,7 +154,8 @@ def _split_schema(columns: cs.CoreSchema) -> cs.CoreSchema:
             "columns": cs.typed_dict_field(cs.list_schema(columns)),
             "data": cs.typed_dict_field(cs.list_schema(cs.list_schema(cs.any_schema()))),
             "index": cs.typed_dict_field(cs.list_schema(cs.any_schema()), required=False),
-        }
+        },
+        extra_behavior="forbid",  # as frames.split_parts reads it: no other keys
     )
 
 
