@@ -9,12 +9,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import code, free_port, notebook_path, serve
+from conftest import code, free_port, notebook_path, serve, wait_until_answers
 from typer.testing import CliRunner
 
 from nb2api.cli import app as cli
@@ -58,14 +57,7 @@ def exported_server(project):
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"the exported app exited:\n{log.read_text()}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "the exported app did not start"
-            time.sleep(0.1)
+        wait_until_answers(f"{base_url}/readyz", process, log.read_text)
         with httpx.Client(base_url=base_url, timeout=30) as client:
             yield client
     finally:
