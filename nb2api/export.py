@@ -767,7 +767,9 @@ class _Wiring:
         ``Response``, a class Jupyter displays), its return annotation."""
         returns = spec.returns
         if returns is inspect.Parameter.empty:
-            return None, f"{self.nbtypes}.dumps", ""  # what make_encoder gives without one
+            # What make_encoder gives without an annotation; documented as serve documents it.
+            empty = f"{self.imports.use('inspect', 'Parameter')}.empty"
+            return None, f"{self.nbtypes}.dumps", empty
         text = self._type_text(spec, source.returns, returns, returns)
         encoder = f"{self.nbtypes}.make_encoder({text})"
         if datatypes.response_type(returns) is None:

@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import inspect
 import types
 import typing
 import uuid
@@ -94,6 +95,10 @@ def openapi_responses(annotation: Any) -> dict[int | str, dict[str, Any]]:
     with. Empty for a result with a schema (a DataFrame has display methods, and a schema)."""
     if images.media_type(annotation) is not None:
         return images.openapi_responses(annotation)
+    if annotation is inspect.Parameter.empty:
+        # No annotation: JSON as a rule, but whatever Jupyter would show for a value that is
+        # not JSON (a figure as PNG, a table as HTML), or a Response of any type.
+        return {200: {"content": {"application/json": {}, "*/*": {}}}}
     if response_type(annotation) is None:
         return display.shown_responses(annotation)
     return {}
