@@ -895,6 +895,7 @@ async def {in_thread}(func, /, *args, **kwargs):
     description="Exported by nb2api from the notebook `{notebook}`.",{docs_urls}
     exception_handlers={nbtypes}.exception_handlers(),
 )
+{nbtypes}.document_answered_floats({app})  # NaN answered as null: the document says so
 '''
 
 # FastAPI's recipe for docs without a CDN, with the files nb2api serve uses, at the same URLs

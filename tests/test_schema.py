@@ -152,3 +152,36 @@ def test_a_body_route_documents_the_400_of_a_body_json_cannot_read(make_notebook
                               headers={"Content-Type": "application/json"})
         assert refused.status_code == 400
         assert set(refused.json()) == {"detail"}
+
+
+def test_float_fields_of_returned_models_are_documented_as_number_or_null(make_notebook):
+    """NaN in a model's float field is answered as null; the answer's schema says so, and the
+    same model taken in a request keeps its own schema."""
+    from fastapi.testclient import TestClient
+
+    from nb2api import create_app
+
+    path = make_notebook(
+        "#| setup\nfrom pydantic import BaseModel\n\n"
+        "class Inner(BaseModel):\n    w: float\n\n"
+        "class Point(BaseModel):\n    x: float\n    inner: Inner\n    n: int = 0\n\n"
+        "class Out(BaseModel):\n    y: float | None = None\n    z: float",
+        "#| api\ndef nan() -> Out:\n    return Out(z=float('nan'))\n\n"
+        "def echo(p: Point) -> Point:\n    return Point(x=float('inf'), inner=Inner(w=p.x))",
+    )
+    with TestClient(create_app(path)) as client:
+        document = client.get("/openapi.json").json()
+        schemas = document["components"]["schemas"]
+        assert schemas["Out"]["properties"]["z"]["type"] == ["number", "null"]
+        assert schemas["Out"]["properties"]["y"]["anyOf"] == [{"type": "number"},
+                                                              {"type": "null"}]
+        # Taken in the request too: the request keeps Point, the answer gets Point-Output.
+        assert schemas["Point"]["properties"]["x"]["type"] == "number"
+        assert schemas["Point-Output"]["properties"]["x"]["type"] == ["number", "null"]
+        assert schemas["Point-Output"]["properties"]["inner"]["$ref"].endswith("Inner-Output")
+        assert schemas["Inner-Output"]["properties"]["w"]["type"] == ["number", "null"]
+        assert schemas["Point-Output"]["properties"]["n"]["type"] == "integer"
+        answer = document["paths"]["/echo"]["post"]["responses"]["200"]["content"]
+        assert answer["application/json"]["schema"]["$ref"].endswith("/Point-Output")
+        assert client.post("/nan").json() == {"y": None, "z": None}
+        assert client.post("/echo", json={"p": {"x": 1, "inner": {"w": 2}}}).json()["x"] is None

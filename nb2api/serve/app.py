@@ -23,6 +23,7 @@ from ..load import LoadedNotebook, Progress, load_notebook
 from ..routes import RouteSpec, build_routes
 from ..settings import Settings, SettingsKeywords
 from ..types import datatypes, images
+from ..types.documents import document_answered_floats
 from ..types.errors import body_error_responses, error_responses, exception_handlers
 from . import health
 from .auth import TokenGate
@@ -120,6 +121,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
             dependencies=[token_check] if token_check is not None else None,
         )
         notebook_routes.append(app.router.routes[-1])  # type: ignore[arg-type]
+    document_answered_floats(app)  # NaN answered as null: float fields of models say so too
     if settings.fast_path:
         # The innermost middleware (inside CORS, limits and request logs): valid JSON requests
         # to the notebook's routes skip FastAPI's per-request handler.

@@ -21,6 +21,7 @@ from .datatypes import (
     response_class,
     response_type,
 )
+from .documents import document_answered_floats
 from .encoding import Encoder, ResultError, dumps, encode_after, make_encoder
 from .errors import (
     ErrorBody,
@@ -42,6 +43,7 @@ __all__ = [
     "Upload",
     "body_error_responses",
     "data_schema",
+    "document_answered_floats",
     "dumps",
     "encode_after",
     "endpoint_parameters",
