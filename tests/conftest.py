@@ -116,6 +116,17 @@ def wait_until(predicate, *, timeout: float = 30.0, interval: float = 0.05,
         pause(interval)
 
 
+def openapi_operations(app, name: str) -> list[tuple[str, object]]:
+    """``(route, operation)`` for each operation of ``app``'s OpenAPI document, as schemathesis
+    reads it (``route`` is the operationId); fails when the document has none."""
+    import schemathesis
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert operations, f"{name} has no routes"
+    return [(op.definition.raw.get("operationId", op.label), op) for op in operations]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
