@@ -244,10 +244,23 @@ def _cli_type(annotation: Any) -> Any:
 
 
 def _validation_message(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
+    where = ".".join(str(part) for part in error.errors()[0]["loc"])
     flag = f"--{where.replace('_', '-')}: " if where else ""
-    return flag + first["msg"].removeprefix("Value error, ")
+    return flag + _first_message(error)
+
+
+def _first_message(error: ValidationError) -> str:
+    """The first error's text, without pydantic's "Value error, " in front of our own."""
+    return error.errors()[0]["msg"].removeprefix("Value error, ")
+
+
+def _write_or_print(text: str, output: Path | None, then: str = "") -> None:
+    """``text`` on stdout, or in ``output`` with a line on stderr saying so (and ``then``)."""
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"nb2api: wrote {output}{then}", err=True)
 
 
 def _load(notebook: Path, settings: Settings | None = None, quiet: bool = True,
@@ -259,8 +272,8 @@ def _load(notebook: Path, settings: Settings | None = None, quiet: bool = True,
     except NotebookError as error:
         raise _fail(error) from None
     except ValidationError as error:  # an NB2API_* variable, read by create_app
-        typer.echo(f"error: {env_var(str(error.errors()[0]['loc'][0]))}: "
-                   f"{error.errors()[0]['msg'].removeprefix('Value error, ')}", err=True)
+        variable = env_var(str(error.errors()[0]["loc"][0]))
+        typer.echo(f"error: {variable}: {_first_message(error)}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -470,11 +483,7 @@ def openapi(
     with contextlib.redirect_stdout(sys.stderr):  # what the cells print is not the document
         application = _load(notebook)
         document = json.dumps(application.openapi(), indent=2)
-    if output is None:
-        typer.echo(document)
-        return
-    output.write_text(document + "\n", encoding="utf-8")
-    typer.echo(f"nb2api: wrote {output}", err=True)
+    _write_or_print(document + "\n", output)
 
 
 def _serve_on_ray(notebook: Path, settings: Settings, server: ServerOptions, fmt: LogFormat,
@@ -503,7 +512,7 @@ def _serve_on_ray(notebook: Path, settings: Settings, server: ServerOptions, fmt
             settings=settings.updated(root_path=""),
         )
     except ValidationError as error:
-        raise typer.BadParameter(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        raise typer.BadParameter(_first_message(error)) from None
     _say(fmt, f"nb2api: starting Ray Serve ({'joining ' + address if address else 'local'})")
     # Ctrl-C or SIGTERM (local_cluster turns it into KeyboardInterrupt), at any point: Ray and
     # its session folder are shut down on the way out, and the exit is a clean one.
@@ -589,13 +598,9 @@ def ray_config(
     except NotebookError as error:
         raise _fail(error) from None
     except ValidationError as error:
-        raise typer.BadParameter(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        raise typer.BadParameter(_first_message(error)) from None
     text = config_text(args, route_prefix=route_prefix, host=host, port=port)
-    if output is None:
-        typer.echo(text, nl=False)
-        return
-    output.write_text(text, encoding="utf-8")
-    typer.echo(f"nb2api: wrote {output}; deploy it with: serve deploy {output}", err=True)
+    _write_or_print(text, output, then=f"; deploy it with: serve deploy {output}")
 
 
 def main() -> None:

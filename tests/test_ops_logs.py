@@ -108,24 +108,34 @@ def test_logging_config_routes_uvicorn_through_nb2api_formatter():
 ADD = "#| api\ndef add(a: int, b: int) -> int:\n    return a + b"
 
 
-def test_a_record_factory_reaches_the_access_line(make_notebook):
-    """What a record factory adds (OpenTelemetry's logging instrumentation adds trace ids)
-    appears in the JSON request line."""
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@contextlib.contextmanager
+def trace_id_factory() -> Iterator[None]:
+    """A record factory that adds a trace id, as OpenTelemetry's logging instrumentation does."""
     previous = logging.getLogRecordFactory()
 
     def with_trace_id(*args, **kwargs):
         record = previous(*args, **kwargs)
-        record.otelTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+        record.otelTraceID = TRACE_ID
         return record
 
     logging.setLogRecordFactory(with_trace_id)
     try:
-        with TestClient(create_app(make_notebook(ADD))) as client, json_logs() as lines:
-            assert client.post("/add", json={"a": 1, "b": 2}).status_code == 200
+        yield
     finally:
         logging.setLogRecordFactory(previous)
+
+
+def test_a_record_factory_reaches_the_access_line(make_notebook):
+    """What a record factory adds (OpenTelemetry's logging instrumentation adds trace ids)
+    appears in the JSON request line."""
+    with trace_id_factory():
+        with TestClient(create_app(make_notebook(ADD))) as client, json_logs() as lines:
+            assert client.post("/add", json={"a": 1, "b": 2}).status_code == 200
     [line] = access(lines)
-    assert line["otelTraceID"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert line["otelTraceID"] == TRACE_ID
     assert line["route"] == "/add"
 
 
@@ -165,21 +175,11 @@ def test_serve_setup_lines_are_the_formatters_and_take_a_record_factory(make_not
     with serve_logging(stream) as handler:
         with TestClient(create_app(make_notebook(ADD))) as client:
             client.post("/add", json={"a": 1, "b": 2}, headers={"X-Request-ID": "plain"})
-            previous = logging.getLogRecordFactory()
-
-            def with_trace_id(*args, **kwargs):
-                record = previous(*args, **kwargs)
-                record.otelTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
-                return record
-
-            logging.setLogRecordFactory(with_trace_id)
-            try:
+            with trace_id_factory():
                 client.post("/add", json={"a": 1, "b": 2}, headers={"X-Request-ID": "traced"})
-            finally:
-                logging.setLogRecordFactory(previous)
         handler.close()
     plain, traced = access([json.loads(x) for x in stream.getvalue().splitlines()])
-    assert traced.pop("otelTraceID") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert traced.pop("otelTraceID") == TRACE_ID
     assert list(plain) == list(traced)
     varying = {"time": None, "message": None, "duration_ms": None, "request_id": None}
     assert {**plain, **varying} == {**traced, **varying}
