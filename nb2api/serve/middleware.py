@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .context import current_scope
 from .limits import BodySizeLimit
 from .logs import access_logger, log_request, request_id
 from .metrics import Metrics
@@ -65,6 +66,7 @@ class RequestMiddleware:
             # reseeds ``random`` in a forked worker, so workers do not repeat each other.
             rid = f"{_getrandbits(64):016x}"
         token = _set_request_id(rid)
+        scope_token = _set_scope(scope)
         header = (b"x-request-id", rid.encode())
         status = 500  # what the client gets if the app raises before it answers
 
@@ -88,6 +90,7 @@ class RequestMiddleware:
             if self.log:
                 _log(scope, template, status, seconds)
             _reset_request_id(token)
+            _reset_scope(scope_token)
 
     def _template(self, scope: Scope) -> str:
         """The template of a route that does not put itself in the scope: FastAPI's
@@ -110,6 +113,8 @@ class RequestMiddleware:
 
 _set_request_id = request_id.set
 _reset_request_id = request_id.reset
+_set_scope = current_scope.set
+_reset_scope = current_scope.reset
 
 
 def _log(scope: Scope, template: str, status: int, seconds: float) -> None:
