@@ -327,4 +327,4 @@ def test_a_broken_save_names_its_cell_for_a_link(server, api):
     assert app["error"] is None and app["error_cell"] is None
     nb.write_text(BROKEN_TEXT)
     broken = serve(api, "linked.ipynb").json()
-    assert broken["error_cell"] == {"cell": 1, "line": 1}
+    assert broken["error_cell"] == {"cell": 1, "line": 2}  # the def below `#| api`
