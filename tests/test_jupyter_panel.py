@@ -188,6 +188,10 @@ def test_a_broken_save_says_the_last_good_version_serves(lab, context):
     assert panel.locator(".nb2api-cell-link").inner_text() == "Go to cell 3, line 2"
     with lab.client() as api:  # the last good version answers meanwhile
         assert api.post(f"{app['url']}add", json={"a": 2}).json() == 3
+    panel.locator(".nb2api-cell-link").click()
+    third = notebook.locator(".jp-Cell").nth(2)  # the open document: cell 3 as it was loaded
+    wait_until(lambda: "jp-mod-active" in third.get_attribute("class"),
+               pause=browser_pause(page), message="cell 3 to be active")
     stop_all(lab)
     page.close()
 
