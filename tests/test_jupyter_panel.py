@@ -88,10 +88,14 @@ def context(browser):
     assert offsite == []
 
 
-def serve_in_lab(context, lab, name: str):
-    """Open ``name``, click "Serve as API" (closing the docs tab it opens), show the panel."""
+def serve_in_lab(context, lab, name: str, *, fake_clock: bool = False):
+    """Open ``name``, click "Serve as API" (closing the docs tab it opens), show the panel.
+
+    With ``fake_clock`` the page's timers are Playwright's, which a test can pause and move."""
     put_notebook(lab.root / name, *PRICING)
     page = context.new_page()
+    if fake_clock:
+        page.clock.install()  # time still flows until the test pauses it
     page.goto(f"{lab.url}lab/tree/{name}?reset&token={TOKEN}")
     notebook = page.locator(".jp-NotebookPanel:visible")
     notebook.locator(".jp-Cell").first.wait_for()
@@ -151,6 +155,32 @@ def test_the_panel_shows_the_urls_and_live_traffic(lab, context):
     # copy buttons put the URL on the clipboard
     panel.locator("dd[data-link='docs'] .nb2api-copy").click()
     assert page.evaluate("navigator.clipboard.readText()").endswith(f"/{app['id']}/docs")
+    stop_all(lab)
+    page.close()
+
+
+def test_no_polling_while_the_panel_is_hidden(lab, context):
+    page, _, panel = serve_in_lab(context, lab, "hidden.ipynb", fake_clock=True)
+    scrapes: list[str] = []
+    page.on("request", lambda r: scrapes.append(r.url)
+            if r.url.partition("?")[0].endswith("/metrics") else None)
+    page.clock.pause_at(page.evaluate("Date.now()") + 1000)  # time moves only when told
+
+    def scraped_after_a_period(before: int) -> bool:
+        page.clock.run_for(3100)  # the next refresh is due (once the last one answered)
+        return len(scrapes) > before
+
+    for _ in range(2):
+        before = len(scrapes)
+        wait_until(lambda before=before: scraped_after_a_period(before), pause=browser_pause(page),
+                   message="a scrape while the panel is shown")
+    page.locator(".jp-SideBar.jp-mod-right [data-id='nb2api-api-panel']").click()  # hide it
+    panel.wait_for(state="hidden")
+    hidden = len(scrapes)
+    for _ in range(10):  # ten refresh periods, each given the time to scrape
+        page.clock.run_for(3100)
+        page.evaluate("fetch('api/status').then(r => r.status)")  # a round trip to the server
+    assert len(scrapes) <= hidden + 1  # at most the one in flight when it was hidden
     stop_all(lab)
     page.close()
 
