@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import nbformat
 import pytest
-from conftest import notebook_node, wait_until
+from conftest import md, notebook_node, wait_until
 from jupyter_helpers import (
     BROKEN,
     GREETER,
@@ -284,3 +284,47 @@ def test_importing_starts_nothing(tmp_path):
         [sys.executable, "-c", code], check=True, env={"TMPDIR": str(tmp_path), "PATH": ""}
     )
     assert list(Path(tmp_path).iterdir()) == []
+
+
+# ---- the API panel's errors ---------------------------------------------------------
+
+FAILING = (
+    md("# Failing\nA route whose helper raises."),
+    "#| setup\nPRICES = {'paris': 10.0}",
+    "#| api\ndef _price(city):\n    return PRICES[city]\n\n\ndef quote(city: str) -> float:\n"
+    "    return _price(city) * 2",
+)
+
+
+def test_errors_keep_the_traceback_in_jupyter_and_name_the_cell(server, api):
+    put_notebook(server.root / "failing.ipynb", *FAILING)
+    app = serve(api, "failing.ipynb").json()
+    assert api.get(f"nb2api/api/apps/{app['id']}/errors").json() == []
+    assert api.post(f"{app['url']}quote", json={"city": "paris"}).json() == 20.0
+    answer = api.post(f"{app['url']}quote", json={"city": "oslo"})
+    assert answer.status_code == 500
+    assert "Traceback" not in answer.text and set(answer.json()) == {"detail", "error_id"}
+    error_id = answer.json()["error_id"]
+
+    def recorded():
+        return api.get(f"nb2api/api/apps/{app['id']}/errors").json()
+
+    wait_until(lambda: recorded(), message="the error to reach the Jupyter server")
+    [error] = recorded()
+    assert error["error_id"] == error_id and error["route"] == "quote"  # the function
+    assert error["message"] == "KeyError: 'oslo'"
+    assert error["cell"] == 3 and error["line"] == 3  # `return PRICES[city]` in _price
+    assert "Traceback" in error["traceback"] and "PRICES[city]" in error["traceback"]
+    with server.client(token=False) as anon:
+        assert anon.get(f"nb2api/api/apps/{app['id']}/errors").status_code in (401, 403)
+    assert api.get("nb2api/api/apps/0123456789ab/errors").status_code == 404
+
+
+def test_a_broken_save_names_its_cell_for_a_link(server, api):
+    nb = server.root / "linked.ipynb"
+    nb.write_text(GOOD_TEXT)
+    app = serve(api, "linked.ipynb").json()
+    assert app["error"] is None and app["error_cell"] is None
+    nb.write_text(BROKEN_TEXT)
+    broken = serve(api, "linked.ipynb").json()
+    assert broken["error_cell"] == {"cell": 1, "line": 2}  # the def below `#| api`

@@ -13,6 +13,24 @@ export interface IServedApp {
   status: 'running' | 'stopped';
   /** Why the last saved version could not be served (the previous one keeps serving). */
   error: string | null;
+  /** The cell (1-based, every cell counted) and line that `error` names. */
+  error_cell: { cell: number; line: number | null } | null;
+  /** When the child serving now was started (seconds since the epoch). */
+  started: number;
+  reloaded: number | null;
+  /** URL path of the app's MCP endpoint, when it has one. */
+  mcp_url?: string | null;
+}
+
+/** A 500 of a served notebook, with its traceback (shown in the panel only). */
+export interface IRouteError {
+  time: string;
+  route: string | null; // the notebook function
+  error_id: string;
+  message: string; // the exception's one line
+  traceback: string;
+  cell: number | null; // 1-based, every cell counted
+  line: number | null;
 }
 
 /**
@@ -48,6 +66,28 @@ async function request<T>(endpoint: string, init: RequestInit = {}): Promise<T> 
 export function appUrl(app: IServedApp, page: string): string {
   const settings = ServerConnection.makeSettings();
   return URLExt.join(settings.baseUrl, 'nb2api', 'apps', app.id, page);
+}
+
+/** The app's recent errors, newest first. */
+export function listErrors(id: string): Promise<IRouteError[]> {
+  return request<IRouteError[]>(`apps/${id}/errors`);
+}
+
+/**
+ * GET a page of a served app (its `/metrics`, its `/openapi.json`) through the Jupyter
+ * server's authenticated proxy.
+ */
+export async function fetchApp(app: IServedApp, page: string): Promise<Response> {
+  const settings = ServerConnection.makeSettings();
+  const response = await ServerConnection.makeRequest(
+    appUrl(app, page),
+    { method: 'GET' },
+    settings
+  );
+  if (!response.ok) {
+    throw new Error(`${page}: HTTP ${response.status}`);
+  }
+  return response;
 }
 
 export function listApps(): Promise<IServedApp[]> {

@@ -2,12 +2,21 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { showErrorMessage, ToolbarButton } from '@jupyterlab/apputils';
+import {
+  ICommandPalette,
+  showErrorMessage,
+  ToolbarButton
+} from '@jupyterlab/apputils';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
-import { INotebookModel, NotebookPanel } from '@jupyterlab/notebook';
+import {
+  INotebookModel,
+  INotebookTracker,
+  NotebookPanel
+} from '@jupyterlab/notebook';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 
 import { appUrl, IServedApp, listApps, serve, stop } from './api';
+import { ApiPanel } from './panel';
 
 const SERVED_CLASS = 'nb2api-served';
 
@@ -20,7 +29,8 @@ const SERVED_CLASS = 'nb2api-served';
 class ServeControls implements IDisposable {
   constructor(
     private panel: NotebookPanel,
-    private context: DocumentRegistry.IContext<INotebookModel>
+    private context: DocumentRegistry.IContext<INotebookModel>,
+    private changed: () => void
   ) {
     this.serveButton = new ToolbarButton({
       className: 'nb2api-serve-button',
@@ -178,6 +188,7 @@ class ServeControls implements IDisposable {
   private setBusy(busy: boolean): void {
     this.busy = busy;
     this.render();
+    this.changed(); // the API panel reads the new state
   }
 
   private render(): void {
@@ -207,21 +218,43 @@ class ServeControls implements IDisposable {
 export class ServeButtonExtension
   implements DocumentRegistry.IWidgetExtension<NotebookPanel, INotebookModel>
 {
+  constructor(private changed: () => void = () => undefined) {}
+
   createNew(
     panel: NotebookPanel,
     context: DocumentRegistry.IContext<INotebookModel>
   ): IDisposable {
-    const controls = new ServeControls(panel, context);
+    const controls = new ServeControls(panel, context, this.changed);
     return new DisposableDelegate(() => controls.dispose());
   }
 }
 
+const OPEN_PANEL = 'nb2api:open-api-panel';
+
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'nb2api-labextension:plugin',
-  description: 'A "Serve as API" button on the notebook toolbar.',
+  description:
+    'A "Serve as API" button on the notebook toolbar, and an API panel in the right sidebar.',
   autoStart: true,
-  activate: (app: JupyterFrontEnd) => {
-    app.docRegistry.addWidgetExtension('Notebook', new ServeButtonExtension());
+  requires: [INotebookTracker],
+  optional: [ICommandPalette],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    palette: ICommandPalette | null
+  ) => {
+    const panel = new ApiPanel(app, tracker);
+    app.shell.add(panel, 'right', { rank: 900 });
+    app.docRegistry.addWidgetExtension(
+      'Notebook',
+      new ServeButtonExtension(() => panel.refreshSoon())
+    );
+    app.commands.addCommand(OPEN_PANEL, {
+      label: 'Show the API panel',
+      caption: "The served notebook's routes, traffic and errors",
+      execute: () => app.shell.activateById(panel.id)
+    });
+    palette?.addItem({ command: OPEN_PANEL, category: 'nb2api' });
   }
 };
 

@@ -5,7 +5,9 @@ or a token):
 - ``GET  nb2api/api/apps``         the served notebooks;
 - ``POST nb2api/api/serve``        ``{"path": "dir/nb.ipynb"}``: serve it, or reload it;
 - ``GET  nb2api/api/apps/<id>``    one served notebook;
-- ``DELETE`` or ``POST nb2api/api/apps/<id>``: stop it.
+- ``DELETE`` or ``POST nb2api/api/apps/<id>``: stop it;
+- ``GET  nb2api/api/apps/<id>/errors`` its last errors, newest first, with their tracebacks
+  and the cell and line they were raised at (for the API panel; never in the app's answers).
 
 The served API itself lives under ``nb2api/apps/<id>/`` (``/docs``, ``/redoc``, routes).
 """
@@ -88,6 +90,14 @@ class AppHandler(_Base):
             raise web.HTTPError(404, f"no served notebook with id {app_id}")
         self.set_status(204)
         self.finish()
+
+
+class ErrorsHandler(_Base):
+    @web.authenticated
+    @authorized(action="read")
+    def get(self, app_id: str) -> None:
+        app = self._app_or_404(app_id)
+        self.finish(json.dumps([error.to_json() for error in reversed(app.errors)]))
 
 
 class AppProxyHandler(ProxyHandler):
@@ -176,5 +186,6 @@ def handlers(manager: AppManager) -> list[tuple[str, type, dict]]:
         (r"/nb2api/api/apps", AppsHandler, kwargs),
         (r"/nb2api/api/serve", ServeHandler, kwargs),
         (rf"/nb2api/api/apps/{_APP_ID}", AppHandler, kwargs),
+        (rf"/nb2api/api/apps/{_APP_ID}/errors", ErrorsHandler, kwargs),
         (rf"/nb2api/apps/{_APP_ID}(?P<proxied_path>/.*)?", AppProxyHandler, kwargs),
     ]

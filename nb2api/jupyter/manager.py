@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -31,6 +34,13 @@ from jupyter_server.utils import url_path_join
 from ..settings import Settings
 
 _STDERR_LINES_KEPT = 50
+_LINE_LIMIT = 4 * 1024 * 1024  # a JSON log line carries a whole traceback
+ERRORS_KEPT = 50  # the last errors of a served notebook, for the API panel
+
+# A frame of notebook code in a traceback: ``File "<name cell 4>", line 2`` (load/kernel.py).
+_CELL_FRAME = re.compile(r'File "<.* cell (?P<cell>\d+)>", line (?P<line>\d+)')
+# The cell a load error names: ``nb.ipynb: cell 4 ("def f(x: Foo):"), line 2: ...``.
+_ERROR_CELL = re.compile(r'\bcell (?P<cell>\d+)(?: \(".*?"\))?(?:, line (?P<line>\d+))?')
 
 
 class ServeError(Exception):
@@ -73,6 +83,7 @@ class ServedApp:
     started: float = field(default_factory=time.time)
     reloaded: float | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    errors: deque[RouteError] = field(default_factory=lambda: deque(maxlen=ERRORS_KEPT))
 
     @property
     def socket(self) -> Path | None:
@@ -91,9 +102,64 @@ class ServedApp:
             "status": "running" if running else "stopped",
             "pid": self.child.process.pid if running and self.child is not None else None,
             "error": error,
+            "error_cell": _error_cell(error),
             "started": self.started,
             "reloaded": self.reloaded,
         }
+
+
+@dataclass(frozen=True)
+class RouteError:
+    """A 500 of a served notebook, read from its child's JSON log line: the traceback stays
+    in Jupyter (the API panel shows it), never in the app's HTTP response."""
+
+    time: str
+    route: str | None
+    error_id: str
+    message: str  # the exception's one line, ``KeyError: 'petal'``
+    traceback: str
+    cell: int | None  # 1-based, every cell counted, where the exception was raised
+    line: int | None
+
+    @classmethod
+    def from_log_line(cls, text: str) -> RouteError | None:
+        """The error a child's JSON log line records, or None for any other line."""
+        if not text.startswith("{") or '"error_id"' not in text:
+            return None
+        try:
+            entry = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(entry, dict) or entry.get("level") != "error":
+            return None
+        error_id, traceback = entry.get("error_id"), entry.get("traceback")
+        if not isinstance(error_id, str) or not isinstance(traceback, str):
+            return None
+        frames = list(_CELL_FRAME.finditer(traceback))
+        last = frames[-1] if frames else None  # the innermost frame in notebook code
+        lines = [line for line in traceback.splitlines() if line.strip()]
+        route = entry.get("route")
+        return cls(
+            time=str(entry.get("time", "")),
+            route=route if isinstance(route, str) else None,
+            error_id=error_id,
+            message=lines[-1].strip() if lines else "",
+            traceback=traceback,
+            cell=int(last["cell"]) if last else None,
+            line=int(last["line"]) if last else None,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def _error_cell(message: str | None) -> dict[str, int | None] | None:
+    """``{"cell", "line"}`` of the cell a load error names, for a link to it."""
+    match = _ERROR_CELL.search(message) if message else None
+    if match is None:
+        return None
+    line = match["line"]
+    return {"cell": int(match["cell"]), "line": int(line) if line else None}
 
 
 def _stat_stamp(file: Path) -> tuple[int, int] | None:
@@ -333,6 +399,7 @@ class AppManager:
             "--uds", str(socket),
             "--root-path", app.prefix,
             "--log-level", "warning",
+            "--log-format", "json",  # the API panel reads the errors from these lines
         ]  # fmt: skip
         if self.max_body_size is not None:
             cmd += ["--max-body-size", str(self.max_body_size)]
@@ -345,12 +412,13 @@ class AppManager:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # a group of its own, killed whole on stop
+            limit=_LINE_LIMIT,
         )
         tail: deque[str] = deque(maxlen=_STDERR_LINES_KEPT)
         assert process.stdout is not None and process.stderr is not None
         readers = [
-            asyncio.ensure_future(self._relay(process.stdout, app.path, None)),
-            asyncio.ensure_future(self._relay(process.stderr, app.path, tail)),
+            asyncio.ensure_future(self._relay(process.stdout, app, None)),
+            asyncio.ensure_future(self._relay(process.stderr, app, tail)),
         ]
         child = _Child(process=process, socket=socket, stderr_tail=tail, readers=readers)
         try:
@@ -365,14 +433,18 @@ class AppManager:
         return child
 
     async def _relay(
-        self, stream: asyncio.StreamReader, name: str, tail: deque[str] | None
+        self, stream: asyncio.StreamReader, app: ServedApp, tail: deque[str] | None
     ) -> None:
-        """Forward a child's output to the server log (keeping stderr's last lines)."""
+        """Forward a child's output to the server log (keeping stderr's last lines, and the
+        errors its JSON log records for the API panel)."""
         while line := await stream.readline():
             text = line.decode(errors="replace").rstrip()
             if tail is not None:
                 tail.append(text)
-            self.log.info("nb2api[%s]: %s", name, text)
+                error = RouteError.from_log_line(text)
+                if error is not None:
+                    app.errors.append(error)
+            self.log.info("nb2api[%s]: %s", app.path, text)
 
     async def _wait_ready(self, child: _Child) -> None:
         deadline = time.monotonic() + self.startup_timeout
