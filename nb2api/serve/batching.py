@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Hashable
@@ -158,23 +159,24 @@ def _shape(kind: str, value: Any) -> Hashable:
 
 
 @dataclass(eq=False)
-class _Request:
-    values: dict[str, Any]  # the merged parameters' values
-    count: int | None
-    arrived: float
-    future: asyncio.Future
-    failed: Callable[[Exception], None] | None
-    started: bool = False
-    gone: bool = False  # left before its batch started: timed out, or its client went away
-
-
-@dataclass(eq=False)
 class _Group:
     shared: dict[str, Any]
     requests: deque[_Request] = field(default_factory=deque)
     items: int = 0  # of the requests still waiting
     timer: asyncio.TimerHandle | None = None
     dispatching: bool = False  # a task waits for a slot to start this group's next batch
+
+
+@dataclass(eq=False)
+class _Request:
+    values: dict[str, Any]  # the merged parameters' values
+    count: int | None
+    arrived: float
+    future: asyncio.Future
+    failed: Callable[[Exception], None] | None
+    group: _Group | None = None  # while it waits in one
+    started: bool = False
+    gone: bool = False  # left before its batch started: timed out, or its client went away
 
 
 class _Failure:
@@ -220,7 +222,9 @@ class Batcher:
             self.encode: Encoder | None = None
         else:
             self.call, self.encode = call, encoder
+        # The queue bound counts requests (here), not the batches waiting for a slot.
         self.max_waiting = self.batch.max_size + settings.max_queue
+        self.limiter.max_queue = sys.maxsize
         self.debug = settings.debug
         self.media_type = images.media_type(spec.returns) or "application/json"
         self.sources = {p.name: p.source for p in spec.params}
@@ -238,13 +242,13 @@ class Batcher:
         count = self._count(values)
         loop = asyncio.get_running_loop()
         request = _Request(values, count, time.perf_counter(), loop.create_future(), failed)
+        if self.waiting >= self.max_waiting:
+            raise Busy(self.name, self.limiter.retry_after())
         key = self._key(arguments, values)
         if key is None or count is None or count == 0 or count >= self.batch.max_size:
             self._queued(1)
             self._spawn(self._alone(request, arguments))
         else:
-            if self.waiting >= self.max_waiting:
-                raise Busy(self.name, self.limiter.retry_after())
             self._join(key, arguments, request)
         outcome = await self._outcome(request)
         if isinstance(outcome, _Failure):
@@ -292,6 +296,8 @@ class Batcher:
         request.future.cancel()
         if not request.started and not request.gone:
             request.gone = True
+            if request.group is not None:
+                request.group.items -= request.count or 0
             self._queued(-1)
 
     # -- groups and batches --------------------------------------------------------------------
@@ -301,6 +307,7 @@ class Batcher:
         if group is None:
             group = self.groups[key] = _Group(shared)
         group.requests.append(request)
+        request.group = group
         group.items += request.count or 0
         self._queued(1)
         if group.items >= self.batch.max_size:
@@ -319,14 +326,7 @@ class Batcher:
             self._spawn(self._dispatch(key, group))
 
     async def _dispatch(self, key: Hashable, group: _Group) -> None:
-        try:
-            await self.limiter.enter()  # meanwhile the group grows
-        except HTTPException as exc:  # the limiter's queue is full: 503
-            group.dispatching = False
-            for request in self._take(group, everything=True):
-                _settle(request, exc)
-            self._rearm(key, group)
-            return
+        await self.limiter.enter()  # meanwhile the group grows
         group.dispatching = False
         requests = self._take(group)
         self._rearm(key, group)
@@ -335,7 +335,7 @@ class Batcher:
             return
         await self._run(requests, group.shared)
 
-    def _take(self, group: _Group, everything: bool = False) -> list[_Request]:
+    def _take(self, group: _Group) -> list[_Request]:
         """The group's waiting requests, in arrival order, up to ``max_size`` items."""
         taken: list[_Request] = []
         items = 0
@@ -343,9 +343,8 @@ class Batcher:
             request = group.requests[0]
             if request.gone:
                 group.requests.popleft()
-                group.items -= request.count or 0
                 continue
-            if taken and not everything and items + (request.count or 0) > self.batch.max_size:
+            if taken and items + (request.count or 0) > self.batch.max_size:
                 break
             group.requests.popleft()
             group.items -= request.count or 0
@@ -358,7 +357,7 @@ class Batcher:
     def _rearm(self, key: Hashable, group: _Group) -> None:
         """After a batch left: the next one's timer, or the group forgotten when empty."""
         while group.requests and group.requests[0].gone:
-            group.items -= group.requests.popleft().count or 0
+            group.requests.popleft()
         if not group.requests:
             if not group.dispatching and group.timer is None and self.groups.get(key) is group:
                 del self.groups[key]
@@ -372,14 +371,7 @@ class Batcher:
 
     async def _alone(self, request: _Request, shared: dict[str, Any]) -> None:
         """A request that runs as its own batch: too large to share, or nothing to group by."""
-        try:
-            await self.limiter.enter()
-        except HTTPException as exc:  # the limiter's queue is full: 503
-            if not request.gone:
-                request.gone = True
-                self._queued(-1)
-            _settle(request, exc)
-            return
+        await self.limiter.enter()
         if request.gone:
             self.limiter.leave(None)
             return
@@ -398,9 +390,10 @@ class Batcher:
         try:
             future = pool.submit(self.call, [r.values for r in requests],
                                  [r.count for r in requests], shared)
-        except BaseException:
+        except Exception as exc:  # noqa: BLE001 - a pool that is shutting down
             limiter.leave(None)
-            raise
+            self._failed(requests, items, exc)
+            return
         future.add_done_callback(lambda done: limiter.leave(
             None if done.cancelled() else time.perf_counter() - began))
         try:
@@ -410,17 +403,21 @@ class Batcher:
                 _settle(request, exc)
             return
         except Exception as exc:  # noqa: BLE001 - the function failed: one 500 for the batch
-            if requests[0].failed is not None:
-                requests[0].failed(exc)
-            what = exc.what if isinstance(exc, CallFailed) else None
-            log = _BatchLog(logger, {"batch_requests": len(requests), "batch_size": items})
-            failure = _Failure(error_response(self.name, exc, debug=self.debug, logger=log,
-                                              what=what))
-            for request in requests:
-                _settle(request, failure)
+            self._failed(requests, items, exc)
             return
         for request, part in zip(requests, parts, strict=True):
             _settle(request, part)
+
+    def _failed(self, requests: list[_Request], items: int, exc: Exception) -> None:
+        """Every request of the batch answers the same 500, logged once, with one error id."""
+        if requests[0].failed is not None:
+            requests[0].failed(exc)
+        what = exc.what if isinstance(exc, CallFailed) else None
+        log = _BatchLog(logger, {"batch_requests": len(requests), "batch_size": items})
+        failure = _Failure(error_response(self.name, exc, debug=self.debug, logger=log,
+                                          what=what))
+        for request in requests:
+            _settle(request, failure)
 
     # -- per request ---------------------------------------------------------------------------
 
