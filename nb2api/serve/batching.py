@@ -104,9 +104,10 @@ def split(result: Any, counts: list[int | None]) -> list[Any]:
         length = len(result)
     except TypeError:
         length = None
-    if length != total or isinstance(result, (str, bytes, dict)):
-        got = (f"{length} results" if length is not None and not isinstance(result, dict)
-               else f"a {type(result).__name__}")
+    whole = isinstance(result, (str, bytes, dict))  # sized, but not one item per input item
+    if length != total or whole:
+        got = (f"{length} results" if length is not None and not whole
+               else f"a value of type {type(result).__name__}")
         raise CallFailed(
             f"returned {got} for {total} input items",
             "a '#| batch' function returns one result per input item, in order (a list, "
