@@ -31,6 +31,7 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.types import Receive
 
 from ..routes import BatchSpec, RouteSpec
 from ..settings import Settings
@@ -176,6 +177,7 @@ class _Request:
     future: asyncio.Future
     failed: Callable[[Exception], None] | None
     group: _Group | None = None  # while it waits in one
+    watch: asyncio.Future | None = None  # the server's next message: the client going away
     started: bool = False
     gone: bool = False  # left before its batch started: timed out, or its client went away
 
@@ -265,36 +267,45 @@ class Batcher:
         """The request's part of its batch's result; 504 past its timeout; a 499 for nobody
         when its client left before the batch started."""
         receive = request_receive()
-        watch = asyncio.ensure_future(receive()) if receive is not None else None
-        deadline = None if self.timeout is None else request.arrived + self.timeout
+        if receive is not None:
+            self._watch(request, receive)
         try:
-            while True:
-                left = None if deadline is None else max(0.0, deadline - time.perf_counter())
-                waited = {request.future} if watch is None else {request.future, watch}
-                done, _ = await asyncio.wait(waited, timeout=left,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if request.future in done:
-                    return request.future.result()
-                if not done:  # the timeout
-                    self._leave(request)
-                    raise TimedOut(self.name, self.timeout or 0.0)
-                if watch is not None and watch.result().get("type") == "http.disconnect":
-                    watch = None
-                    if not request.started:
-                        self._leave(request)
-                        return Response(status_code=_GONE)
-                else:
-                    watch = asyncio.ensure_future(receive())  # type: ignore[misc]
+            if self.timeout is None:
+                return await request.future
+            left = request.arrived + self.timeout - time.perf_counter()
+            return await asyncio.wait_for(request.future, max(0.0, left))
+        except TimeoutError:
+            self._leave(request)
+            raise TimedOut(self.name, self.timeout or 0.0) from None
         except asyncio.CancelledError:
             self._leave(request)
             raise
         finally:
-            if watch is not None:
-                watch.cancel()
+            if request.watch is not None:
+                request.watch.cancel()
 
-    def _leave(self, request: _Request) -> None:
-        """The request no longer waits: out of its group if its batch has not started."""
-        request.future.cancel()
+    def _watch(self, request: _Request, receive: Receive) -> None:
+        """Hear the client go away while the request waits: its body has been read, so the
+        server's next message is the disconnect."""
+        watch = request.watch = asyncio.ensure_future(receive())
+
+        def heard(done: asyncio.Future) -> None:
+            if done.cancelled() or done.exception() is not None or request.future.done():
+                return
+            if done.result().get("type") != "http.disconnect":
+                self._watch(request, receive)  # not the disconnect: listen on
+            elif not request.started:
+                self._leave(request, Response(status_code=_GONE))
+
+        watch.add_done_callback(heard)
+
+    def _leave(self, request: _Request, answer: Response | None = None) -> None:
+        """The request no longer waits (answered with ``answer`` if given): out of its group
+        if its batch has not started."""
+        if answer is None:
+            request.future.cancel()
+        elif not request.future.done():
+            request.future.set_result(answer)
         if not request.started and not request.gone:
             request.gone = True
             if request.group is not None:
