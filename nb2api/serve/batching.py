@@ -395,10 +395,10 @@ class Batcher:
         """One call for ``requests`` on the pool, within a slot the caller took."""
         limiter, pool = self.limiter, self.pool
         assert pool is not None
-        items = sum(r.count or 0 for r in requests)
+        items = sum(1 if r.count is None else r.count for r in requests)  # a 0-d array: 1
         began = time.perf_counter()
         if self.started is not None:
-            self.started(items or 1, began - requests[0].arrived)
+            self.started(items, began - requests[0].arrived)
         try:
             future = pool.submit(self.call, [r.values for r in requests],
                                  [r.count for r in requests], shared)
