@@ -21,6 +21,7 @@ from conftest import serve, wait_until, write_notebook
 
 NOTEBOOK = (
     "#| setup\nimport threading\nimport numpy as np\nimport pandas as pd\n"
+    "from fastapi import HTTPException\n"
     "GATE = threading.Event()\nGATE.set()\nSEEN = []",
     # one batch: 4 items, or a request of 4 or more alone; never by time (a minute)
     "#| api\n"
@@ -32,7 +33,10 @@ NOTEBOOK = (
     "    if -1 in xs:\n"
     "        raise ValueError('minus one')\n"
     "    if -2 in xs:\n"
-    "        return ['short'] * (len(xs) - 1)\n"
+    "        return ['short'] * (len(xs) - 1)\n"    "    if -3 in xs:\n"
+    "        raise HTTPException(418, 'a teapot')\n"
+    "    if -4 in xs:\n"
+    "        return [None if x == -4 else f'{label}{x}/{len(xs)}' for x in xs]\n"
     "    return [f'{label}{x}/{len(xs)}' for x in xs]",
     "#| api\n"
     "#| batch: max_size=4, max_wait_ms=60000\n"
@@ -48,7 +52,7 @@ NOTEBOOK = (
     "def rows(df: pd.DataFrame, a: np.ndarray) -> pd.DataFrame:\n"
     "    return df.assign(batch=len(df), a=a.sum(axis=1))",
     "#| api\n#| batch: max_size=8, max_wait_ms=1\n"
-    "def pairs(a: list[int], b: list[int]) -> list[int]:\n"
+    "def pairs(a: list[int], b: list[int], note=None) -> list[int]:\n"
     "    return [x * y for x, y in zip(a, b)]",
     "#| api\ndef seen(label: str) -> list[list[int]]:\n"
     "    return [xs for name, xs in SEEN if name == label]",
@@ -171,6 +175,31 @@ def test_a_result_of_the_wrong_length_is_a_500_that_says_so(client):
         answers = [f.result() for f in futures]
     assert [a.status_code for a in answers] == [500, 500]
     assert answers[0].json()["detail"].startswith("tag() returned 3 results for 4 input items")
+
+
+def test_an_http_exception_is_the_answer_of_every_request_of_the_batch(client):
+    with ThreadPoolExecutor(2) as pool:
+        futures = one_by_one(client, pool, "/tag", [{"xs": [1, -3, 2], "label": "h"},
+                                                    {"xs": [3], "label": "h"}])
+        answers = [f.result() for f in futures]
+    assert [(a.status_code, a.json()) for a in answers] == [(418, {"detail": "a teapot"})] * 2
+
+
+def test_a_part_that_does_not_fit_the_return_annotation_fails_only_its_request(client):
+    with ThreadPoolExecutor(2) as pool:
+        futures = one_by_one(client, pool, "/tag", [{"xs": [1, 2, 3], "label": "p"},
+                                                    {"xs": [-4], "label": "p"}])
+        first, second = (f.result() for f in futures)
+    assert first.json() == ["p1/4", "p2/4", "p3/4"]
+    assert second.status_code == 500
+    assert second.json()["detail"].startswith("tag() returned a value that does not match")
+
+
+def test_a_request_with_no_items_or_a_value_that_cannot_be_compared_runs_alone(client):
+    assert client.post("/tag", json={"xs": [], "label": "e"}).json() == []
+    assert client.post("/seen", json={"label": "e"}).json() == [[]]
+    answer = client.post("/pairs", json={"a": [2], "b": [3], "note": {"any": "json"}})
+    assert answer.json() == [6]
 
 
 def test_a_request_larger_than_max_size_runs_alone(client):
