@@ -238,8 +238,8 @@ class Batcher:
         self.started = metrics.batch_hook(spec.path) if metrics is not None else None
         self._tasks: set[asyncio.Task] = set()  # held here: the loop keeps only weak references
 
-    async def respond(self, arguments: dict[str, Any],
-                      failed: Callable[[Exception], None] | None = None) -> Response:
+    async def answer(self, arguments: dict[str, Any],
+                     failed: Callable[[Exception], None] | None = None) -> Response:
         """The answer to one validated request (``arguments`` by parameter name)."""
         values = {name: arguments.pop(name) for name, _ in self.batch.batched}
         count = self._count(values)

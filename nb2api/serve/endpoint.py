@@ -72,7 +72,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
         if tables:
             await uploads.receive(tables, arguments, settings.max_upload_rows)
         if batched is not None:
-            return await batched.respond(arguments, failed)
+            return await batched.answer(arguments, failed)
         args = tuple(arguments.pop(name) for name in positional) if positional else ()
         return await respond(spec.name, run(args, arguments), encode, media_type=media_type,
                              debug=settings.debug, logger=logger, failed=failed)
