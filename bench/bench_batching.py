@@ -14,7 +14,10 @@ the order of the three so drift on a shared machine hits all; printed: req/s, p5
 side (medians of the rounds), the per-round ratios and their medians, and the batch sizes nb2api
 formed (median and p90 from its ``/metrics`` histogram, over the measured rounds).
 
-    python bench/bench_batching.py [--rounds 4] [--seconds 5]
+    python bench/bench_batching.py [--rounds 4] [--seconds 5] [--processes]
+
+``--processes`` also measures the batched route on a process pool of one worker
+(``#| executor: process``).
 
 Needs: wrk (Debian's package), scikit-learn and bench/requirements.txt (litserve).
 """
@@ -62,6 +65,15 @@ UNBATCHED = """\
 #| api
 def predict_one(X: np.ndarray) -> np.ndarray:
     \"\"\"The same, one request per call.\"\"\"
+    return MODEL.predict_proba(X)
+"""
+
+IN_PROCESSES = """\
+#| api
+#| batch: max_size=64, max_wait_ms=5
+#| executor: process
+def predict_processes(X: np.ndarray) -> np.ndarray:
+    \"\"\"The same, batched, on the process pool.\"\"\"
     return MODEL.predict_proba(X)
 """
 
@@ -118,7 +130,8 @@ def train(path: Path) -> None:
 
 def write_notebook(path: Path) -> None:
     notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in (SETUP, BATCHED, UNBATCHED)]
+    cells = (SETUP, BATCHED, UNBATCHED, IN_PROCESSES)
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     nbformat.write(notebook, path)
 
 
@@ -151,6 +164,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--processes", action="store_true",
+                        help="also measure the batched route on a process pool of one worker")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="nb2api-bench-batching-"))
     model, notebook, app = folder / "model.pkl", folder / "batching.ipynb", folder / "lit.py"
@@ -161,7 +176,8 @@ def main() -> None:
     say(f"batching: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
         f"{args.rounds} rounds of {args.seconds:g} s, {CONNECTIONS} connections, 1 row each")
     nb2api_cmd = [sys.executable, "-m", "nb2api", "serve", str(notebook), "--host", "127.0.0.1",
-                  "--port", "{port}", "--log-format", "json", "--no-access-log"]
+                  "--port", "{port}", "--log-format", "json", "--no-access-log",
+                  "--processes", "1"]
     lit_cmd = [sys.executable, str(app), "{port}"]
     with start("nb2api", nb2api_cmd, "/healthz", env=env) as ours, \
             start("litserve", lit_cmd, "/health", env=env, timeout=180) as lit:
@@ -170,6 +186,8 @@ def main() -> None:
             "nb2api unbatched": (ours, "/predict_one"),
             "litserve batched": (lit, "/predict"),
         }
+        if args.processes:
+            targets["nb2api processes"] = (ours, "/predict_processes")
 
         def measure(server: Server, path: str, seconds: float) -> Load:
             return wrk(server.url + path, seconds=seconds, connections=CONNECTIONS,
@@ -181,7 +199,7 @@ def main() -> None:
         names = list(targets)
         before = batch_sizes(ours.url)
         for i in range(args.rounds):
-            order = names[i % 3:] + names[:i % 3]
+            order = names[i % len(names):] + names[:i % len(names)]
             for name in order:
                 results[name].append(measure(*targets[name], args.seconds))
         after = batch_sizes(ours.url)
