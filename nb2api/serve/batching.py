@@ -274,7 +274,7 @@ class Batcher:
                 return await request.future
             left = request.arrived + self.timeout - time.perf_counter()
             return await asyncio.wait_for(request.future, max(0.0, left))
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
             self._leave(request)
             raise TimedOut(self.name, self.timeout or 0.0) from None
         except asyncio.CancelledError:
