@@ -467,6 +467,8 @@ def check(notebook: CheckedNotebookArg) -> None:
         target = f"{route.method} {route.path}"
         where = f"cell {route.function.cell.index}, line {route.function.line}"
         typer.echo(f"  {target:<{width}} {route.signature()}   [{where}]")
+        if route.batch is not None:
+            typer.echo(f"  {'':<{width}} {route.batch.describe()}")
 
 
 @app.command()

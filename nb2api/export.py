@@ -395,6 +395,13 @@ def render_app(loaded: LoadedNotebook, specs: list[RouteSpec]) -> RenderedApp:
     return RenderedApp(source, n.app, tuple(n.warnings), uploads=n.uploads)
 
 
+_UNBATCHED = (
+    "{name}() has '#| batch', which an exported project cannot keep: it calls the function once "
+    "per request; remove the '#| batch' line to export it unbatched, or serve the notebook with "
+    "'nb2api serve', which batches"
+)
+
+
 def _str(text: str) -> str:
     """A double-quoted Python string literal (JSON's escapes are all valid Python)."""
     return json.dumps(text, ensure_ascii=False)
@@ -524,6 +531,8 @@ class _Wiring:
         return app + "".join(routes) + _MAIN.format(app=self.app, os=os_)
 
     def _route(self, spec: RouteSpec) -> str:
+        if spec.batch is not None:
+            raise self._error(spec, _UNBATCHED.format(name=spec.name))
         source = _FunctionSource.find(spec)
         func = self.names(spec.name, spec.func)  # the notebook's function, by its own name
         if func != spec.name:

@@ -29,8 +29,9 @@ from .errors import (
     SignatureError,
     UndefinedNameError,
 )
-from .load import LoadedNotebook, NotebookFunction, parse_route
+from .load import LoadedNotebook, NotebookFunction, parse_batch, parse_route
 from .types import datatypes, uploads
+from .types._lazy import loaded
 
 # form and file: multipart (or a urlencoded form); header and cookie: only by a FastAPI marker
 ParamSource = Literal["path", "query", "header", "cookie", "body", "form", "file"]
@@ -73,6 +74,24 @@ class RouteOptions:
     executor: Literal["thread", "process"] = "thread"
 
 
+BatchKind = Literal["list", "frame", "array"]
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """``#| batch``: concurrent requests merged into one call of the function."""
+
+    max_size: int  # items (list elements, rows, first-axis entries) per call at most
+    max_wait: float  # seconds the first request of a batch waits for others
+    batched: tuple[tuple[str, BatchKind], ...]  # parameters merged along their first axis
+    grouped: tuple[str, ...]  # parameters whose values must be equal to share a batch
+
+    def describe(self) -> str:
+        text = (f"batch: max_size={self.max_size}, max_wait_ms={self.max_wait * 1000:g}; "
+                f"merges {', '.join(name for name, _ in self.batched)}")
+        return text + (f"; groups by {', '.join(self.grouped)}" if self.grouped else "")
+
+
 @dataclass(frozen=True)
 class RouteSpec:
     """Everything ``app`` needs to mount one notebook function."""
@@ -92,6 +111,7 @@ class RouteSpec:
     function: NotebookFunction
     options: RouteOptions = field(default_factory=RouteOptions)
     warnings: tuple[str, ...] = ()
+    batch: BatchSpec | None = None
 
     def signature(self) -> str:
         parts = []
@@ -250,6 +270,7 @@ def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec
     returns = hints.get("return", inspect.Parameter.empty)
     response_model = _response_model(f"{stem}Response", returns, name, fail)
 
+    batch = _batch_spec(function, params, returns, fail) if "batch" in function.options else None
     description = "\n\n".join(
         part for part in (function.cell.description, docs.long_description) if part
     )
@@ -269,6 +290,7 @@ def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec
         function=function,
         options=options,
         warnings=tuple(route_warnings),
+        batch=batch,
     )
 
 
@@ -431,6 +453,55 @@ def _route_options(function: NotebookFunction, fail) -> RouteOptions:
             )
         kwargs["executor"] = opts["executor"]
     return RouteOptions(**kwargs)
+
+
+def _batch_spec(function: NotebookFunction, params: list[ParamSpec], returns: Any,
+                fail) -> BatchSpec:
+    """``#| batch`` on a function it can merge calls of: a list, DataFrame or ndarray parameter,
+    plain values beside it, and a result with one item per input item."""
+    name = function.name
+    value = function.options["batch"]
+    directive = f"'#| batch: {value}'" if value else "'#| batch'"
+    if inspect.iscoroutinefunction(function.func):
+        raise fail(SignatureError, f"{directive} needs a plain 'def' function, which runs on "
+                                   f"a worker; {name}() is 'async def'")
+    batched = tuple((p.name, kind) for p in params if p.source in ("body", "query")
+                    and (kind := _batch_kind(p.annotation)) in ("list", "frame", "array"))
+    if not batched:
+        raise fail(SignatureError, f"{directive} needs a parameter to merge: list[T], "
+                                   f"pd.DataFrame (rows) or np.ndarray (first axis); {name}() "
+                                   "has none")
+    merged = {n for n, _ in batched}
+    for p in params:
+        if p.name not in merged and not datatypes.is_scalar(p.annotation):
+            raise fail(SignatureError, f"{directive}: parameter '{p.name}: "
+                                       f"{type_name(p.annotation)}' is neither merged (list[T], "
+                                       "pd.DataFrame, np.ndarray) nor a plain value (str, int, "
+                                       "float, bool, ...) that requests must share to be merged",
+                       p.name)
+    if returns is not inspect.Parameter.empty and _batch_kind(returns) is None:
+        raise fail(SignatureError, f"{directive} needs a result with one item per input item "
+                                   f"(a list, DataFrame, Series or np.ndarray); {name}() returns "
+                                   f"{type_name(returns)}")
+    max_size, max_wait_ms = parse_batch(function.options["batch"])
+    return BatchSpec(max_size, max_wait_ms / 1000, batched,
+                     tuple(p.name for p in params if p.name not in merged))
+
+
+def _batch_kind(annotation: Any) -> BatchKind | Literal["series"] | None:
+    """What ``#| batch`` can split ``annotation``'s values along; None if nothing."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if annotation is list or typing.get_origin(annotation) is list:
+        return "list"
+    if annotation is not None and annotation is loaded("pandas", "DataFrame"):
+        return "frame"
+    if annotation is not None and annotation is loaded("pandas", "Series"):
+        return "series"
+    ndarray = loaded("numpy", "ndarray")
+    if ndarray is not None and (annotation is ndarray or typing.get_origin(annotation) is ndarray):
+        return "array"
+    return None
 
 
 _MODEL_CONFIG = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=False)

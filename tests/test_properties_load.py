@@ -20,6 +20,7 @@ from nb2api.errors import NotebookError
 from nb2api.load import ParsedNotebook, load_parsed, parse_notebook, read_notebook
 from nb2api.load.clean import defined_names, to_python
 from nb2api.load.directives import (
+    FUNCTION_OPTIONS,
     KNOWN_KEYS,
     DirectiveProblem,
     cell_kind,
@@ -45,7 +46,8 @@ prefixes = st.sampled_from(["#|", "#| ", "# |", "#  |  ", "  #|", "#|\t", "##|",
 keys = st.sampled_from([*KNOWN_KEYS, "API", "Setup", "apii", "echo", "export", "x-y_z"]) | \
     st.text(alphabet=string.ascii_letters + string.digits + "-_|:", min_size=1, max_size=8)
 values = st.sampled_from(["", "GET /a/{b}", "post /x", "PATCH  /", "GET", "/x", "process",
-                          "thread", "0.5", "-1", "false", "1e999", "{", "é ü"]) | \
+                          "thread", "0.5", "-1", "false", "1e999", "{", "é ü",
+                          "max_size=8, max_wait_ms=2", "max_size=0", "max_wait_ms=x"]) | \
     st.text(max_size=12)
 directive_lines = st.builds(lambda p, k, sep, v: f"{p}{k}{sep}{v}", prefixes, keys,
                             st.sampled_from(["", ":", ": ", " : ", "::"]), values)
@@ -239,7 +241,7 @@ def test_function_options_apply_or_refuse(source, defs):
         return
     assert set(options) == {name for _, name in defs}
     for given_options in options.values():
-        assert set(given_options) <= {"route", "timeout", "max-concurrency", "executor"}
+        assert set(given_options) <= set(FUNCTION_OPTIONS)
 
 
 @SETTINGS

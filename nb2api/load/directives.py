@@ -17,12 +17,13 @@ from typing import Literal
 
 CellKind = Literal["setup", "api"]
 MARKS: tuple[CellKind, ...] = ("setup", "api")
-FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor")
+FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor", "batch")
 KNOWN_KEYS = (*MARKS, *FUNCTION_OPTIONS)
 
 # `#| key` or `#| key: value`, as in Quarto and nbdev; `# | key` is how black rewrites it.
 _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*([A-Za-z][\w-]*)\s*(?::\s*(.*?))?\s*$")
 _ROUTE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE)\s+(/\S*)$", re.IGNORECASE)
+BATCH_DEFAULTS = {"max_size": 64, "max_wait_ms": 5.0}  # what a bare '#| batch' means
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,36 @@ def check_directives(directives: Sequence[Directive]) -> None:
                 "(for example '#| route: GET /species/{name}')",
                 d.line,
             )
+        if d.key == "batch":
+            try:
+                parse_batch(d.value)
+            except ValueError as exc:
+                raise DirectiveProblem(f"'#| batch: {d.value}' {exc}", d.line) from None
+
+
+def parse_batch(value: str) -> tuple[int, float]:
+    """``'max_size=64, max_wait_ms=5'`` -> ``(64, 5.0)``; a key left out keeps its default
+    (:data:`BATCH_DEFAULTS`). Raises ValueError saying what is wrong."""
+    settings = dict(BATCH_DEFAULTS)
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        key, equals, text = (s.strip() for s in part.partition("="))
+        key = key.lower().replace("-", "_")
+        if not equals or key not in settings:
+            raise ValueError(f"has '{part}'; write 'max_size=N, max_wait_ms=M' "
+                             "(for example '#| batch: max_size=64, max_wait_ms=5')")
+        try:
+            number = float(text) if key == "max_wait_ms" else int(text)
+        except ValueError:
+            number = -1
+        if key == "max_size" and not number >= 1:
+            raise ValueError(f"has max_size={text}, which must be a whole number >= 1")
+        if key == "max_wait_ms" and not 0 <= number <= 60_000:
+            raise ValueError(f"has max_wait_ms={text}, which must be milliseconds from 0 to "
+                             "60000")
+        settings[key] = number
+    return int(settings["max_size"]), float(settings["max_wait_ms"])
 
 
 def parse_route(value: str) -> tuple[str, str]:

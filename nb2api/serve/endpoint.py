@@ -43,6 +43,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
         spec = dataclasses.replace(spec, func=encode_after(spec.func, encode))
         encode = None  # the call gives bytes
     run = runtime.call(spec)  # on its pool, within its concurrency limit, queue and timeout
+    batched = runtime.batchers.get(spec.name)  # '#| batch': merged with other requests
     positional = [p.name for p in spec.params if p.positional_only]
     body_names = [p.name for p in spec.params if p.source == "body"]
     query_names = [p.name for p in spec.params if p.source == "query" and p.marker is None]
@@ -70,6 +71,8 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
                 arguments[name] = getattr(source, name)
         if tables:
             await uploads.receive(tables, arguments, settings.max_upload_rows)
+        if batched is not None:
+            return await batched.answer(arguments, failed)
         args = tuple(arguments.pop(name) for name in positional) if positional else ()
         return await respond(spec.name, run(args, arguments), encode, media_type=media_type,
                              debug=settings.debug, logger=logger, failed=failed)

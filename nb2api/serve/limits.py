@@ -241,6 +241,19 @@ def route_call(
     metrics: Metrics | None = None,
 ) -> Call:
     """The call for one route: its pool, its concurrency limit and queue, its timeout."""
+    pool, limiter, timeout = route_limits(spec, settings, pools, metrics)
+    return make_call(
+        spec.name, spec.func, is_async=spec.is_async, pool=pool, limiter=limiter, timeout=timeout
+    )
+
+
+def route_limits(
+    spec: RouteSpec,
+    settings: Settings,
+    pools: dict[str, WorkerPool],
+    metrics: Metrics | None = None,
+) -> tuple[WorkerPool | None, RouteLimiter, float | None]:
+    """One route's pool (None for ``async def``), concurrency limiter and timeout."""
     options = spec.options
     pool = None if spec.is_async else pools[options.executor]
     limit = options.max_concurrency or settings.max_concurrency
@@ -249,10 +262,7 @@ def route_call(
     limiter = RouteLimiter(spec.name, limit, settings.max_queue)
     if metrics is not None:
         limiter.on_queue = metrics.queue_hook(spec.path)
-    timeout = options.timeout or settings.timeout
-    return make_call(
-        spec.name, spec.func, is_async=spec.is_async, pool=pool, limiter=limiter, timeout=timeout
-    )
+    return pool, limiter, options.timeout or settings.timeout
 
 
 def openapi_responses(spec: RouteSpec, settings: Settings) -> dict[int | str, dict[str, Any]]:

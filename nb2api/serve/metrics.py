@@ -67,6 +67,7 @@ class _Pending:
         self.durations.append(seconds)
 
 
+BATCH_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024)
 _REQUESTS = ("nb2api_requests", "HTTP requests answered, by route template, method and status.")
 _DURATION = ("nb2api_request_duration_seconds", "Time from request to the end of the response.")
 _BOUNDS = [floatToGoString(bound) for bound in (*BUCKETS, math.inf)]
@@ -146,6 +147,15 @@ class Metrics:
             "nb2api_notebook_load_seconds", "Seconds the setup and api cells took to run.",
             multiprocess_mode="max", registry=r,
         )
+        self.batch_size = Histogram(
+            "nb2api_batch_size", "Items per call of a '#| batch' route.",
+            ["route"], buckets=BATCH_SIZES, registry=r,
+        )
+        self.batch_wait = Histogram(
+            "nb2api_batch_wait_seconds",
+            "Time from a batch's first request to the call of its function.",
+            ["route"], buckets=BUCKETS, registry=r,
+        )
         self.in_flight_now = 0  # requests in the middleware now (counted on the event loop)
         self._flush_due = False
         if not self.multiprocess:
@@ -201,6 +211,17 @@ class Metrics:
 
     def queue_hook(self, route: str) -> Callable[[int], None]:
         return self.queue_depth.labels(route).inc
+
+    def batch_hook(self, route: str) -> Callable[[int, float], None]:
+        """``started(items, waited)``, heard as each batch of ``route`` starts."""
+        sizes = self.batch_size.labels(route)
+        waits = self.batch_wait.labels(route)
+
+        def started(items: int, waited: float) -> None:
+            sizes.observe(items)
+            waits.observe(waited)
+
+        return started
 
     def render(self) -> bytes:
         self.flush()

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .context import current_scope
+from .context import RECEIVE, current_scope
 from .limits import BodySizeLimit
 from .logs import access_logger, log_request, request_id
 from .metrics import Metrics
@@ -67,6 +67,7 @@ class RequestMiddleware:
             rid = f"{_getrandbits(64):016x}"
         token = _set_request_id(rid)
         scope_token = _set_scope(scope)
+        scope[RECEIVE] = receive  # a batched request watches it for the client going away
         header = (b"x-request-id", rid.encode())
         status = 500  # what the client gets if the app raises before it answers
 

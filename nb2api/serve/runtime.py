@@ -8,6 +8,7 @@ from ..load import LoadedNotebook
 from ..routes import RouteSpec
 from ..settings import Settings
 from .auth import TokenAuth, require_token
+from .batching import Batcher, batch_calls, batchers
 from .limits import Call, openapi_responses, route_call
 from .metrics import Metrics
 from .pools import WorkerPool
@@ -20,8 +21,10 @@ class Runtime:
     def __init__(self, loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings):
         self.settings = settings
         self.pool = WorkerPool(settings.max_workers)
+        calls = batch_calls(specs)  # '#| batch' routes: their pools call these
         in_processes = {
-            s.name: s.func for s in specs if s.options.executor == "process" and not s.is_async
+            s.name: calls.get(s.name, s.func) for s in specs
+            if s.options.executor == "process" and not s.is_async
         }
         self.processes = ProcessPool(in_processes, settings.processes) if in_processes else None
         self.pools: dict[str, WorkerPool] = {"thread": self.pool}
@@ -32,6 +35,8 @@ class Runtime:
             self.metrics.load_seconds.set(loaded.load_seconds)
             for pool in self.pools.values():
                 self.metrics.watch_pool(pool)
+        self.batchers: dict[str, Batcher] = batchers(specs, calls, settings, self.pools,
+                                                     self.metrics)
         token = settings.bearer_token()
         self.auth: TokenAuth | None = require_token(token) if token else None
 
