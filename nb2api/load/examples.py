@@ -275,3 +275,43 @@ def collect_examples(cells: Iterable[ExampleCell], namespace: dict[str, Any],
             examples.append(Example(unique, call.function, cell, call.line, call.text, args,
                                     kwargs, call.saved))
     return tuple(examples)
+
+
+class NoSavedValue(ValueError):
+    """An example has no saved output, or one that is neither JSON nor a Python literal."""
+
+
+def saved_value(bundle: dict[str, Any] | None) -> Any:
+    """The value Jupyter saved for an example: its ``application/json``, else its
+    ``text/plain`` read as a Python literal. Reprs of numpy scalars (``np.float64(2.5)``) read as
+    their number, and ``Name(field=literal, ...)`` (a dataclass's or a model's repr) as a dict.
+    Raises :class:`NoSavedValue`."""
+    if not bundle:
+        raise NoSavedValue("no saved output")
+    if "application/json" in bundle:
+        return bundle["application/json"]
+    text = bundle.get("text/plain")
+    if not isinstance(text, str):
+        raise NoSavedValue("the saved output has no text")
+    try:
+        return _saved_literal(ast.parse(text.strip(), mode="eval").body)
+    except (SyntaxError, ValueError, TypeError, RecursionError):
+        raise NoSavedValue("the saved output is not JSON or a Python literal") from None
+
+
+def _saved_literal(node: ast.expr) -> Any:
+    if isinstance(node, ast.Call) and not node.args and node.keywords and all(
+            k.arg for k in node.keywords) and isinstance(node.func, ast.Name):
+        return {k.arg: _saved_literal(k.value) for k in node.keywords}
+    if isinstance(node, ast.Call) and len(node.args) == 1 and not node.keywords and isinstance(
+            node.func, ast.Attribute) and isinstance(node.func.value, ast.Name) and (
+            node.func.value.id in ("np", "numpy")):
+        return _saved_literal(node.args[0])  # np.float64(2.5), np.int64(3), np.str_('a')
+    if isinstance(node, ast.List | ast.Tuple):
+        return [_saved_literal(item) for item in node.elts]
+    if isinstance(node, ast.Dict) and all(key is not None for key in node.keys):
+        return {_saved_literal(k): _saved_literal(v)  # type: ignore[arg-type]
+                for k, v in zip(node.keys, node.values, strict=True)}
+    if isinstance(node, ast.Name) and node.id in ("nan", "inf"):
+        return float(node.id)
+    return ast.literal_eval(node)
