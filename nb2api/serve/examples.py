@@ -288,3 +288,23 @@ def with_examples(document: dict[str, Any], examples: list[RouteExample],
                 ok.setdefault("examples", {})[example.name] = {
                     **summary, "value": answered.values[example.name]}
     return document
+
+
+def example_cases(examples: list[RouteExample], answered: Answered) -> list[dict[str, Any]]:
+    """Each example as plain JSON data: its request and, when it was answered, the JSON answer.
+    What an exported project's ``tests/test_examples.py`` replays."""
+    return [
+        {
+            "name": example.name,
+            "call": example.example.text,
+            "method": example.spec.method,
+            "path": example.path,
+            "query": example.query,
+            "headers": example.headers,
+            "json": example.body,
+            "media_type": example.media_type,
+            "expected": answered.values.get(example.name),
+            "answered": example.name in answered.values,
+        }
+        for example in examples
+    ]
