@@ -215,3 +215,13 @@ def test_a_misplaced_example_mark_is_a_warning(make_notebook):
     loaded = load_notebook(path)
     assert loaded.examples == ()
     assert any("'#| example' comes after code" in w for w in loaded.warnings)
+
+
+def test_a_notebook_model_that_refuses_the_examples_values_is_a_load_error(make_notebook):
+    api = API.source.replace("    area: float\n", "    area: Annotated[float, Field(gt=0)]\n")
+    path = make_notebook(SETUP, code(api), code("#| example\nhouse(House(area=-5), Point(1, 2))"))
+    with pytest.raises(ExampleError) as caught:
+        create_app(path)
+    assert str(caught.value).endswith(
+        "line 2: example does not fit POST /house: House(...) raised ValidationError: area: "
+        "Input should be greater than 0")

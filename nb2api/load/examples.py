@@ -68,6 +68,9 @@ class Example:
     args: tuple[Any, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
     saved: dict[str, Any] | None = None
+    # Why the call cannot be made, when the notebook's own constructor refused its values
+    # (``House(area=-1)``): the example does not fit, which the route stage reports.
+    problem: str | None = None
 
 
 class NotLiteral(ValueError):
@@ -77,6 +80,10 @@ class NotLiteral(ValueError):
         super().__init__(reason)
         self.reason = reason
         self.line = line
+
+
+class RefusedValue(NotLiteral):
+    """A constructor of literals that raised: the call would fail in the notebook too."""
 
 
 def saved_outputs(outputs: Iterable[dict[str, Any]]) -> tuple[tuple[str, dict[str, Any]], ...]:
@@ -190,9 +197,8 @@ def evaluate(node: ast.expr, namespace: dict[str, Any]) -> Any:
         try:
             return constructor(*args, **kwargs)
         except Exception as exc:  # the notebook's own constructor refused the values
-            raise NotLiteral(f"{ast.unparse(node.func)}(...) raised {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}",
-                             node.lineno) from None
+            raise RefusedValue(f"{ast.unparse(node.func)}(...) raised {_reason(exc)}",
+                               node.lineno) from None
     elif isinstance(node, ast.Attribute):
         member = _resolve(node, namespace)
         if isinstance(member, enum.Enum) and _is_notebook_class(type(member), namespace):
@@ -202,6 +208,20 @@ def evaluate(node: ast.expr, namespace: dict[str, Any]) -> Any:
     text = ast.unparse(node)
     text = text if len(text) <= 40 else text[:37] + "..."
     raise NotLiteral(f"'{text}' is {what or 'not a literal'}", getattr(node, "lineno", 1))
+
+
+def _reason(exc: Exception) -> str:
+    """``ValidationError: area: Input should be greater than 0``: pydantic's first error."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            return f"{type(exc).__name__}: {where + ': ' if where else ''}{first['msg']}"
+        except (TypeError, LookupError):
+            pass
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _resolve(node: ast.expr, namespace: dict[str, Any]) -> Any:
@@ -263,6 +283,9 @@ def collect_examples(cells: Iterable[ExampleCell], namespace: dict[str, Any],
                     raise NotLiteral("'*' and '**' arguments are not literals", call.line)
                 args = tuple(evaluate(a, namespace) for a in call.args)
                 kwargs = {name: evaluate(v, namespace) for name, v in call.keywords if name}
+                refused = None
+            except RefusedValue as problem:
+                args, kwargs, refused = (), {}, problem.reason
             except NotLiteral as problem:
                 warn(cell, problem.line, f"{call.function}() is not an example: {problem.reason}; "
                      "only literal arguments make an example")
@@ -273,7 +296,7 @@ def collect_examples(cells: Iterable[ExampleCell], namespace: dict[str, Any],
                 unique, again = f"{name} #{again}", again + 1
             taken.add(unique)
             examples.append(Example(unique, call.function, cell, call.line, call.text, args,
-                                    kwargs, call.saved))
+                                    kwargs, call.saved, refused))
     return tuple(examples)
 
 

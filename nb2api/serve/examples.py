@@ -120,6 +120,8 @@ def _request(example: Example, spec: RouteSpec, notebook: str,
                             path=notebook, cell=example.cell.ref, line=example.line,
                             function=spec.name, parameter=parameter)
 
+    if example.problem is not None:
+        raise unfit(example.problem)
     try:
         bound = inspect.signature(spec.func).bind(*example.args, **example.kwargs)
     except TypeError as exc:
