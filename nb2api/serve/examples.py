@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
 import json
 import logging
@@ -83,18 +84,13 @@ class RouteExample:
                 return await spec.func(*args, **kwargs)
             return await asyncio.to_thread(spec.func, *args, **kwargs)
 
-        return await respond(spec.name, outcome(), _encoder(spec), media_type=self.media_type,
+        return await respond(spec.name, outcome(), self.encode, media_type=self.media_type,
                              logger=logger)
 
-
-_ENCODERS: dict[int, Callable[[Any], bytes]] = {}
-
-
-def _encoder(spec: RouteSpec) -> Callable[[Any], bytes]:
-    key = id(spec.func)
-    if key not in _ENCODERS:
-        _ENCODERS[key] = make_encoder(spec.returns)
-    return _ENCODERS[key]
+    @functools.cached_property
+    def encode(self) -> Callable[[Any], bytes]:
+        """The route's own encoder (:func:`~nb2api.types.encoding.make_encoder`)."""
+        return make_encoder(self.spec.returns)
 
 
 def route_examples(loaded: LoadedNotebook, specs: list[RouteSpec],
@@ -140,7 +136,8 @@ def _request(example: Example, spec: RouteSpec, notebook: str,
         if param.source == "body":
             body[name] = plain
         elif param.source == "query" and param.marker is None:
-            query[name] = plain
+            if plain is not None:  # a query string has no null: left out, the default applies
+                query[name] = plain
         elif param.source == "path":
             path_values[name] = plain
         elif param.source == "header" and isinstance(plain, str | int | float | bool):
