@@ -169,3 +169,17 @@ def test_against_saved_reads_json_display_and_numpy_reprs_and_skips_the_rest(mak
     report = run_contract(path, against_saved=True)
     assert [o.status for o in report.outcomes] == ["pass", "pass", "skipped"]
     assert "not JSON or a Python literal" in report.outcomes[2].note
+
+
+def test_an_example_whose_function_fails_is_a_failure_not_a_crash(make_notebook, caplog):
+    path = make_notebook(SETUP, code(
+        "#| api\nfrom fastapi import HTTPException\n\n"
+        "def refuse(x: int) -> int:\n    raise HTTPException(status_code=400, detail='no')\n\n"
+        "def crash(x: int) -> int:\n    return 1 // x\n"),
+        code("#| example\nrefuse(1)\ncrash(0)"))
+    result = _invoke(path)
+    assert result.exit_code == 1, result.output
+    assert _verdict(result.stdout, "refuse")[0] == "fail"
+    assert "the example fails: 400" in result.stdout
+    assert "the example fails: 500" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("0 passed, 2 failed")

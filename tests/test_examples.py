@@ -225,3 +225,14 @@ def test_a_notebook_model_that_refuses_the_examples_values_is_a_load_error(make_
     assert str(caught.value).endswith(
         "line 2: example does not fit POST /house: House(...) raised ValidationError: area: "
         "Input should be greater than 0")
+
+
+def test_an_example_that_raises_at_load_shows_its_request_only(make_notebook, caplog):
+    api = API.source + "\ndef crash(x: int) -> int:\n    return 1 // x\n"
+    path = make_notebook(SETUP, code(api), code("#| example\nzero = crash(0)\ndouble(2)"))
+    with caplog.at_level(logging.WARNING, logger="nb2api"):
+        app = create_app(path)
+    assert any("example zero did not answer at load" in r.getMessage() for r in caplog.records)
+    post = app.openapi()["paths"]["/crash"]["post"]
+    assert "zero" in post["requestBody"]["content"]["application/json"]["examples"]
+    assert "examples" not in post["responses"]["200"]["content"]["application/json"]

@@ -28,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 
@@ -84,8 +85,12 @@ class RouteExample:
                 return await spec.func(*args, **kwargs)
             return await asyncio.to_thread(spec.func, *args, **kwargs)
 
-        return await respond(spec.name, outcome(), self.encode, media_type=self.media_type,
-                             logger=logger)
+        try:
+            return await respond(spec.name, outcome(), self.encode,
+                                 media_type=self.media_type, logger=logger)
+        except HTTPException as exc:  # as FastAPI answers one the function raises
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                                headers=exc.headers)
 
     @functools.cached_property
     def encode(self) -> Callable[[Any], bytes]:
