@@ -183,3 +183,17 @@ def test_an_example_whose_function_fails_is_a_failure_not_a_crash(make_notebook,
     assert "the example fails: 400" in result.stdout
     assert "the example fails: 500" in result.stdout
     assert result.stdout.splitlines()[-1].startswith("0 passed, 2 failed")
+
+
+def test_header_and_list_query_parameters_are_replayed(make_notebook):
+    path = make_notebook(code(
+        "#| api\nfrom typing import Annotated\nfrom fastapi import Header\n\n"
+        "#| route: GET /tagged/{item_id}\n"
+        "def tagged(item_id: int, tags: list[str], x_tenant: Annotated[str, Header()]) -> dict:\n"
+        "    return {'id': item_id, 'tags': tags, 'tenant': x_tenant}\n"),
+        code("#| example\ntagged(7, ['a', 'b c'], x_tenant='acme')"))
+    report = run_contract(path)
+    [outcome] = report.outcomes
+    assert outcome.example.headers == {"x-tenant": "acme"}
+    assert outcome.example.query == {"tags": ["a", "b c"]}
+    assert outcome.status == "pass", outcome.diff
