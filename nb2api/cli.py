@@ -56,6 +56,7 @@ CheckedNotebookArg = _notebook_arg("The notebook (.ipynb) to load and check.")
 DocumentedNotebookArg = _notebook_arg("The notebook (.ipynb) whose OpenAPI document to write.")
 ExportedNotebookArg = _notebook_arg("The notebook (.ipynb) to export.")
 DeployedNotebookArg = _notebook_arg("The notebook (.ipynb) to deploy on Ray Serve.")
+TestedNotebookArg = _notebook_arg("The notebook (.ipynb) whose examples to replay.")
 
 
 def _plural(count: int, noun: str) -> str:
@@ -566,6 +567,41 @@ def export(
     typer.echo(f"nb2api: wrote {', '.join(written)} in {outdir}")
     typer.echo(f"  run it: cd {outdir} && pip install -r requirements.txt && "
                f"uvicorn app:{project.app_name}")
+
+
+@app.command("test")
+def contract_test(
+    notebook: TestedNotebookArg,
+    rtol: Annotated[float, typer.Option(min=0, help="Relative tolerance for floats.")] = 1e-9,
+    against_saved: Annotated[
+        bool, typer.Option("--against-saved",
+                           help="Also compare with the outputs saved in the notebook.")
+    ] = False,
+    junit: Annotated[
+        Path | None, typer.Option(help="Write JUnit XML here, for CI.", show_default=False)
+    ] = None,
+) -> None:
+    """Replay NOTEBOOK's example cells through its API and compare with the direct calls."""
+    from .contract import junit_xml, run_contract
+
+    _configure_logging("warning")
+    try:
+        report = run_contract(notebook, rtol=rtol, against_saved=against_saved)
+    except NotebookError as error:
+        raise _fail(error) from None
+    except ValidationError as error:  # an NB2API_* variable
+        variable = env_var(str(error.errors()[0]["loc"][0]))
+        typer.echo(f"error: {variable}: {_first_message(error)}", err=True)
+        raise typer.Exit(2) from None
+    if not report.outcomes:
+        typer.echo(f"warning: {notebook.name} has no examples: mark a cell of calls 'example'",
+                   err=True)
+    for line in report.lines():
+        typer.echo(line)
+    typer.echo(report.summary())
+    if junit is not None:
+        _write_or_print(junit_xml(report), junit)
+    raise typer.Exit(report.exit_code)
 
 
 @app.command("ray-config")

@@ -107,3 +107,8 @@ class DirectiveError(NotebookError):
 
 class NoRoutesError(NotebookError):
     """The notebook loads, but no api cell defines a public function: nothing to serve."""
+
+
+class ExampleError(NotebookError):
+    """An example call does not fit its route: it cannot bind to the function's parameters, or
+    its arguments fail the route's validation. The notebook's own usage must fit its API."""

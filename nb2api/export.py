@@ -36,6 +36,7 @@ from .errors import NotebookError
 from .load import Cell, LoadedNotebook, load_notebook
 from .routes import RouteSpec, build_routes
 from .serve.docs import ASSETS_PATH, STATIC, has_local_assets
+from .serve.examples import answer_at_load, example_cases, route_examples
 from .types import datatypes, images, uploads
 
 _TEMPLATES = Path(__file__).parent / "templates" / "export"
@@ -86,6 +87,7 @@ def export_notebook(
     requirements, requirement_warnings = find_requirements(loaded, extra)
     folder = Path(folder)
     assets = static_assets()
+    tests = example_tests(loaded, specs, app.name)
     contents: dict[str, str | bytes] = {
         "app.py": app.source,
         **vendored_types(),
@@ -104,7 +106,9 @@ def export_notebook(
             version=__version__,
             routes="".join(f"- `{s.method} {s.path}`: {s.summary or s.name + '()'}\n"
                            for s in specs),
+            tests=_template("README-tests.md") if tests else "",
         ),
+        **tests,
     }
     existing = [name for name in contents if (folder / name).exists()]
     if existing and not overwrite:
@@ -131,6 +135,20 @@ def export_notebook(
         warnings.append("nb2api was installed without its Swagger UI and ReDoc files: the "
                         "exported /docs and /redoc load them from a CDN")
     return ExportedProject(folder, tuple(files), tuple(requirements), app.name, tuple(warnings))
+
+
+def example_tests(loaded: LoadedNotebook, specs: list[RouteSpec], app_name: str) -> dict[str, str]:
+    """``tests/test_examples.py`` and the ``tests/examples.json`` it replays: the example cells'
+    calls and their answers now. Empty for a notebook without examples."""
+    examples = route_examples(loaded, specs)
+    if not examples:
+        return {}
+    cases = example_cases(examples, answer_at_load(examples, budget=3600))
+    return {
+        "tests/test_examples.py": _template("test_examples.py"),
+        "tests/examples.json": json.dumps({"app": app_name, "examples": cases}, indent=2,
+                                          ensure_ascii=False) + "\n",
+    }
 
 
 def _template(name: str) -> str:

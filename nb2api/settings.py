@@ -122,6 +122,14 @@ class Settings(_Declared):
         description="Answer valid JSON requests to body-only routes without FastAPI's "
         "per-request handler (same answers, faster); off to compare or debug.",
     )
+    examples: bool = Field(
+        True,
+        description="Call the example cells' calls at load to show their answers in /docs "
+        "(never a function marked '#| example: false'); off: examples show their requests only.",
+    )
+    examples_budget: float = Field(
+        10.0, gt=0, description="Seconds that answering the examples at load may take in all."
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -219,6 +227,8 @@ class SettingsKeywords(TypedDict, total=False):
     metrics: bool
     access_log: bool
     fast_path: bool
+    examples: bool
+    examples_budget: float
 
 
 def env_var(name: str) -> str:

@@ -17,7 +17,9 @@ from typing import Literal
 
 CellKind = Literal["setup", "api"]
 MARKS: tuple[CellKind, ...] = ("setup", "api")
-FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor", "batch")
+EXAMPLE = "example"  # a cell of calls that document the API; never run at serve time
+# `#| example: false` (a value) on a function; `#| example` alone marks an example cell.
+FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor", "batch", EXAMPLE)
 KNOWN_KEYS = (*MARKS, *FUNCTION_OPTIONS)
 
 # `#| key` or `#| key: value`, as in Quarto and nbdev; `# | key` is how black rewrites it.
@@ -78,13 +80,20 @@ def cell_kind(tags: Sequence[str], directives: Sequence[Directive]) -> CellKind 
     return None
 
 
+def is_example_cell(tags: Sequence[str], directives: Sequence[Directive]) -> bool:
+    """A cell marked ``example`` by tag or header directive."""
+    return any(t.lower() == EXAMPLE for t in tags) or any(
+        d.in_header and d.key == EXAMPLE and not d.value for d in directives
+    )
+
+
 def directive_warnings(directives: Sequence[Directive]) -> list[tuple[int, str]]:
     """``(line, message)`` for a mark below the cell's first code line, which marks nothing, and
     for a key that is a typo of a known one (``#| apii``). Other keys belong to other tools
     (Quarto's ``#| echo``, nbdev's ``#| export``) and are left alone."""
     found = []
     for d in directives:
-        if d.key in MARKS and not d.value and not d.in_header:
+        if (d.key in MARKS or d.key == EXAMPLE) and not d.value and not d.in_header:
             found.append((d.line, f"'#| {d.key}' comes after code, so it does not mark the cell; "
                                   "move it to the cell's first lines"))
         elif d.key not in KNOWN_KEYS:
@@ -102,6 +111,12 @@ def check_directives(directives: Sequence[Directive]) -> None:
             raise DirectiveProblem(
                 f"'#| route: {d.value}' is not 'METHOD /path' "
                 "(for example '#| route: GET /species/{name}')",
+                d.line,
+            )
+        if d.key == EXAMPLE and d.value and d.value.lower() not in ("true", "false"):
+            raise DirectiveProblem(
+                f"'#| example: {d.value}' must be 'false' (never call the function at load) "
+                "or 'true'",
                 d.line,
             )
         if d.key == "batch":
@@ -155,7 +170,8 @@ def function_options(
     """
     options: dict[str, dict[str, str]] = {name: {} for _, name in defs}
     for directive in directives:
-        if directive.key not in FUNCTION_OPTIONS:
+        if directive.key not in FUNCTION_OPTIONS or (directive.key == EXAMPLE
+                                                     and not directive.value):
             continue
         following = [name for line, name in defs if line > directive.line]
         if not following:

@@ -5,7 +5,9 @@ runs notebook code. A cell belongs to the service when it is marked ``setup`` or
 cell tag or by a ``#| setup`` / ``#| api`` directive among its first comment lines.
 
 Saved outputs are dropped here: a :class:`ParsedNotebook` keeps sources only, so a notebook
-with a large saved plot or table costs no more to serve than the same notebook cleared.
+with a large saved plot or table costs no more to serve than the same notebook cleared. Cells
+marked ``example`` keep their results (:mod:`.examples`), which ``nb2api test --against-saved``
+compares with.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from .directives import (
     check_directives,
     directive_warnings,
     is_directive,
+    is_example_cell,
     parse_directives,
 )
+from .examples import ExampleCell, saved_outputs
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class ParsedNotebook:
     unmarked: tuple[tuple[int, str], ...] = ()
     # Read-time warnings: IPython-only lines left out, misplaced or misspelt marks.
     warnings: tuple[str, ...] = ()
+    # Cells marked ``example``: read for their calls, never run.
+    examples: tuple[ExampleCell, ...] = ()
 
 
 def first_code_line(source: str) -> str:
@@ -112,6 +118,7 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
     nb = _as_v4(raw, path)
 
     cells: list[Cell] = []
+    examples: list[ExampleCell] = []
     unmarked: list[tuple[int, str]] = []
     warnings: list[str] = []
     previous_markdown: str | None = None
@@ -123,13 +130,16 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
         above, previous_markdown = previous_markdown, None
         if nbcell["cell_type"] != "code":
             continue
-        nbcell["outputs"] = []  # drop saved outputs as soon as possible
+        outputs, nbcell["outputs"] = nbcell.get("outputs") or [], []  # drop them early
         tags = nbcell["metadata"]["tags"]
         directives = parse_directives(source)
         kind = cell_kind(tags, directives)
         ref = CellRef(index, first_code_line(source))
         warnings += [f"{path}, {ref}, line {line}: {message}"
                      for line, message in directive_warnings(directives)]
+        if is_example_cell(tags, directives):
+            examples.append(_example_cell(path, index, source, kind, outputs))
+            continue
         if kind is None:
             unmarked.append((index, source))
             continue
@@ -173,7 +183,22 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
         title=title,
         unmarked=tuple(unmarked),
         warnings=tuple(warnings),
+        examples=tuple(examples),
     )
+
+
+def _example_cell(path: Path, index: int, source: str, kind: CellKind | None,
+                  outputs: list) -> ExampleCell:
+    ref = CellRef(index, first_code_line(source))
+    if kind is not None:
+        raise DirectiveError(f"a cell marked example never runs, so it cannot also be marked "
+                             f"{kind}; put the calls in a cell of their own", path=str(path),
+                             cell=ref)
+    python = to_python(source)
+    if python.error is not None:
+        line, message = python.error
+        raise CellSyntaxError(f"syntax error: {message}", path=str(path), cell=ref, line=line)
+    return ExampleCell(index, source, python.code, saved_outputs(outputs), ref.first_line)
 
 
 _TITLE = re.compile(r"^title:\s*(.+?)\s*$", re.MULTILINE)

@@ -34,6 +34,7 @@ from ..errors import (
 )
 from .clean import defined_names
 from .directives import DirectiveProblem, function_options
+from .examples import Example, ExampleCell, collect_examples
 from .kernel import kernel_namespace, quiet_display, run_code
 from .read import Cell, ParsedNotebook, first_code_line, read_notebook
 
@@ -61,6 +62,7 @@ class LoadedNotebook:
     functions: tuple[NotebookFunction, ...]
     timings: tuple[tuple[Cell, float], ...]
     warnings: list[str] = field(default_factory=list)
+    examples: tuple[Example, ...] = ()  # the example cells' literal calls of route functions
 
     @property
     def load_seconds(self) -> float:
@@ -114,7 +116,13 @@ def load_parsed(notebook: ParsedNotebook, *, progress: Progress | None = None,
                     functions.append(function)
     if not functions:
         raise _no_routes(notebook)
-    return LoadedNotebook(notebook, module, tuple(functions), tuple(timings), warnings)
+
+    def not_an_example(cell: ExampleCell, line: int, message: str) -> None:
+        note(f"{notebook.path}, {cell.ref}, line {line}: {message}")
+
+    examples = collect_examples(notebook.examples, module.__dict__,
+                                [f.name for f in functions], not_an_example)
+    return LoadedNotebook(notebook, module, tuple(functions), tuple(timings), warnings, examples)
 
 
 def cell_filename(notebook: ParsedNotebook, cell: Cell) -> str:

@@ -29,6 +29,7 @@ from . import health
 from .auth import TokenGate
 from .docs import mount_docs
 from .endpoint import make_endpoint
+from .examples import Answered, answer_at_load, document_examples, route_examples
 from .fastpath import DirectRoutes
 from .limits import BodySizeLimit
 from .middleware import RequestMiddleware, RootPath
@@ -67,6 +68,7 @@ def create_app(
 
 def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings) -> FastAPI:
     """The FastAPI app serving ``specs``; its lifespan starts and stops the runtime's pools."""
+    examples = route_examples(loaded, specs)  # an example that does not fit: ExampleError
     runtime = Runtime(loaded, specs, settings)
 
     @asynccontextmanager
@@ -122,6 +124,9 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
         )
         notebook_routes.append(app.router.routes[-1])  # type: ignore[arg-type]
     document_answered_floats(app)  # NaN answered as null: float fields of models say so too
+    answered = answer_at_load(examples, settings.examples_budget) if settings.examples else None
+    document_examples(app, examples, answered or Answered())
+    app.state.examples = examples
     if settings.fast_path:
         # The innermost middleware (inside CORS, limits and request logs): valid JSON requests
         # to the notebook's routes skip FastAPI's per-request handler.
