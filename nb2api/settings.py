@@ -122,6 +122,12 @@ class Settings(_Declared):
         description="Answer valid JSON requests to body-only routes without FastAPI's "
         "per-request handler (same answers, faster); off to compare or debug.",
     )
+    otel: bool = Field(
+        False,
+        description="Trace requests and start-up with OpenTelemetry, configured by the OTEL_* "
+        "variables (also on when OTEL_SERVICE_NAME or OTEL_EXPORTER_OTLP_ENDPOINT is set); "
+        "needs nb2api[otel].",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -219,6 +225,7 @@ class SettingsKeywords(TypedDict, total=False):
     metrics: bool
     access_log: bool
     fast_path: bool
+    otel: bool
 
 
 def env_var(name: str) -> str:
