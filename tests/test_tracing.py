@@ -12,8 +12,6 @@ import textwrap
 import pytest
 from conftest import serve, wait_until
 from fastapi.testclient import TestClient
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from ops_support import json_logs
@@ -42,15 +40,12 @@ def divide(a: int, b: int) -> float:
 
 
 @pytest.fixture
-def spans(monkeypatch):
-    """Spans the app's provider finished, exported as they end (an in-memory exporter)."""
+def spans():
+    """Spans the app finished, exported as they end (the SDK's in-memory exporter)."""
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(tracing, "_provider", None)
-    monkeypatch.setattr(tracing, "_provider_pid", None)
-    tracing.use_provider(provider)
-    return exporter
+    tracing.use_exporter(exporter)
+    yield exporter
+    tracing.use_exporter(None)
 
 
 def by_name(exporter: InMemorySpanExporter) -> dict[str, list]:

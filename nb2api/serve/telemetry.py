@@ -47,18 +47,19 @@ def tracing_for(settings: Settings, service_name: str) -> Tracing | None:
         _warn_once("tracing is on (--otel or an OTEL_* variable) but the OpenTelemetry SDK is "
                    "not installed: pip install 'nb2api[otel]'; serving without traces")
         return None
-    from .tracing import Tracing, process_provider
+    from .tracing import Tracing, process_pipeline
 
-    return Tracing(process_provider(service_name))
+    return Tracing(process_pipeline(service_name))
 
 
 def fastapi_options(tracing: Tracing | None) -> dict[str, Any]:
-    """``FastAPI(...)`` keywords: with nb2api's tracing on, FastAPI's own (0.160 and later,
-    on once a global tracer provider is set) is off. nb2api makes the server span itself, on
-    the fast path too, which FastAPI's would make fall back to FastAPI's handler."""
+    """``FastAPI(...)`` keywords: with nb2api's tracing on, FastAPI's own telemetry (0.160 and
+    later, on once a global provider is set) is off. nb2api makes the server span itself, on the
+    fast path too, which FastAPI's would make fall back to FastAPI's handler, and has its own
+    metrics and logs; with nothing on, FastAPI skips even its per-request provider checks."""
     if tracing is None or "telemetry" not in inspect.signature(FastAPI).parameters:
         return {}
-    return {"telemetry": {"tracing": False}}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def error_tracking() -> bool:
