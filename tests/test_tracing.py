@@ -20,6 +20,7 @@ from telemetry_helpers import Receiver, otlp_attributes, otlp_spans
 from nb2api import NotebookError, Settings, create_app
 from nb2api.serve import tracing
 from nb2api.serve.telemetry import tracing_wanted
+from nb2api.serve.tracing import Sampler
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
@@ -272,8 +273,19 @@ def test_tracing_off_loads_nothing_of_the_sdk(make_notebook):
     assert result.stdout.strip() == "[]"
 
 
+NESTED = """#| api
+from opentelemetry import trace
+
+tracer = trace.get_tracer("notebook")
+
+def nested() -> int:
+    with tracer.start_as_current_span("inner work"):
+        return 1
+"""
+
+
 def test_spans_reach_an_otlp_receiver_from_every_server_process(make_notebook):
-    notebook = make_notebook(SETUP, API)
+    notebook = make_notebook(SETUP, API, NESTED)
     with Receiver() as receiver:
         environment = {
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
@@ -285,13 +297,14 @@ def test_spans_reach_an_otlp_receiver_from_every_server_process(make_notebook):
             response = client.post("/add", json={"a": 1, "b": 2},
                                    headers={"traceparent": TRACEPARENT})
             assert response.json() == 13
+            assert client.post("/nested").json() == 1
 
             def exported() -> list:
                 found = otlp_spans(receiver.bodies("/v1/traces"))
                 names = [span.name for _, span in found]
                 # the server process that loaded it first, then each of the two workers
                 return found if (names.count("nb2api startup") >= 3
-                                 and "POST /add" in names) else []
+                                 and {"POST /add", "inner work"} <= set(names)) else []
 
             found = wait_until(exported, message="spans at the receiver")
             log = server.output()
@@ -304,7 +317,66 @@ def test_spans_reach_an_otlp_receiver_from_every_server_process(make_notebook):
     assert attributes["http.response.status_code"] == 200
     children = {span.name for _, span in found if span.parent_span_id == server_span.span_id}
     assert children == {"validate", "queue", "call add", "encode"}
+    # A span the notebook's code makes nests under its call's span.
+    [inner] = [span for _, span in found if span.name == "inner work"]
+    [call] = [span for _, span in found if span.span_id == inner.parent_span_id]
+    assert call.name == "call nested" and call.trace_id == inner.trace_id
     # The JSON request line of the worker that answered carries the same trace id.
     access = [json.loads(line) for line in log.splitlines()
               if line.startswith("{") and '"nb2api.access"' in line]
     assert [line["trace_id"] for line in access if line["path"] == "/add"] == [TRACE]
+
+
+@pytest.mark.parametrize("header", [
+    "garbage", f"ff-{TRACE}-{PARENT}-01", f"00-{'0' * 32}-{PARENT}-01",
+    f"00-{TRACE}-{'0' * 16}-01", f"00-{TRACE}-{PARENT}-01-extra", f"00-{TRACE[:-1]}-{PARENT}-01",
+])
+def test_an_invalid_traceparent_starts_a_new_trace(make_notebook, spans, header):
+    app = create_app(make_notebook(SETUP, API), otel=True)
+    with TestClient(app) as client:
+        spans.clear()
+        assert client.post("/add", json={"a": 1, "b": 2}, headers={"traceparent": header}).json() \
+            == 13
+    [server] = by_name(spans)["POST /add"]
+    assert server.parent is None
+    assert format(server.context.trace_id, "032x") != TRACE
+
+
+def test_an_unsampled_caller_gets_no_spans_but_its_trace_id_in_the_logs(make_notebook, spans):
+    app = create_app(make_notebook(SETUP, API), otel=True)
+    with TestClient(app) as client, json_logs() as lines:
+        spans.clear()
+        response = client.post("/divide", json={"a": 1, "b": 0},
+                               headers={"traceparent": f"00-{TRACE}-{PARENT}-00"})
+    assert response.status_code == 500
+    assert spans.get_finished_spans() == ()
+    assert {x["trace_id"] for x in lines if x["logger"].startswith("nb2api")} == {TRACE}
+
+
+def test_the_sampler_ratio_applies_to_new_traces_only(make_notebook):
+    exporter = InMemorySpanExporter()
+    tracing.use_exporter(exporter, Sampler(parent_based=True, ratio=0.0))
+    try:
+        app = create_app(make_notebook(SETUP, API), otel=True)
+        with TestClient(app) as client:
+            client.post("/add", json={"a": 1, "b": 2})
+            client.post("/add", json={"a": 1, "b": 2}, headers={"traceparent": TRACEPARENT})
+    finally:
+        tracing.use_exporter(None)
+    [server] = by_name(exporter)["POST /add"]  # only the request whose caller sampled it
+    assert format(server.context.trace_id, "032x") == TRACE
+    assert "nb2api startup" not in by_name(exporter)
+
+
+@pytest.mark.parametrize("name, parent_based, ratio", [
+    ("always_on", False, 1.0), ("always_off", False, 0.0), ("traceidratio", False, 0.25),
+    ("parentbased_always_on", True, 1.0), ("parentbased_always_off", True, 0.0),
+    ("parentbased_traceidratio", True, 0.25), ("nonsense", True, 1.0),
+])
+def test_the_sampler_is_read_from_the_standard_variables(monkeypatch, name, parent_based, ratio):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", name)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    sampler = Sampler.from_environment()
+    assert (sampler.parent_based, sampler.ratio) == (parent_based, ratio)
+    assert sampler.sampled(2**62, None) is (ratio > 0.25)  # 2**62 is a quarter of 2**64
+    assert sampler.sampled(2**62 - 1, True) is (True if parent_based else ratio >= 0.25)
