@@ -10,8 +10,9 @@ default, over HTTP, with the ``OTEL_EXPORTER_OTLP_*`` and ``OTEL_BSP_*`` variabl
 
 Per request, :class:`TracingMiddleware` (the outermost layer) makes the ``SERVER`` span, named
 ``POST /predict`` and attributed after the HTTP semantic conventions, under the caller's W3C
-``traceparent``. Its children, the same on the fast path and through FastAPI's handler, since
-both reach the endpoint:
+``traceparent`` (probes and scrapes, ``/healthz``, ``/readyz``, ``/metrics``, get none). Its
+children, the same on the fast path and through FastAPI's handler, since both reach the
+endpoint:
 
 - ``validate``: from the request's arrival to the endpoint's start (the body read, parsed and
   validated), or to the 4xx that refused it;
@@ -64,6 +65,7 @@ from ..settings import Settings
 from ..types.encoding import Encoder
 from .limits import Call
 from .logs import trace_id as trace_id_var
+from .middleware import OPS_PATHS
 from .otlp import KIND_SERVER, Exporter, SpanRecord
 
 logger = logging.getLogger("nb2api")
@@ -502,8 +504,8 @@ class TracingMiddleware:
         self._shared: dict[tuple, tuple[str, dict[str, Any]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] in OPS_PATHS:
+            await self.app(scope, receive, send)  # probes and scrapes: no spans
             return
         started = time.time_ns()
         headers = scope["headers"]
