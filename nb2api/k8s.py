@@ -95,7 +95,7 @@ def manifests(stem: str, load_seconds: float, peak: int) -> dict[str, dict[str, 
         "metadata": {"name": name, "labels": labels,
                      "annotations": {"nb2api.io/setup-seconds": f"{load_seconds:.2f}"}},
         "spec": {
-            "replicas": 2,
+            # No replicas: the autoscaler sets them, and a re-apply must not undo its work.
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {
