@@ -51,3 +51,23 @@ def test_with_tracing_the_sentry_event_names_the_trace(make_notebook):
     [event] = events
     assert event["tags"]["error_id"] == response.json()["error_id"]
     assert event["tags"]["trace_id"] == trace
+
+
+def test_a_dsn_without_sentry_sdk_says_how_to_install_it(make_notebook, monkeypatch, caplog):
+    import importlib.util
+
+    from fastapi.testclient import TestClient
+
+    from nb2api import create_app
+    from nb2api.serve import telemetry
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "sentry_sdk" else real(name, *a))
+    monkeypatch.setattr(telemetry, "_warned", set())
+    monkeypatch.setenv("SENTRY_DSN", "http://publickey@127.0.0.1:9/1")
+    app = create_app(make_notebook(API))
+    assert app.state.runtime.error_tracking is False
+    with TestClient(app) as client:
+        assert client.post("/divide", json={"a": 1, "b": 0}).status_code == 500
+    assert "pip install 'nb2api[sentry]'" in caplog.text

@@ -380,3 +380,20 @@ def test_the_sampler_is_read_from_the_standard_variables(monkeypatch, name, pare
     assert (sampler.parent_based, sampler.ratio) == (parent_based, ratio)
     assert sampler.sampled(2**62, None) is (ratio > 0.25)  # 2**62 is a quarter of 2**64
     assert sampler.sampled(2**62 - 1, True) is (True if parent_based else ratio >= 0.25)
+
+
+def test_tracing_on_without_the_sdk_says_how_to_install_it(make_notebook, monkeypatch, caplog):
+    import importlib.util
+
+    from nb2api.serve import telemetry
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("opentelemetry.sdk")
+                        else real(name, *a))
+    monkeypatch.setattr(telemetry, "_warned", set())
+    app = create_app(make_notebook(SETUP, API), otel=True)
+    assert app.state.runtime.tracing is None
+    with TestClient(app) as client:  # serves, untraced
+        assert client.post("/add", json={"a": 1, "b": 2}).json() == 13
+    assert "pip install 'nb2api[otel]'" in caplog.text

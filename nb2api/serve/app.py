@@ -58,12 +58,11 @@ def create_app(
         loaded = notebook
         for message in loaded.warnings:
             logger.warning(message)
-        specs = build_routes(loaded)
     else:  # warnings are logged as they arise, so also when a cell then fails
-        tracing = tracing_for(config, Path(notebook).stem)  # None when off
+        tracing = tracing_for(config, Path(notebook).stem)  # the start-up span, when on
         with tracing.startup(notebook, progress) if tracing else nullcontext(progress) as watch:
             loaded = load_notebook(notebook, progress=watch, warn=logger.warning)
-            specs = build_routes(loaded)
+    specs = build_routes(loaded)
     for message in [w for s in specs for w in s.warnings]:
         logger.warning(message)
     return build_app(loaded, specs, config)
