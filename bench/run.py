@@ -439,6 +439,35 @@ def baseline_tree(ref: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def cpu_seconds(server: Server) -> float:
+    """CPU time (user + system) of the server process and its children (workers) so far."""
+    total = 0
+    for pid in (server.process.pid, *_children(server.process.pid)):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(title: str, key: str, a: Server, b: Server, rounds: int, measure) -> None:
+    """``compare``, and the server's CPU microseconds per answered request on each side: a
+    figure that another process's load on a shared machine changes less than req/s."""
+    cpu: dict[str, list[float]] = {a.name: [], b.name: []}
+
+    def measured(server: Server) -> Load:
+        before = cpu_seconds(server)
+        result = measure(server)
+        cpu[server.name].append((cpu_seconds(server) - before) / max(result.requests, 1) * 1e6)
+        return result
+
+    compare(title, key, a, b, rounds, measured)
+    ratios = [x / y for x, y in zip(cpu[a.name], cpu[b.name], strict=True)]
+    say(f"  CPU per request: {a.name} {statistics.median(cpu[a.name]):.0f} us, {b.name} "
+        f"{statistics.median(cpu[b.name]):.0f} us; ratio median {statistics.median(ratios):.3f} "
+        f"(rounds {', '.join(f'{x:.3f}' for x in ratios)})")
+    RESULTS[key]["cpu_us_per_request"] = cpu  # type: ignore[index]
+
+
 def tracing(args) -> None:
     """What tracing costs: --otel exporting every span over OTLP/HTTP to a local receiver,
     against the same notebook untraced; and tracing off against the code at --baseline."""
@@ -454,19 +483,19 @@ def tracing(args) -> None:
         def load(path):
             return lambda s: wrk(s.url + path, seconds=args.seconds, connections=64)
 
-        compare("tracing: POST /add (async def), 64 connections, --otel exporting to a local "
-                "OTLP receiver against tracing off", "tracing_async", traced, off, args.rounds,
-                load("/add"))
-        compare("tracing: POST /add_sync (plain def, worker pool)", "tracing_sync",
-                traced, off, max(2, args.rounds - 2), load("/add_sync"))
+        cpu_per_request("tracing: POST /add (async def), 64 connections, --otel exporting to a "
+                        "local OTLP receiver against tracing off", "tracing_async", traced, off,
+                        args.rounds, load("/add"))
+        cpu_per_request("tracing: POST /add_sync (plain def, worker pool)", "tracing_sync",
+                        traced, off, max(2, args.rounds - 2), load("/add_sync"))
     with baseline_tree(args.baseline) as tree, start(*nb2api()) as off, \
             start(*nb2api(), env={"PYTHONPATH": str(tree)}) as before:
         off.name, before.name = "tracing-off", args.baseline
         for server in (off, before):
             wrk(server.url + "/add", seconds=2, connections=64)
-        compare(f"tracing off: POST /add against the code at {args.baseline}", "tracing_off",
-                off, before, args.rounds,
-                lambda s: wrk(s.url + "/add", seconds=args.seconds, connections=64))
+        cpu_per_request(f"tracing off: POST /add against the code at {args.baseline}",
+                        "tracing_off", off, before, args.rounds,
+                        lambda s: wrk(s.url + "/add", seconds=args.seconds, connections=64))
 
 
 EXPERIMENTS = {"overhead": overhead, "fastpath": fastpath, "kg": kg, "event_loop": event_loop,

@@ -79,6 +79,7 @@ _KNOWN_METHODS = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
 )
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+_UNSAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 
 Sink = Callable[[list[SpanRecord]], None]
 
@@ -411,8 +412,14 @@ def _thread_call(func: Callable[..., Any], name: str) -> Callable[..., Any]:
     @functools.wraps(func)
     def call(*args: Any, **kwargs: Any) -> Any:
         request = _current.get()
-        if request is None or not request.sampled:
+        if request is None:
             return func(*args, **kwargs)
+        if not request.sampled:  # spans the notebook makes are not sampled either
+            token = otel_context.attach(_as_current(request.trace_id, request.span_id, False))
+            try:
+                return func(*args, **kwargs)
+            finally:
+                otel_context.detach(token)
         start = time.time_ns()
         request.end_wait(start)
         span_id = _span_id()
@@ -436,8 +443,14 @@ def _async_call(func: Callable[..., Any], name: str) -> Callable[..., Any]:
     @functools.wraps(func)
     async def call(*args: Any, **kwargs: Any) -> Any:
         request = _current.get()
-        if request is None or not request.sampled:
+        if request is None:
             return await func(*args, **kwargs)
+        if not request.sampled:  # spans the notebook makes are not sampled either
+            token = otel_context.attach(_as_current(request.trace_id, request.span_id, False))
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                otel_context.detach(token)
         start = time.time_ns()
         request.end_wait(start)
         span_id = _span_id()
@@ -472,10 +485,10 @@ def _encoder(encode: Encoder) -> Encoder:
     return traced_encode
 
 
-def _as_current(trace_id: int, span_id: int) -> otel_context.Context:
+def _as_current(trace_id: int, span_id: int, sampled: bool = True) -> otel_context.Context:
     """A context whose current span is ``span_id`` (for spans the notebook code makes)."""
-    return trace.set_span_in_context(
-        NonRecordingSpan(SpanContext(trace_id, span_id, False, _SAMPLED)))
+    flags = _SAMPLED if sampled else _UNSAMPLED
+    return trace.set_span_in_context(NonRecordingSpan(SpanContext(trace_id, span_id, False, flags)))
 
 
 def _parent(headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, int, bool] | None:
