@@ -397,3 +397,39 @@ def test_tracing_on_without_the_sdk_says_how_to_install_it(make_notebook, monkey
     with TestClient(app) as client:  # serves, untraced
         assert client.post("/add", json={"a": 1, "b": 2}).json() == 13
     assert "pip install 'nb2api[otel]'" in caplog.text
+
+
+def test_the_fast_path_stays_on_though_a_global_provider_is_set(make_notebook):
+    """Tracing on sets the global tracer provider (for the notebook's own spans), which turns
+    FastAPI's own telemetry on for any app that does not switch it off, and that makes the fast
+    path hand every request to FastAPI. nb2api's app switches it off. In a subprocess: the
+    global provider is set once per process."""
+    notebook = make_notebook(SETUP, API)
+    script = textwrap.dedent(f"""
+        from fastapi.testclient import TestClient
+        from opentelemetry import trace
+        from nb2api import create_app
+
+        app = create_app({str(notebook)!r}, otel=True)
+        assert type(trace.get_tracer_provider()).__module__.startswith("opentelemetry.sdk")
+        calls = []
+        for route in app.router.routes:
+            if getattr(route, "name", None) == "add":
+                handler = route.app
+
+                async def counting(scope, receive, send, handler=handler):
+                    calls.append(scope["path"])
+                    await handler(scope, receive, send)
+
+                route.app = counting
+        with TestClient(app) as client:
+            assert client.post("/add", json={{"a": 1, "b": 2}}).json() == 13
+            assert client.post("/add", json={{"a": "x"}}).status_code == 422
+        print(calls)
+    """)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NB2API_"))}
+    environment["OTEL_TRACES_EXPORTER"] = "none"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=environment, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['/add']"  # only the invalid body reached FastAPI's handler
