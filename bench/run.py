@@ -4,6 +4,7 @@
     python bench/run.py --quick    # fewer and shorter rounds
     python bench/run.py --only overhead,kg
     python bench/run.py --quick --only fastpath   # nb2api with and without its fast path
+    python bench/run.py --quick --only tracing    # --otel to a local OTLP receiver, and off
 
 Every server is a subprocess on a free 127.0.0.1 port; load comes from wrk (Debian's package) on
 127.0.0.1, bounded by -d. Rounds alternate the order (A B, B A, ...) so drift on a shared machine
@@ -401,8 +402,105 @@ def processes(args) -> None:
             RESULTS["processes"][path] = {"one": one.__dict__, "four": many.__dict__}
 
 
+# An OTLP/HTTP collector stand-in: answers every export 200 and counts the bytes it got.
+_OTLP_SINK = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Sink(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+"""
+
+
+@contextlib.contextmanager
+def baseline_tree(ref: str) -> Iterator[Path]:
+    """The package as it was at git ``ref`` (``main`` by default), in a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="nb2api-baseline-"))
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "nb2api"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def cpu_seconds(server: Server) -> float:
+    """CPU time (user + system) of the server process and its children (workers) so far."""
+    total = 0
+    for pid in (server.process.pid, *_children(server.process.pid)):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(title: str, key: str, a: Server, b: Server, rounds: int, measure) -> None:
+    """``compare``, and the server's CPU microseconds per answered request on each side: a
+    figure that another process's load on a shared machine changes less than req/s."""
+    cpu: dict[str, list[float]] = {a.name: [], b.name: []}
+
+    def measured(server: Server) -> Load:
+        before = cpu_seconds(server)
+        result = measure(server)
+        cpu[server.name].append((cpu_seconds(server) - before) / max(result.requests, 1) * 1e6)
+        return result
+
+    compare(title, key, a, b, rounds, measured)
+    ratios = [x / y for x, y in zip(cpu[a.name], cpu[b.name], strict=True)]
+    say(f"  CPU per request: {a.name} {statistics.median(cpu[a.name]):.0f} us, {b.name} "
+        f"{statistics.median(cpu[b.name]):.0f} us; ratio median {statistics.median(ratios):.3f} "
+        f"(rounds {', '.join(f'{x:.3f}' for x in ratios)})")
+    RESULTS[key]["cpu_us_per_request"] = cpu  # type: ignore[index]
+
+
+def tracing(args) -> None:
+    """What tracing costs: --otel exporting every span over OTLP/HTTP to a local receiver,
+    against the same notebook untraced; and tracing off against the code at --baseline."""
+    sink = ("otlp-sink", [sys.executable, "-c", _OTLP_SINK, "{port}"], "/")
+    with start(*sink) as receiver, start(*nb2api()) as off, \
+            start(*nb2api("bench.ipynb", "--otel"),
+                  env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+                       "OTEL_SERVICE_NAME": "bench"}) as traced:
+        traced.name = "otel"
+        for server in (off, traced):
+            wrk(server.url + "/add", seconds=2, connections=64)  # warm up
+
+        def load(path):
+            return lambda s: wrk(s.url + path, seconds=args.seconds, connections=64)
+
+        cpu_per_request("tracing: POST /add (async def), 64 connections, --otel exporting to a "
+                        "local OTLP receiver against tracing off", "tracing_async", traced, off,
+                        args.rounds, load("/add"))
+        cpu_per_request("tracing: POST /add_sync (plain def, worker pool)", "tracing_sync",
+                        traced, off, max(2, args.rounds - 2), load("/add_sync"))
+    with baseline_tree(args.baseline) as tree, start(*nb2api()) as off, \
+            start(*nb2api(), env={"PYTHONPATH": str(tree)}) as before:
+        off.name, before.name = "tracing-off", args.baseline
+        for server in (off, before):
+            wrk(server.url + "/add", seconds=2, connections=64)
+        cpu_per_request(f"tracing off: POST /add against the code at {args.baseline}",
+                        "tracing_off", off, before, args.rounds,
+                        lambda s: wrk(s.url + "/add", seconds=args.seconds, connections=64))
+
+
 EXPERIMENTS = {"overhead": overhead, "fastpath": fastpath, "kg": kg, "event_loop": event_loop,
-               "connections": connections, "startup": startup, "processes": processes}
+               "connections": connections, "startup": startup, "processes": processes,
+               "tracing": tracing}
 
 
 def main() -> None:
@@ -413,6 +511,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--quick", action="store_true", help="3 rounds of 3 s")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--baseline", default="main",
+                        help="git ref whose code 'tracing' compares tracing off against")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds = 3, 3

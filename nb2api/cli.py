@@ -545,13 +545,17 @@ def export(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite the files of an earlier export.")
     ] = False,
+    k8s: Annotated[
+        bool, typer.Option("--k8s", help="Also write Kubernetes manifests in k8s/: Deployment, "
+                           "Service, HorizontalPodAutoscaler, PodDisruptionBudget.")
+    ] = False,
 ) -> None:
     """Write NOTEBOOK as a standalone FastAPI project: app.py, requirements.txt, Dockerfile."""
     from .export import export_notebook
 
     _configure_logging("error")
     try:
-        project = export_notebook(notebook, outdir, overwrite=force)
+        project = export_notebook(notebook, outdir, overwrite=force, k8s=k8s)
     except NotebookError as error:
         raise _fail(error) from None
     except FileExistsError as error:
@@ -567,6 +571,9 @@ def export(
     typer.echo(f"nb2api: wrote {', '.join(written)} in {outdir}")
     typer.echo(f"  run it: cd {outdir} && pip install -r requirements.txt && "
                f"uvicorn app:{project.app_name}")
+    if k8s:
+        typer.echo(f"  deploy it: docker build, then kubectl apply -f {outdir}/k8s/ "
+                   "(the README says how)")
 
 
 @app.command("test")

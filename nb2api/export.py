@@ -33,6 +33,7 @@ from fastapi import params as fastapi_params
 
 from ._version import __version__
 from .errors import NotebookError
+from .k8s import kubernetes_manifests, kubernetes_readme, peak_memory
 from .load import Cell, LoadedNotebook, load_notebook
 from .routes import RouteSpec, build_routes
 from .serve.docs import ASSETS_PATH, STATIC, has_local_assets
@@ -45,8 +46,12 @@ _VENDORED = "nbtypes"
 # How cells run (as a Jupyter kernel runs them): vendored as nbkernel.py, byte for byte.
 _KERNEL = Path(__file__).parent / "load" / "kernel.py"
 _KERNEL_MODULE = "nbkernel"
+# /metrics and the API_TOKEN check of the exported app: vendored as nbops.py, byte for byte.
+_OPS = _TEMPLATES / "nbops.py"
+_OPS_MODULE = "nbops"
 # The server, and what the vendored package imports (numpy and pandas only when they are used).
-_SERVER_REQUIREMENTS = ("anyio", "fastapi", "orjson", "pydantic", "uvicorn")
+_SERVER_REQUIREMENTS = ("anyio", "fastapi", "orjson", "prometheus-client", "pydantic",
+                        "uvicorn")
 _DATA_REQUIREMENTS = ("numpy", "pandas")
 _UPLOAD_REQUIREMENTS = ("python-multipart",)
 _OPTIONAL_UPLOAD_REQUIREMENTS = ("pyarrow",)  # Parquet uploads; pinned when installed here
@@ -69,15 +74,18 @@ class ExportedProject:
 
 
 def export_notebook(
-    notebook: str | Path | LoadedNotebook, folder: str | Path, *, overwrite: bool = False
+    notebook: str | Path | LoadedNotebook, folder: str | Path, *, overwrite: bool = False,
+    k8s: bool = False,
 ) -> ExportedProject:
-    """Write a standalone FastAPI project for ``notebook`` into ``folder``.
+    """Write a standalone FastAPI project for ``notebook`` into ``folder``; with ``k8s``, also
+    its Kubernetes manifests in ``k8s/`` (:mod:`nb2api.k8s`).
 
     The notebook is loaded (its setup and api cells run) to read its route specs. Raises
     :class:`NotebookError` when it cannot be served, and ``FileExistsError`` when ``folder`` holds
     files of a previous export and ``overwrite`` is false.
     """
     loaded = notebook if isinstance(notebook, LoadedNotebook) else load_notebook(notebook)
+    memory = peak_memory()  # with the notebook's data loaded: the pod's memory request
     specs = build_routes(loaded)
     app = render_app(loaded, specs)
     extra: list[str] = []
@@ -88,6 +96,8 @@ def export_notebook(
     folder = Path(folder)
     assets = static_assets()
     tests = example_tests(loaded, specs, app.name)
+    stem = re.sub(r"[^a-z0-9]+", "-", loaded.notebook.name.lower()).strip("-") or "notebook"
+    manifests = kubernetes_manifests(stem, loaded.load_seconds, memory) if k8s else {}
     contents: dict[str, str | bytes] = {
         "app.py": app.source,
         **vendored_types(),
@@ -100,15 +110,16 @@ def export_notebook(
         "README.md": _template("README.md").format(
             title=loaded.notebook.title or loaded.notebook.name,
             notebook=loaded.notebook.path.name,
-            notebook_stem=re.sub(r"[^a-z0-9]+", "-", loaded.notebook.name.lower()).strip("-")
-            or "notebook",
+            notebook_stem=stem,
             app=app.name,
             version=__version__,
             routes="".join(f"- `{s.method} {s.path}`: {s.summary or s.name + '()'}\n"
                            for s in specs),
             tests=_template("README-tests.md") if tests else "",
+            kubernetes=kubernetes_readme(stem) if k8s else "",
         ),
         **tests,
+        **manifests,
     }
     existing = [name for name in contents if (folder / name).exists()]
     if existing and not overwrite:
@@ -171,20 +182,25 @@ def vendored_types() -> dict[str, bytes]:
         if "__pycache__" not in path.parts
     }
     kernel = _KERNEL.read_bytes()
+    ops = _OPS.read_bytes()
     lines = [
         f"{_VENDORED}/ is the package nb2api/types of nb2api {__version__}, copied byte for byte",
         "by `nb2api export`: the code `nb2api serve` runs to validate, encode and answer. Do not",
         "edit it; export the notebook again (also after upgrading nb2api) to update it.",
         f"../{_KERNEL_MODULE}.py is nb2api/load/kernel.py, copied the same way: it runs the cells",
         "as a Jupyter kernel (and nb2api serve) runs them.",
+        f"../{_OPS_MODULE}.py is nb2api/templates/export/nbops.py, copied the same way: /metrics",
+        "and the API_TOKEN check.",
         "",
         "sha256 of each file:",
         *(f"{hashlib.sha256(data).hexdigest()}  {name.partition('/')[2]}"
           for name, data in files.items()),
         f"{hashlib.sha256(kernel).hexdigest()}  ../{_KERNEL_MODULE}.py",
+        f"{hashlib.sha256(ops).hexdigest()}  ../{_OPS_MODULE}.py",
     ]
     files[f"{_VENDORED}/VENDORED.txt"] = ("\n".join(lines) + "\n").encode()
     files[f"{_KERNEL_MODULE}.py"] = kernel
+    files[f"{_OPS_MODULE}.py"] = ops
     return files
 
 
@@ -396,8 +412,11 @@ def render_app(loaded: LoadedNotebook, specs: list[RouteSpec]) -> RenderedApp:
         header.append("".join(f"from __future__ import {name}\n" for name in sorted(futures)))
     header.append(
         "\nimport os\n"
-        "import sys as _nb2api_sys\n\n"
-        f"import {_KERNEL_MODULE} as _nb2api_kernel\n\n"
+        "import sys as _nb2api_sys\n"
+        "import time as _nb2api_time\n\n"
+        f"import {_KERNEL_MODULE} as _nb2api_kernel\n"
+        f"import {_OPS_MODULE} as _nb2api_ops\n\n"
+        "_nb2api_started = _nb2api_time.perf_counter()  # the cells' time, for /metrics\n"
         "# Relative paths in the cells resolve from this folder, as they did from the notebook's.\n"
         "os.chdir(os.path.dirname(os.path.abspath(__file__)))\n"
         "# The cells run as in a Jupyter kernel, and as under nb2api serve: __name__ is\n"
@@ -968,7 +987,11 @@ async def {healthz}() -> dict[str, str]:
 
 @{app}.get("/readyz", include_in_schema=False)
 async def {readyz}() -> dict[str, str]:
-    return {{"status": "ready"}}
+    return {{"status": "ready"}}  # this module ran every cell: ready for traffic
+
+
+# /metrics (Prometheus) and, with API_TOKEN set, a bearer token on the routes (nbops.py).
+_nb2api_ops.install({app}, load_seconds=_nb2api_time.perf_counter() - _nb2api_started)
 '''
 
 _MAIN = '''

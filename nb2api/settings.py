@@ -130,6 +130,12 @@ class Settings(_Declared):
     examples_budget: float = Field(
         10.0, gt=0, description="Seconds that answering the examples at load may take in all."
     )
+    otel: bool = Field(
+        False,
+        description="Trace requests and start-up with OpenTelemetry, configured by the OTEL_* "
+        "variables (also on when OTEL_SERVICE_NAME or OTEL_EXPORTER_OTLP_ENDPOINT is set); "
+        "needs nb2api[otel].",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -229,6 +235,7 @@ class SettingsKeywords(TypedDict, total=False):
     fast_path: bool
     examples: bool
     examples_budget: float
+    otel: bool
 
 
 def env_var(name: str) -> str:

@@ -82,14 +82,15 @@ def _comparable(spec: dict) -> tuple[dict, dict]:
 def test_project_files(iris):
     names = {str(p.relative_to(iris.folder)) for p in iris.files}
     assert {"app.py", "requirements.txt", "Dockerfile", ".dockerignore", "README.md",
-            "nbtypes/__init__.py", "nbtypes/VENDORED.txt", "nbkernel.py",
+            "nbtypes/__init__.py", "nbtypes/VENDORED.txt", "nbkernel.py", "nbops.py",
             "static/swagger-ui/swagger-ui-bundle.js"} <= names
     assert {name.split("/")[0] for name in names} == {
         "app.py", "requirements.txt", "Dockerfile", ".dockerignore", "README.md", "nbtypes",
-        "nbkernel.py", "static"}
+        "nbkernel.py", "nbops.py", "static"}
     requirements = iris.requirements
     assert [r.split("==")[0] for r in requirements] == [
-        "anyio", "fastapi", "numpy", "orjson", "pandas", "pydantic", "uvicorn[standard]"]
+        "anyio", "fastapi", "numpy", "orjson", "pandas", "prometheus-client", "pydantic",
+        "uvicorn[standard]"]
     assert all("==" in r for r in requirements)
     assert (iris.folder / "requirements.txt").read_text().splitlines() == list(requirements)
     dockerfile = (iris.folder / "Dockerfile").read_text()
@@ -170,6 +171,8 @@ def test_the_project_vendors_nb2api_types_byte_for_byte(frames):
     assert copies == originals
     kernel = Path(nb2api.__file__).parent / "load" / "kernel.py"
     assert (frames.folder / "nbkernel.py").read_bytes() == kernel.read_bytes()
+    ops = Path(nb2api.__file__).parent / "templates" / "export" / "nbops.py"
+    assert (frames.folder / "nbops.py").read_bytes() == ops.read_bytes()
     pins = [r.split("==")[0] for r in frames.requirements]
     assert {"numpy", "pandas", "orjson", "python-multipart", "matplotlib"} <= set(pins)
     source = (frames.folder / "app.py").read_text()
@@ -183,7 +186,7 @@ def test_a_notebook_without_data_types_gets_nbtypes_but_not_numpy(make_notebook,
     project = export_notebook(path, tmp_path / "out")
     assert (project.folder / "nbtypes" / "errors.py").is_file()
     assert [r.split("==")[0] for r in project.requirements] == [
-        "anyio", "fastapi", "orjson", "pydantic", "uvicorn[standard]"]
+        "anyio", "fastapi", "orjson", "prometheus-client", "pydantic", "uvicorn[standard]"]
     source = (project.folder / "app.py").read_text()
     assert "nbtypes.make_encoder(dict)" in source and "nbtypes.respond(" in source
     for behaviour in ("uuid", "import traceback", "ValidationError", "class ErrorBody", "to_json"):

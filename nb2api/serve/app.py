@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -34,6 +34,7 @@ from .fastpath import DirectRoutes
 from .limits import BodySizeLimit
 from .middleware import RequestMiddleware, RootPath
 from .runtime import Runtime
+from .telemetry import fastapi_options, tracing_for
 
 logger = logging.getLogger("nb2api")
 
@@ -59,7 +60,9 @@ def create_app(
         for message in loaded.warnings:
             logger.warning(message)
     else:  # warnings are logged as they arise, so also when a cell then fails
-        loaded = load_notebook(notebook, progress=progress, warn=logger.warning)
+        tracing = tracing_for(config, Path(notebook).stem)  # the start-up span, when on
+        with tracing.startup(notebook, progress) if tracing else nullcontext(progress) as watch:
+            loaded = load_notebook(notebook, progress=watch, warn=logger.warning)
     specs = build_routes(loaded)
     for message in [w for s in specs for w in s.warnings]:
         logger.warning(message)
@@ -88,6 +91,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
         redoc_url=None,
         lifespan=lifespan,
         exception_handlers=exception_handlers(),
+        **fastapi_options(runtime.tracing),
     )
     app.state.notebook = loaded
     app.state.routes = specs
@@ -157,4 +161,6 @@ def _add_middleware(app: FastAPI, settings: Settings, runtime: Runtime) -> None:
         RequestMiddleware, metrics=runtime.metrics, log=settings.access_log,
         max_body_size=0 if settings.cors_origins else settings.max_body_size,
     )
+    if runtime.tracing is not None:  # outermost: the request's log line carries its trace id
+        app.add_middleware(runtime.tracing.middleware, tracing=runtime.tracing)
 

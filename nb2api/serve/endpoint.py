@@ -38,12 +38,18 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
     """An async endpoint for ``spec`` with a signature FastAPI can read. With ``notebook``, a
     NameError of the function says which unmarked cell defines the name, as a load does."""
     encode: Encoder | None = make_encoder(spec.returns)
+    tracing = runtime.tracing  # spans around the call, its wait and the encoding (when on)
+    if tracing is not None:
+        spec, encode = tracing.wrap(spec, encode)
     if not spec.is_async and spec.options.executor == "thread":
         # Encode on the worker thread too: a big table or a figure never holds the event loop.
         spec = dataclasses.replace(spec, func=encode_after(spec.func, encode))
         encode = None  # the call gives bytes
     run = runtime.call(spec)  # on its pool, within its concurrency limit, queue and timeout
     batched = runtime.batchers.get(spec.name)  # '#| batch': merged with other requests
+    if tracing is not None:
+        run = tracing.wrap_call(spec, run, settings)
+    reported = runtime.reporter(spec)
     positional = [p.name for p in spec.params if p.positional_only]
     body_names = [p.name for p in spec.params if p.source == "body"]
     query_names = [p.name for p in spec.params if p.source == "query" and p.marker is None]
@@ -61,6 +67,8 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
         runtime.failed(spec, exc)
 
     async def endpoint(**kwargs: Any) -> Response:
+        if tracing is not None:
+            tracing.validated()
         body = kwargs.pop(_BODY, None)
         query = kwargs.pop(_QUERY, None)
         if body is None and body_model is not None:
@@ -75,9 +83,12 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
             return await batched.answer(arguments, failed)
         args = tuple(arguments.pop(name) for name in positional) if positional else ()
         return await respond(spec.name, run(args, arguments), encode, media_type=media_type,
-                             debug=settings.debug, logger=logger, failed=failed)
+                             debug=settings.debug, logger=logger, failed=failed,
+                             reported=reported)
 
     endpoint.__name__ = spec.name
+    if tracing is not None:
+        tracing.endpoints.add(id(endpoint))
     parameters = _endpoint_parameters(spec, body_optional)
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return endpoint

@@ -2,7 +2,8 @@
 
 Every record made while a request is handled carries that request's id (``request_id``, a context
 variable that the request middleware sets and that worker threads inherit), so an error's
-traceback, the notebook's own log lines and the request's access line can be joined on it.
+traceback, the notebook's own log lines and the request's access line can be joined on it; with
+tracing on, also its trace id (``trace_id``), which joins them to the trace.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import orjson
 LogFormat = Literal["json", "text"]
 
 request_id: ContextVar[str | None] = ContextVar("nb2api_request_id", default=None)
+# The OpenTelemetry trace id of the request, as 32 hex digits, when tracing is on (.tracing).
+trace_id: ContextVar[str | None] = ContextVar("nb2api_trace_id", default=None)
 
 access_logger = logging.getLogger("nb2api.access")
 
@@ -104,6 +107,9 @@ def _entry(created: float, level: str, logger: str, message: str) -> dict[str, A
     rid = request_id.get()
     if rid is not None:
         entry["request_id"] = rid
+    tid = trace_id.get()
+    if tid is not None:
+        entry["trace_id"] = tid
     return entry
 
 

@@ -13,6 +13,7 @@ from .limits import Call, openapi_responses, route_call
 from .metrics import Metrics
 from .pools import WorkerPool
 from .processes import ProcessPool
+from .telemetry import Reported, error_tracking, reporter, tracing_for
 
 
 class Runtime:
@@ -39,6 +40,8 @@ class Runtime:
                                                      self.metrics)
         token = settings.bearer_token()
         self.auth: TokenAuth | None = require_token(token) if token else None
+        self.tracing = tracing_for(settings, loaded.notebook.name)  # None when off
+        self.error_tracking = error_tracking()
 
     def start(self) -> None:
         """Fork the process pool (after setup, before the first request)."""
@@ -61,6 +64,10 @@ class Runtime:
         if self.auth is not None:
             responses[401] = {"description": "Missing or invalid bearer token"}
         return responses
+
+    def reporter(self, spec: RouteSpec) -> Reported | None:
+        """What hears of each 500 of ``spec``'s route: tracing, error tracking, or None."""
+        return reporter(spec.name, self.tracing, self.error_tracking)
 
     def failed(self, spec: RouteSpec, exc: BaseException) -> None:
         if self.metrics is not None:

@@ -151,6 +151,7 @@ async def respond(
     debug: bool = False,
     logger: logging.Logger,
     failed: Callable[[Exception], None] | None = None,
+    reported: Callable[[BaseException, str], None] | None = None,
 ) -> Response:
     """Await ``outcome`` (the function's result, or its bytes when ``encode`` is None, as
     :func:`~.encoding.encode_after` gives them) and answer with the encoded result.
@@ -158,7 +159,7 @@ async def respond(
     An ``HTTPException`` passes through; a result JSON cannot write is answered through the
     display protocol (or passed through when it is a ``Response``), only then; a result that
     does not fit the return annotation and any other exception become :func:`error_response`;
-    ``failed`` hears of the latter.
+    ``failed`` hears of the latter, ``reported`` of every 500 with its error id.
     """
     try:
         result = await outcome
@@ -166,7 +167,8 @@ async def respond(
     except HTTPException:
         raise
     except ResultError as exc:
-        return error_response(route, exc, debug=debug, logger=logger, what=_MISMATCH)
+        return error_response(route, exc, debug=debug, logger=logger, what=_MISMATCH,
+                              reported=reported)
     except NotJSONError as exc:  # only now: the JSON path pays nothing for these checks
         shown = display.response(exc.result, dumps) if exc.whole else None
         if shown is not None:
@@ -174,12 +176,14 @@ async def respond(
         if failed is not None:
             failed(exc)
         what, fix = _not_shown(exc)
-        return error_response(route, ResultError(fix), debug=debug, logger=logger, what=what)
+        return error_response(route, ResultError(fix), debug=debug, logger=logger, what=what,
+                              reported=reported)
     except Exception as exc:
         if failed is not None:
             failed(exc)
         what = exc.what if isinstance(exc, CallFailed) else None
-        return error_response(route, exc, debug=debug, logger=logger, what=what)
+        return error_response(route, exc, debug=debug, logger=logger, what=what,
+                              reported=reported)
     return Response(content, media_type=media_type)
 
 
@@ -202,9 +206,10 @@ def _not_shown(exc: NotJSONError) -> tuple[str, str]:
 
 def error_response(
     route: str, exc: BaseException, *, debug: bool = False, logger: logging.Logger,
-    what: str | None = None,
+    what: str | None = None, reported: Callable[[BaseException, str], None] | None = None,
 ) -> JSONResponse:
-    """The 500 for ``exc`` raised by ``route()``; logs the traceback under a new error id."""
+    """The 500 for ``exc`` raised by ``route()``; logs the traceback under a new error id, and
+    hands ``exc`` and the id to ``reported`` (tracing, error tracking)."""
     error_id = uuid.uuid4().hex[:12]
     message = f"{route}() {what}" if what else f"{route}() raised {type(exc).__name__}"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -218,6 +223,8 @@ def error_response(
         exc_info=(type(exc), exc, exc.__traceback__),
         extra={"error_id": error_id, "route": route},
     )
+    if reported is not None:
+        reported(exc, error_id)
     body: dict[str, Any] = {"detail": detail, "error_id": error_id}
     if debug:
         body["traceback"] = traceback.format_exception(exc)
