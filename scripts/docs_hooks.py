@@ -87,9 +87,10 @@ def metrics_table(_: str | None = None) -> str:
     rows = ["| metric | type | labels | what it counts |", "| --- | --- | --- | --- |"]
     for family in metrics.registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
-        labels = declared.get(family.name) or sorted(
-            {label for sample in family.samples for label in sample.labels} - {"le"}
-        )
+        labels = declared.get(family.name) or [
+            label for label in dict.fromkeys(k for sample in family.samples for k in sample.labels)
+            if label != "le"
+        ]
         shown = ", ".join(f"`{label}`" for label in labels)
         rows.append(f"| `{name}` | {family.type} | {shown} | {_cell(family.documentation)} |")
     return "\n".join(rows) + "\n"

@@ -151,3 +151,68 @@ def test_mkdocs_build_strict(tmp_path):
         assert 'src="http' not in text and "fonts.googleapis" not in text, html
     index = json.loads((site / "search" / "search_index.json").read_text())
     assert any("worker pool" in doc["text"].lower() for doc in index["docs"])
+
+
+def _hooks():
+    """scripts/docs_hooks.py, the MkDocs hooks that generate the reference tables."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_settings_tables_are_the_declarations():
+    from nb2api.settings import ServerOptions, Settings, markdown_table
+
+    hooks = _hooks()
+    page = "a\n<!-- generated: settings Settings -->\nb\n<!-- generated: settings ServerOptions -->"
+    assert hooks.render(page) == (f"a\n{markdown_table(Settings)}\nb\n"
+                                  f"{markdown_table(ServerOptions)}")
+    with pytest.raises(ValueError, match="unknown generated table 'settngs'"):
+        hooks.render("<!-- generated: settngs Settings -->")
+    with pytest.raises(ValueError, match="Setings"):
+        hooks.render("<!-- generated: settings Setings -->")
+
+
+def test_the_cli_reference_has_every_command_and_option():
+    import typer
+
+    from nb2api.cli import app
+
+    table = _hooks().cli_reference()
+    for name, command in typer.main.get_command(app).commands.items():
+        assert f"### `nb2api {name}`" in table
+        for param in command.params:
+            if param.param_type_name == "option" and param.name != "help":
+                assert f"`{param.opts[0]}`" in table, (name, param.opts)
+                assert param.help, f"nb2api {name} {param.opts[0]} has no help text"
+    assert "| `--max-workers` | `NB2API_MAX_WORKERS` |  | Threads per process" in table
+    assert "| `--ray` |  |  | Serve on Ray Serve" in table
+
+
+def test_the_metrics_reference_lists_what_an_app_reports(make_notebook):
+    from conftest import code
+    from fastapi.testclient import TestClient
+
+    import nb2api
+
+    path = make_notebook(code("#| api\ndef add(a: int) -> int:\n    return a + 1"))
+    with TestClient(nb2api.create_app(path)) as client:
+        client.post("/add", json={"a": 1})
+        scraped = client.get("/metrics").text
+    reported = {line.split()[2] for line in scraped.splitlines() if line.startswith("# HELP ")}
+    table = _hooks().metrics_table()
+    documented = {row.split("`")[1] for row in table.splitlines()[2:]}
+    assert documented == reported
+    assert "| `nb2api_requests_total` | counter | `route`, `method`, `status` |" in table
+
+
+def test_the_contract_lists_every_mark_and_directive():
+    from nb2api.load.directives import KNOWN_KEYS
+
+    contract = (DOCS / "reference" / "notebook-contract.md").read_text()
+    table = contract.split("## Marks and directives", 1)[1].split("\n## ", 1)[0]
+    for key in KNOWN_KEYS:
+        assert f"`#| {key}" in table, f"'#| {key}' is not in the contract's table"
