@@ -42,13 +42,18 @@ def cli_reference(_: str | None = None) -> str:
     import typer
 
     from nb2api.cli import app
+    from nb2api.settings import ServerOptions, Settings
 
+    settings = {*Settings.model_fields, *ServerOptions.model_fields}  # in their own tables
     parts = []
     for name, command in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
         params = [p for p in command.params if p.name != "help"]
         arguments = " ".join(p.name.upper() for p in params if p.param_type_name == "argument")
         parts.append(f"### `nb2api {name}`\n\n{_cell(command.help or '')}\n\n"
                      f"```\nnb2api {name} {arguments} [OPTIONS]\n```\n")
+        if any(p.name in settings for p in params):
+            params = [p for p in params if p.name not in settings]
+            parts.append("Every setting in the two tables above is an option, and:\n")
         rows = ["| argument or option | environment variable | default | what it does |",
                 "| --- | --- | --- | --- |"]
         for param in params:
