@@ -11,8 +11,9 @@ Two machine-readable forms, both plain mkdocs-material Markdown:
 - A ```` ```python title="shop.ipynb, cell 3" ```` block is that cell of that notebook, and
   ```` ```python title="test_shop.py" ```` that file: a test checks they are the same text.
 
-A page's commands run in a fresh copy of one folder: the one a comment
-``<!-- docs-test: cwd=docs/notebooks/tutorial -->`` on the page names, else the repository.
+A page's commands run when the page asks for it with a comment that names the folder they run
+in, ``<!-- docs-test: cwd=docs/notebooks/tutorial -->`` (a folder of notebooks, ``notebooks``
+or one under ``docs/notebooks``), in a fresh copy of that folder. A page without it only has its snippets linted.
 """
 
 from __future__ import annotations
@@ -102,14 +103,15 @@ def _commands(fence: Fence) -> list[Command]:
     return commands
 
 
-def page_cwd(path: Path) -> Path:
+def page_cwd(path: Path) -> Path | None:
+    """The folder a page's commands run in, or None for a page whose commands are not run."""
     match = _CWD.search(path.read_text())
-    return ROOT / match.group(1) if match else ROOT
+    return (ROOT / match.group(1)).resolve() if match else None
 
 
 def documented_cells(path: Path) -> Iterator[tuple[Fence, Path, int | None]]:
     """``(fence, file, cell)`` for each python block titled with a file (and a cell number)."""
-    cwd = page_cwd(path)
+    cwd = page_cwd(path) or path.parent
     for fence in fences(path):
         if fence.language != "python" or not fence.title:
             continue
@@ -122,7 +124,7 @@ def documented_cells(path: Path) -> Iterator[tuple[Fence, Path, int | None]]:
 
 def pages_with_commands() -> list[Path]:
     return sorted(p for p in DOCS.rglob("*.md")
-                  if any(f.commands for f in fences(p)))
+                  if page_cwd(p) is not None and any(f.commands for f in fences(p)))
 
 
 # --- running a page ---------------------------------------------------------------------------
@@ -162,6 +164,8 @@ class Session:
     """One page's commands, in a copy of its folder; at most one server at a time."""
 
     def __init__(self, cwd: Path) -> None:
+        if cwd == ROOT or ROOT not in cwd.parents:
+            raise ValueError(f"{cwd}: name a folder of notebooks in the repository")
         self.tmp = Path(tempfile.mkdtemp(prefix="nb2api-docs-"))
         self.folder = self.tmp / cwd.name
         shutil.copytree(cwd, self.folder,

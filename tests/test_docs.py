@@ -30,6 +30,8 @@ from docs_examples import (
     pages_with_commands,
     rewrite_outputs,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 UPDATE = os.environ.get("NB2API_DOCS_UPDATE", "") not in ("", "0")
 PAGES = sorted(DOCS.rglob("*.md"))
@@ -218,3 +220,27 @@ def test_the_contract_lists_every_mark_and_directive():
     table = contract.split("## Marks and directives", 1)[1].split("\n## ", 1)[0]
     for key in KNOWN_KEYS:
         assert f"`#| {key}" in table, f"'#| {key}' is not in the contract's table"
+
+
+_LINE = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=12)
+
+
+@given(st.lists(_LINE, max_size=8), st.data())
+def test_an_elision_matches_any_lines_and_nothing_else_is_loose(lines, data):
+    lines = [line for line in lines if line != "..."]
+    assert matches(lines, lines)
+    start = data.draw(st.integers(0, len(lines)))
+    end = data.draw(st.integers(start, len(lines)))
+    assert matches([*lines[:start], "...", *lines[end:]], lines)
+    if lines:
+        assert not matches(lines[:-1], lines)
+        assert not matches([*lines, "extra"], lines)
+
+
+@pytest.mark.parametrize("page", pages_with_commands(), ids=_name)
+def test_rewriting_a_page_with_its_own_outputs_changes_nothing(page, tmp_path):
+    copy = tmp_path / page.name
+    copy.write_text(page.read_text())
+    documented = {c.first: c.expected for f in fences(copy) for c in f.commands}
+    rewrite_outputs(copy, documented)
+    assert copy.read_text() == page.read_text()
