@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,26 @@ def test_rewriting_a_page_with_its_own_outputs_changes_nothing(page, tmp_path):
     documented = {c.first: c.expected for f in fences(copy) for c in f.commands}
     rewrite_outputs(copy, documented)
     assert copy.read_text() == page.read_text()
+
+
+def _nav_pages(items) -> list[str]:
+    pages = []
+    for item in items:
+        value = next(iter(item.values())) if isinstance(item, dict) else item
+        pages.extend(_nav_pages(value) if isinstance(value, list) else [value])
+    return pages
+
+
+def test_every_page_is_in_the_nav():
+    import yaml
+
+    nav = _nav_pages(yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"])
+    assert sorted(nav) == sorted(_name(page) for page in PAGES)
+
+
+def test_the_readme_links_into_the_site():
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\((docs/[^)#]+)(?:#[^)]*)?\)", readme)
+    assert len(links) >= 10
+    for link in links:
+        assert (ROOT / link).is_file(), f"README links to {link}, which does not exist"
