@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
@@ -165,7 +166,10 @@ def with_settings(command: Callable[..., None]) -> Callable[..., None]:
     """
     signature = inspect.signature(command)
     models = {"settings": Settings, "server": ServerOptions}
-    own = [p for p in signature.parameters.values() if p.name not in models]
+    # The annotations are strings here (postponed); resolved, typer sees each Option's help.
+    hints = typing.get_type_hints(command, include_extras=True)
+    own = [p.replace(annotation=hints.get(p.name, p.annotation))
+           for p in signature.parameters.values() if p.name not in models]
     generated = [option for model in models.values() for option in settings_options(model)]
 
     @functools.wraps(command)

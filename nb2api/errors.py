@@ -23,7 +23,12 @@ class CellRef:
 
 
 class NotebookError(Exception):
-    """A notebook that cannot be served. ``str(error)`` is one line naming the cell."""
+    """A notebook that cannot be served. ``str(error)`` is one line naming the cell.
+
+    Fields (``None`` where they do not apply): ``reason`` (what is wrong and how to fix it),
+    ``path`` (the notebook), ``cell`` (a [`CellRef`][nb2api.errors.CellRef]), ``line`` (1-based,
+    within the cell), ``function`` and ``parameter`` (the route function and parameter at fault).
+    """
 
     def __init__(
         self,

@@ -94,6 +94,21 @@ def browser_context(lab):
         browser.close()
 
 
+SCREENSHOT_SIZE = {"width": 1100, "height": 560}
+
+
+def _screenshot(page, name: str, tmp_path: Path) -> Path:
+    """The documentation's screenshot, taken where the test sees the state it shows: into
+    docs/images when NB2API_SCREENSHOTS=1 (then commit it), else into the test's folder."""
+    folder = Path(__file__).parent.parent / "docs" / "images"
+    if os.environ.get("NB2API_SCREENSHOTS", "") in ("", "0"):
+        folder = tmp_path
+    path = folder / name
+    page.screenshot(path=str(path))
+    assert path.read_bytes().startswith(b"\x89PNG")
+    return path
+
+
 def browser_pause(page):
     """A pause for :func:`wait_until` during which the browser (and its routes) keep working."""
     return lambda seconds: page.wait_for_timeout(seconds * 1000)
@@ -109,9 +124,10 @@ def open_notebook(context, lab, name: str):
     return page, panel.locator(".jp-NotebookPanel-toolbar")
 
 
-def test_serve_as_api_opens_the_docs(lab, browser_context):
+def test_serve_as_api_opens_the_docs(lab, browser_context, tmp_path):
     context, offsite = browser_context
     page, toolbar = open_notebook(context, lab, "greeter.ipynb")
+    page.set_viewport_size(SCREENSHOT_SIZE)
     serve = toolbar.get_by_text("Serve as API")
     serve.wait_for()
 
@@ -124,10 +140,13 @@ def test_serve_as_api_opens_the_docs(lab, browser_context):
         "els => els.map(e => e.getAttribute('data-path'))"
     )
     assert sorted(paths) == ["/add", "/hello/{name}"]
+    docs.set_viewport_size(SCREENSHOT_SIZE)
+    _screenshot(docs, "served-docs.png", tmp_path)
 
     # the toolbar now shows the served state and offers to stop
     toolbar.get_by_text("Stop API").wait_for()
     assert not serve.is_visible()
+    _screenshot(page, "serve-as-api.png", tmp_path)
     with lab.client() as api:
         served = api.get("nb2api/api/apps").json()
         assert [app["path"] for app in served] == ["greeter.ipynb"]

@@ -48,9 +48,10 @@ def create_app(
 ) -> FastAPI:
     """Load ``notebook`` (running its setup and api cells) and return its FastAPI app.
 
-    ``settings`` defaults to :class:`nb2api.Settings` read from the ``NB2API_*`` environment
-    variables; keywords (``debug=True``, ``max_workers=4``, ...) change single fields of it.
-    Raises :class:`nb2api.NotebookError` when the notebook cannot be served.
+    ``settings`` defaults to [`nb2api.Settings`][nb2api.Settings] read from the ``NB2API_*``
+    environment variables; keywords (``debug=True``, ``max_workers=4``, ...) change single fields
+    of it. Raises [`nb2api.NotebookError`][nb2api.NotebookError] when the notebook cannot be
+    served.
     """
     config = settings if settings is not None else Settings()
     if changes:
