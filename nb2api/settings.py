@@ -122,6 +122,11 @@ class Settings(_Declared):
         description="Answer valid JSON requests to body-only routes without FastAPI's "
         "per-request handler (same answers, faster); off to compare or debug.",
     )
+    skip_broken: bool = Field(
+        False,
+        description="With several notebooks: serve the others when one cannot be served "
+        "(/readyz and the log say which and why) instead of refusing to start.",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -219,6 +224,7 @@ class SettingsKeywords(TypedDict, total=False):
     metrics: bool
     access_log: bool
     fast_path: bool
+    skip_broken: bool
 
 
 def env_var(name: str) -> str:

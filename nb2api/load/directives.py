@@ -18,7 +18,8 @@ from typing import Literal
 CellKind = Literal["setup", "api"]
 MARKS: tuple[CellKind, ...] = ("setup", "api")
 FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor")
-KNOWN_KEYS = (*MARKS, *FUNCTION_OPTIONS)
+NOTEBOOK_OPTIONS = ("max-workers",)  # on any line of a marked cell: the whole notebook's
+KNOWN_KEYS = (*MARKS, *FUNCTION_OPTIONS, *NOTEBOOK_OPTIONS)
 
 # `#| key` or `#| key: value`, as in Quarto and nbdev; `# | key` is how black rewrites it.
 _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*([A-Za-z][\w-]*)\s*(?::\s*(.*?))?\s*$")
@@ -103,6 +104,32 @@ def check_directives(directives: Sequence[Directive]) -> None:
                 "(for example '#| route: GET /species/{name}')",
                 d.line,
             )
+        if d.key == "max-workers" and not (d.value.isdigit() and int(d.value) >= 1):
+            raise DirectiveProblem(
+                f"'#| max-workers: {d.value}' is not a whole number of at least 1 "
+                "(for example '#| max-workers: 4')",
+                d.line,
+            )
+
+
+def notebook_options(cells: Sequence[Sequence[Directive]]) -> dict[str, tuple[str, int, int]]:
+    """The notebook-level options of the marked cells' directives (``cells``, in notebook
+    order): key -> ``(value, cell position in cells, line)``. Raises :class:`DirectiveProblem`
+    (with the cell's position in ``.cell``) for a key given twice with different values."""
+    found: dict[str, tuple[str, int, int]] = {}
+    for position, directives in enumerate(cells):
+        for d in directives:
+            if d.key not in NOTEBOOK_OPTIONS:
+                continue
+            earlier = found.get(d.key)
+            if earlier is not None and earlier[0] != d.value:
+                problem = DirectiveProblem(
+                    f"'#| {d.key}: {d.value}' contradicts '#| {d.key}: {earlier[0]}' given "
+                    "earlier; a notebook has one", d.line)
+                problem.cell = position  # type: ignore[attr-defined]
+                raise problem
+            found.setdefault(d.key, (d.value, position, d.line))
+    return found
 
 
 def parse_route(value: str) -> tuple[str, str]:

@@ -31,6 +31,7 @@ from .directives import (
     check_directives,
     directive_warnings,
     is_directive,
+    notebook_options,
     parse_directives,
 )
 
@@ -69,6 +70,8 @@ class ParsedNotebook:
     unmarked: tuple[tuple[int, str], ...] = ()
     # Read-time warnings: IPython-only lines left out, misplaced or misspelt marks.
     warnings: tuple[str, ...] = ()
+    # ``#| max-workers: N`` in a marked cell: this notebook's thread pool size.
+    max_workers: int | None = None
 
 
 def first_code_line(source: str) -> str:
@@ -164,6 +167,13 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
             "'#| setup' or '#| api'",
             path=str(path),
         )
+    try:
+        options = notebook_options([cell.directives for cell in cells])
+    except DirectiveProblem as problem:
+        raise DirectiveError(problem.reason, path=str(path),
+                             cell=cells[problem.cell].ref,  # type: ignore[attr-defined]
+                             line=problem.line) from None
+    max_workers = options.get("max-workers")
     title = nb["metadata"].get("title")
     title = title if isinstance(title, str) and title else _front_matter_title(nb["cells"]) or None
     return ParsedNotebook(
@@ -173,6 +183,7 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
         title=title,
         unmarked=tuple(unmarked),
         warnings=tuple(warnings),
+        max_workers=int(max_workers[0]) if max_workers else None,
     )
 
 
