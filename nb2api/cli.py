@@ -51,7 +51,9 @@ def _notebook_arg(help_text: str) -> Any:
     return Annotated[Path, typer.Argument(help=help_text, show_default=False)]
 
 
-NotebookArg = _notebook_arg("The notebook (.ipynb) to serve.")
+NotebookArg = Annotated[list[Path], typer.Argument(
+    help="The notebook (.ipynb) to serve; or several, each under /NAME: files, NAME=PATH, "
+    "folders (their notebooks that have marked cells).", show_default=False)]
 CheckedNotebookArg = _notebook_arg("The notebook (.ipynb) to load and check.")
 DocumentedNotebookArg = _notebook_arg("The notebook (.ipynb) whose OpenAPI document to write.")
 ExportedNotebookArg = _notebook_arg("The notebook (.ipynb) to export.")
@@ -316,6 +318,13 @@ def serve(
         _forget_token_variable()
     fmt: LogFormat = server.log_format or default_format()
     _configure_logging(server.log_level, fmt)
+    if _several(notebook):
+        if ray or address:
+            _refuse_several("--ray", "deploy each with its own 'nb2api serve NOTEBOOK --ray "
+                            "--root-path /NAME' on one cluster")
+        _serve_several(notebook, settings, server, fmt)
+        return
+    notebook = notebook[0]
     _say(fmt, f"nb2api: loading {notebook.name}")
     application = _load(notebook, settings, quiet=False, log_format=fmt)  # errors: path as given
     notebook = notebook.resolve()  # worker processes and Ray replicas may start elsewhere
@@ -329,17 +338,7 @@ def serve(
              else f"http://{server.host}:{server.port}{settings.root_path}")
     _say(fmt, f"nb2api: {_plural(len(routes), 'route')} ready; docs at {where}/docs")
     os.chdir(notebook.parent)  # requests see the notebook's folder as Jupyter would
-    common: dict[str, Any] = {
-        "host": server.host,
-        "port": server.port,
-        "uds": server.uds,
-        "root_path": settings.root_path,
-        "log_level": server.log_level,
-        "log_config": logging_config(fmt, server.log_level),
-        "access_log": False,  # nb2api writes its own request lines, with the request id
-        "proxy_headers": True,
-        "timeout_graceful_shutdown": 10,
-    }
+    common = _uvicorn_options(settings, server, fmt)
     if server.reload:
         # One process that loads each save itself and swaps the app only when it loads.
         from .serve.reload import ReloadingApp
@@ -364,6 +363,20 @@ def serve(
         os.environ[_ENV_SETTINGS] = worker_settings.model_dump_json()
         uvicorn.run("nb2api.cli:app_from_environment", factory=True, workers=server.workers,
                     **common)
+
+
+def _uvicorn_options(settings: Settings, server: ServerOptions, fmt: LogFormat) -> dict[str, Any]:
+    return {
+        "host": server.host,
+        "port": server.port,
+        "uds": server.uds,
+        "root_path": settings.root_path,
+        "log_level": server.log_level,
+        "log_config": logging_config(fmt, server.log_level),
+        "access_log": False,  # nb2api writes its own request lines, with the request id
+        "proxy_headers": True,
+        "timeout_graceful_shutdown": 10,
+    }
 
 
 def _forget_token_variable() -> None:
@@ -605,3 +618,88 @@ def ray_config(
 
 def main() -> None:
     app()
+
+
+# ---- several notebooks in one server (nb2api serve folder/, a.ipynb b.ipynb, NAME=PATH) ----
+
+_ENV_NOTEBOOKS = "NB2API_SERVE_NOTEBOOKS"
+
+
+def _several(arguments: list[Path]) -> bool:
+    """Anything but one notebook file named without a prefix: served under prefixes."""
+    if len(arguments) != 1:
+        return True
+    argument = arguments[0]
+    return argument.is_dir() or ("=" in str(argument) and not argument.exists())
+
+
+def _refuse_several(what: str, instead: str) -> None:
+    typer.echo(f"error: {what} takes one notebook; {instead}", err=True)
+    raise typer.Exit(2)
+
+
+def _serve_several(arguments: list[Path], settings: Settings, server: ServerOptions,
+                   fmt: LogFormat) -> None:
+    """Serve each notebook under /NAME in one server (see nb2api.serve.multi)."""
+    import uvicorn
+
+    from .load import parse_targets
+    from .serve import create_app
+    from .serve.multi import Notebooks
+
+    try:
+        targets = parse_targets([str(argument) for argument in arguments])
+    except NotebookError as error:
+        raise _fail(error) from None
+    for skipped in targets.skipped:
+        _say(fmt, f"nb2api: skipped {skipped.path}: {skipped.reason}")
+
+    def load(path: Path, notebook_settings: Settings) -> FastAPI:
+        _say(fmt, f"nb2api: loading {path}")
+        return create_app(path, notebook_settings, progress=_progress(False, fmt))
+
+    try:
+        application = Notebooks.build(targets, settings, load, reload=server.reload)
+    except NotebookError as error:
+        raise _fail(error) from None
+    notebooks = application.state.notebooks
+    where = (f"unix socket {server.uds}" if server.uds
+             else f"http://{server.host}:{server.port}{settings.root_path}")
+    served = ", ".join(f"{where}/{name}/ ({_plural(len(s.app.state.routes), 'route')})"
+                       for name, s in sorted(notebooks.live.items()))
+    _say(fmt, f"nb2api: {_plural(len(notebooks.live), 'notebook')} ready: {served}; "
+              f"docs of all at {where}/docs")
+    folders = {target.path.resolve().parent for target in targets.notebooks}
+    if len(folders) == 1:  # requests see the notebooks' folder as Jupyter would
+        os.chdir(folders.pop())
+    common = _uvicorn_options(settings, server, fmt)
+    if server.reload or server.workers == 1:
+        if not server.reload:
+            _freeze_startup_objects()
+            _exit_0_after_sigterm()
+        uvicorn.run(application, **common)
+        return
+    del application, notebooks
+    os.environ[_ENV_NOTEBOOKS] = json.dumps(
+        [[target.name, str(target.path.resolve())] for target in targets.notebooks])
+    with _token_for_workers(settings) as worker_settings, \
+            _multiprocess_metrics(settings.metrics):
+        os.environ[_ENV_SETTINGS] = worker_settings.model_dump_json()
+        uvicorn.run("nb2api.cli:notebooks_from_environment", factory=True,
+                    workers=server.workers, **common)
+
+
+def notebooks_from_environment():
+    """The app factory that uvicorn calls in each worker process of ``serve`` with several
+    notebooks."""
+    from .serve import create_app
+
+    settings = Settings.model_validate_json(os.environ[_ENV_SETTINGS])
+    notebooks = dict(json.loads(os.environ[_ENV_NOTEBOOKS]))
+    try:
+        application = create_app(notebooks, settings)
+    except NotebookError as error:  # a file changed since the parent loaded it
+        logging.getLogger("nb2api").error("%s", error)
+        raise SystemExit(2) from None
+    _freeze_startup_objects()
+    return application

@@ -121,9 +121,12 @@ class Notebooks:
         """Load every notebook and return the root app. Raises :class:`NotebookError` for a
         notebook that cannot be served, unless ``settings.skip_broken`` (then it is logged and
         listed in ``/readyz``), and when none can be."""
-        targets = notebooks if isinstance(notebooks, Targets) else targets_of(notebooks)
-        for skipped in targets.skipped:
-            logger.info("nb2api: skipped %s: %s", skipped.path, skipped.reason)
+        if isinstance(notebooks, Targets):
+            targets = notebooks  # the caller has said which were skipped
+        else:
+            targets = targets_of(notebooks)
+            for skipped in targets.skipped:
+                logger.info("nb2api: skipped %s: %s", skipped.path, skipped.reason)
         if not targets.notebooks:
             where = ", ".join(str(f) for f in targets.folders) or "the arguments"
             raise NoMarkedCellsError(
@@ -137,7 +140,7 @@ class Notebooks:
 
     def _load_at_start(self, target: NotebookTarget) -> None:
         state = self.states[target.name] = NotebookState(target.name, target.path.resolve())
-        logger.info("nb2api: loading %s as /%s", target.path, target.name)
+        logger.debug("nb2api: loading %s as /%s", target.path, target.name)
         try:
             app = self.load(target.path, self.notebook_settings)
         except NotebookError as error:
