@@ -555,10 +555,14 @@ def export(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite the files of an earlier export.")
     ] = False,
+    more: Annotated[list[Path] | None, typer.Argument(hidden=True, show_default=False)] = None,
 ) -> None:
     """Write NOTEBOOK as a standalone FastAPI project: app.py, requirements.txt, Dockerfile."""
     from .export import export_notebook
 
+    if more or notebook.is_dir():  # several notebooks: refused, never only the first exported
+        _refuse_several("export", "export each into its own folder (nb2api export NOTEBOOK "
+                        "OUTDIR), or serve them together with 'nb2api serve'")
     _configure_logging("error")
     try:
         project = export_notebook(notebook, outdir, overwrite=force)

@@ -364,3 +364,14 @@ def test_serve_refuses_two_notebooks_on_one_prefix_and_several_on_ray(tmp_path):
     result = _nb2api("serve", str(a), f"b={b}", "--ray", "--port", "0")
     assert result.returncode == 2
     assert "--ray takes one notebook" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_export_refuses_several_notebooks_and_never_exports_the_first(tmp_path):
+    a = write_notebook(tmp_path / "nbs", ADD, name="a.ipynb")
+    b = write_notebook(tmp_path / "nbs", PING, name="b.ipynb")
+    for arguments in ([str(a), str(b), str(tmp_path / "out")],
+                      [str(tmp_path / "nbs"), str(tmp_path / "out")]):
+        result = _nb2api("export", *arguments)
+        assert result.returncode == 2
+        assert result.stderr.startswith("error: export takes one notebook; export each")
+        assert not (tmp_path / "out").exists() and not b.with_name("out").exists()
