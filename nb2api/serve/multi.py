@@ -81,7 +81,7 @@ class NotebookState:
     reload_error: str | None = None  # why its last save is not served (the last good one is)
 
     def describe(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"path": str(self.path)}
+        entry: dict[str, Any] = {"notebook": self.path.name}  # /readyz is open: no folders
         if self.serving is None:
             return {"status": "broken", "reason": self.error, **entry}
         app = self.serving.app
