@@ -12,8 +12,9 @@ cold (the order alternates between rounds) and measured:
 - idle memory: resident memory (RSS) of every process tree, summed, after start and one request
   per notebook; PSS too (shared pages divided among the processes that share them), which is the
   fairer figure for several processes;
-- req/s on one notebook's route: wrk, 64 connections, against ``/nb0/predict`` on the one
-  server and ``/predict`` on the first of the ten.
+- req/s on one notebook's routes: wrk, 64 connections, against ``/nb0/predict`` (pandas) and
+  ``/nb0/add`` (the smallest route: what serving itself costs) on the one server, and the same
+  routes of the first of the ten.
 
 Medians over the rounds, and the ratio one server / ten processes. Needs wrk (Debian's package).
 """
@@ -38,6 +39,7 @@ import run as bench  # noqa: E402  (bench/run.py: free ports, wrk, process trees
 
 NOTEBOOKS = 10
 BODY = '{"features": {"size": 3.5, "rooms": 2, "age": 12.0}}'
+ADD_BODY = '{"a": 1.5, "b": 2.25}'
 
 
 def _notebook(index: int) -> dict:
@@ -47,7 +49,8 @@ def _notebook(index: int) -> dict:
         "class Features(BaseModel):\n    size: float\n    rooms: int\n    age: float\n",
         "#| api\ndef predict(features: Features) -> float:\n"
         "    row = pd.Series(features.model_dump())\n"
-        f"    return float(np.dot(row[WEIGHTS.index], WEIGHTS) + {index})\n",
+        f"    return float(np.dot(row[WEIGHTS.index], WEIGHTS) + {index})\n\n\n"
+        "def add(a: float, b: float) -> float:\n    return a + b\n",
     ]
     return {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
         {"cell_type": "code", "metadata": {}, "source": source, "outputs": [],
@@ -127,6 +130,15 @@ def _post(url: str) -> None:
         assert response.status == 200, url
 
 
+def _load(base: str, seconds: float) -> dict[str, float]:
+    """req/s on the notebook's pandas route and on its smallest one (what serving costs)."""
+    bench.wrk(f"{base}/predict", seconds=1, connections=64, body=BODY)  # warm up
+    predict = bench.wrk(f"{base}/predict", seconds=seconds, connections=64, body=BODY)
+    add = bench.wrk(f"{base}/add", seconds=seconds, connections=64, body=ADD_BODY)
+    return {"rps_predict": predict.rps, "rps_add": add.rps,
+            "errors": predict.errors + add.errors}
+
+
 def one_server(folder: Path, seconds: float) -> dict[str, float]:
     port = bench.free_port()
     base = f"http://127.0.0.1:{port}"
@@ -134,11 +146,8 @@ def one_server(folder: Path, seconds: float) -> dict[str, float]:
         for index in range(NOTEBOOKS):
             _post(f"{base}/nb{index}/predict")
         pids = [pid for p in processes for pid in _tree(p)]
-        memory = {"rss": _rss_mib(pids), "pss": _pss_mib(pids)}
-        bench.wrk(f"{base}/nb0/predict", seconds=1, connections=64, body=BODY)  # warm up
-        load = bench.wrk(f"{base}/nb0/predict", seconds=seconds, connections=64, body=BODY)
-    return {"start_s": started, "rss_mib": memory["rss"], "pss_mib": memory["pss"],
-            "rps": load.rps, "errors": load.errors}
+        memory = {"rss_mib": _rss_mib(pids), "pss_mib": _pss_mib(pids)}
+        return {"start_s": started, **memory, **_load(f"{base}/nb0", seconds)}
 
 
 def separate(folder: Path, seconds: float) -> dict[str, float]:
@@ -149,11 +158,8 @@ def separate(folder: Path, seconds: float) -> dict[str, float]:
         for base in bases:
             _post(f"{base}/predict")
         pids = [pid for p in processes for pid in _tree(p)]
-        memory = {"rss": _rss_mib(pids), "pss": _pss_mib(pids)}
-        bench.wrk(f"{bases[0]}/predict", seconds=1, connections=64, body=BODY)
-        load = bench.wrk(f"{bases[0]}/predict", seconds=seconds, connections=64, body=BODY)
-    return {"start_s": started, "rss_mib": memory["rss"], "pss_mib": memory["pss"],
-            "rps": load.rps, "errors": load.errors}
+        memory = {"rss_mib": _rss_mib(pids), "pss_mib": _pss_mib(pids)}
+        return {"start_s": started, **memory, **_load(bases[0], seconds)}
 
 
 def main() -> None:
@@ -172,12 +178,12 @@ def main() -> None:
             print(f"round {round_ + 1} {name}: {results[name][-1]}", flush=True)
     print(f"\n{NOTEBOOKS} notebooks, {args.rounds} rounds, medians "
           f"(one = 'nb2api serve folder/', ten = {NOTEBOOKS} x 'nb2api serve NOTEBOOK')")
-    print(f"{'':10}{'one':>12}{'ten':>12}{'one / ten':>12}")
+    print(f"{'':14}{'one':>10}{'ten':>10}{'one / ten':>12}")
     for key, label in (("rss_mib", "RSS MiB"), ("pss_mib", "PSS MiB"), ("start_s", "start s"),
-                       ("rps", "req/s")):
+                       ("rps_predict", "req/s predict"), ("rps_add", "req/s add")):
         one = statistics.median(r[key] for r in results["one"])
         ten = statistics.median(r[key] for r in results["ten"])
-        print(f"{label:10}{one:12.1f}{ten:12.1f}{one / ten:12.2f}")
+        print(f"{label:14}{one:10.1f}{ten:10.1f}{one / ten:12.2f}")
     errors = sum(r["errors"] for side in results.values() for r in side)
     print(f"errors under load: {errors:.0f}")
 

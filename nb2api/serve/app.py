@@ -32,14 +32,14 @@ from .endpoint import make_endpoint
 from .fastpath import DirectRoutes
 from .limits import BodySizeLimit
 from .middleware import RequestMiddleware, RootPath
-from .multi import Notebooks, is_several
+from .multi import Notebooks, Several, is_several
 from .runtime import Runtime
 
 logger = logging.getLogger("nb2api")
 
 
 def create_app(
-    notebook: str | Path | LoadedNotebook | Notebooks,
+    notebook: str | Path | LoadedNotebook | Several,
     settings: Settings | None = None,
     *,
     progress: Progress | None = None,

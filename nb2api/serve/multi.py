@@ -51,7 +51,7 @@ logger = logging.getLogger("nb2api")
 Load = Callable[[Path, Settings], FastAPI]
 """Builds one notebook's app (``create_app``); raises :class:`NotebookError`."""
 
-Several = Sequence["str | Path"] | Mapping[str, "str | Path"] | str | Path
+Several = Sequence[str | Path] | Mapping[str, str | Path]
 
 
 def is_several(notebook: Any) -> bool:
@@ -62,7 +62,7 @@ def is_several(notebook: Any) -> bool:
     return isinstance(notebook, str | Path) and Path(notebook).is_dir()
 
 
-def targets_of(notebooks: Several) -> Targets:
+def targets_of(notebooks: Several | str | Path) -> Targets:
     if isinstance(notebooks, Mapping):
         return parse_targets([f"{name}={path}" for name, path in notebooks.items()])
     if isinstance(notebooks, str | Path):
@@ -105,6 +105,7 @@ class Notebooks:
         self.load = load
         self.folders = tuple(folder.resolve() for folder in targets.folders)
         self.files = tuple(t.path.resolve() for t in targets.notebooks)
+        self.names = {t.path.resolve(): t.name for t in targets.notebooks}  # NAME=PATH kept
         self.states: dict[str, NotebookState] = {}
         self.live: dict[str, Serving] = {}  # what the dispatcher reads, per request
         self.reload = reload
@@ -115,7 +116,7 @@ class Notebooks:
         self._document: dict[str, Any] = {}
 
     @classmethod
-    def build(cls, notebooks: Several | Targets, settings: Settings, load: Load, *,
+    def build(cls, notebooks: Several | str | Path | Targets, settings: Settings, load: Load, *,
               reload: bool = False, changes: Callable[[list[Path]], Any] | None = None,
               ) -> FastAPI:
         """Load every notebook and return the root app. Raises :class:`NotebookError` for a
@@ -281,7 +282,7 @@ class Notebooks:
                 await self.remove(state.name)
             return
         if state is None:
-            name = name_for(path.stem)
+            name = self.names.get(path) or name_for(path.stem)
             try:
                 check_name(name, str(path))
             except NotebookError as error:
