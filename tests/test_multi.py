@@ -375,3 +375,58 @@ def test_export_refuses_several_notebooks_and_never_exports_the_first(tmp_path):
         assert result.returncode == 2
         assert result.stderr.startswith("error: export takes one notebook; export each")
         assert not (tmp_path / "out").exists() and not b.with_name("out").exists()
+
+
+# Schema names drawn from a small set, so that notebooks often share and collide on them.
+_SCHEMA_NAMES = st.sampled_from(["Sale", "Item", "Body", "Out", "Row"])
+
+
+@st.composite
+def _documents(draw):
+    """OpenAPI documents of 1-4 notebooks: schemas that refer to each other and operations that
+    refer to them, sometimes identical across notebooks, sometimes not."""
+    documents = {}
+    for index in range(draw(st.integers(1, 4))):
+        names = draw(st.lists(_SCHEMA_NAMES, min_size=1, max_size=4, unique=True))
+        schemas = {}
+        for position, name in enumerate(names):
+            definition = {"type": "object", "properties": {
+                draw(st.sampled_from(["a", "b"])): {"type": draw(st.sampled_from(
+                    ["integer", "string"]))}}}
+            if position and draw(st.booleans()):  # refer to an earlier schema of this notebook
+                target = names[draw(st.integers(0, position - 1))]
+                definition["properties"]["ref"] = {"$ref": f"#/components/schemas/{target}"}
+            schemas[name] = definition
+        operation = {"operationId": draw(st.sampled_from(["predict", "score", f"op{index}"])),
+                     "requestBody": {"content": {"application/json": {"schema": {
+                         "$ref": f"#/components/schemas/{names[-1]}"}}}},
+                     "responses": {}}
+        documents[f"nb{index}"] = {"openapi": "3.1.0", "paths": {"/run": {"post": operation}},
+                                   "components": {"schemas": schemas}}
+    return documents
+
+
+@given(_documents())
+def test_the_combined_document_keeps_every_model_and_every_ref_resolves(documents):
+    combined = combine(documents, {"title": "t"}, {})
+    schemas = combined["components"]["schemas"]
+    assert set(_refs(combined)) <= {f"#/components/schemas/{name}" for name in schemas}
+    operation_ids = [item["post"]["operationId"] for item in combined["paths"].values()]
+    assert len(operation_ids) == len(set(operation_ids)) == len(documents)
+    for notebook, document in documents.items():
+        operation = combined["paths"][f"/{notebook}/run"]["post"]
+        assert operation["tags"] == [notebook]
+        for name, definition in document["components"]["schemas"].items():
+            kept = schemas.get(f"{notebook}_{name}", schemas.get(name))
+            assert kept is not None
+            # the same model, with its refs pointing at the notebook's own models
+            assert set(kept["properties"]) == set(definition["properties"])
+            if "ref" in definition["properties"]:
+                target = definition["properties"]["ref"]["$ref"].rsplit("/", 1)[1]
+                own = f"{notebook}_{target}" if f"{notebook}_{target}" in schemas else target
+                assert kept["properties"]["ref"]["$ref"] == f"#/components/schemas/{own}"
+    for name in schemas:  # a short name is one no two notebooks define differently
+        owners = [d["components"]["schemas"][name] for d in documents.values()
+                  if name in d["components"]["schemas"]]
+        assert all(owner == owners[0] for owner in owners)
+    assert not documents["nb0"].get("tags")  # the inputs are left as they were

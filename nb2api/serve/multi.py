@@ -112,7 +112,7 @@ class Notebooks:
         self.changes = changes or _changes
         self.version = ""
         self._stopping: set[asyncio.Task[None]] = set()
-        self._documents: tuple[tuple[str, str], ...] | None = None
+        self._documents: tuple[tuple[str, str | None], ...] | None = None
         self._document: dict[str, Any] = {}
 
     @classmethod
@@ -233,7 +233,8 @@ class Notebooks:
 
     def openapi(self) -> dict[str, Any]:
         """The combined document, made again when a notebook changed."""
-        key = tuple((name, s.app.state.version) for name, s in sorted(self.live.items()))
+        key = tuple((name, state.serving.app.state.version if state.serving else state.error)
+                    for name, state in sorted(self.states.items()))
         if key != self._documents:
             documents = {name: s.app.openapi() for name, s in sorted(self.live.items())}
             tags = {}
