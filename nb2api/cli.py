@@ -468,6 +468,14 @@ def check(notebook: CheckedNotebookArg) -> None:
     """Load NOTEBOOK (running its setup cells) and list the routes it would serve."""
     _configure_logging("warning")
     application = _load(notebook)
+    if hasattr(application.state, "notebooks"):  # a folder: each notebook, by its prefix
+        for name, serving in sorted(application.state.notebooks.live.items()):
+            _list_routes(f"/{name} ({serving.app.state.notebook.notebook.path})", serving.app)
+        return
+    _list_routes(str(notebook), application)
+
+
+def _list_routes(notebook: str, application: FastAPI) -> None:
     loaded = application.state.notebook
     routes = application.state.routes
     typer.echo(

@@ -3,6 +3,7 @@ tokens and the fast path under a prefix, and the arguments that name the noteboo
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -430,3 +431,28 @@ def test_the_combined_document_keeps_every_model_and_every_ref_resolves(document
                   if name in d["components"]["schemas"]]
         assert all(owner == owners[0] for owner in owners)
     assert not documents["nb0"].get("tags")  # the inputs are left as they were
+
+
+def test_check_and_openapi_of_a_folder(tmp_path):
+    write_notebook(tmp_path, ADD, name="a.ipynb")
+    write_notebook(tmp_path, PING, name="b.ipynb")
+    result = _nb2api("check", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("/a (") and "1 route" in lines[0]
+    assert "POST /add" in lines[1] and lines[2].startswith("/b (") and "POST /ping" in lines[3]
+    result = _nb2api("openapi", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert set(document["paths"]) == {"/a/add", "/b/ping"}
+
+
+def test_the_root_answers_cors_for_the_combined_document(tmp_path):
+    write_notebook(tmp_path, ADD, name="a.ipynb")
+    app = nb2api.create_app(tmp_path, cors_origins=("https://docs.example",))
+    with _client(app) as client:
+        origin = {"Origin": "https://docs.example"}
+        root = client.get("/openapi.json", headers=origin)
+        assert root.headers["access-control-allow-origin"] == "https://docs.example"
+        routed = client.post("/a/add", json={"a": 1, "b": 2}, headers=origin)
+        assert routed.headers["access-control-allow-origin"] == "https://docs.example"

@@ -86,13 +86,13 @@ def test_skip_broken_serves_the_rest_and_says_which_and_why(tmp_path):
         assert re.search(r"1 notebook ready: http://127\.0\.0\.1:\d+/a/ \(1 route\)", output)
 
 
-def test_several_notebooks_under_several_workers(tmp_path):
-    write_notebook(tmp_path, ADD, name="a.ipynb")
-    write_notebook(tmp_path, ADD.replace("a + b", "a * b"), name="b.ipynb")
-    with serve(tmp_path, "--workers", "2") as server, server.client() as client:
+def test_a_list_and_a_named_prefix_under_several_workers(tmp_path):
+    a = write_notebook(tmp_path, ADD, name="a.ipynb")
+    b = write_notebook(tmp_path / "models", ADD.replace("a + b", "a * b"), name="v2.ipynb")
+    with serve(a, f"pricing={b}", "--workers", "2") as server, server.client() as client:
         for _ in range(10):
             assert client.post("/a/add", json={"a": 2, "b": 3}).json() == 5
-            assert client.post("/b/add", json={"a": 2, "b": 3}).json() == 6
+            assert client.post("/pricing/add", json={"a": 2, "b": 3}).json() == 6
         assert client.get("/readyz").json()["status"] == "ready"
         assert "nb2api_requests_total" in client.get("/metrics").text
 

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from starlette._utils import get_route_path
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._version import __version__
@@ -180,6 +181,9 @@ class Notebooks:
         root.openapi = self.openapi  # type: ignore[method-assign]
         mount_docs(root)
         self._mount_operations(root)
+        if settings.cors_origins:  # the root's documents, for a browser elsewhere
+            root.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                                allow_methods=["GET"], allow_headers=["*"], max_age=600)
         root.add_middleware(RequestMiddleware, metrics=None, log=settings.access_log,
                             max_body_size=settings.max_body_size)
         root.add_middleware(NotebookDispatch, notebooks=self)  # outside the root's own layers
