@@ -565,15 +565,20 @@ def export(
     ] = False,
     more: Annotated[list[Path] | None, typer.Argument(hidden=True, show_default=False)] = None,
 ) -> None:
-    """Write NOTEBOOK as a standalone FastAPI project: app.py, requirements.txt, Dockerfile."""
-    from .export import export_notebook
+    """Write NOTEBOOK as a standalone FastAPI project: app.py, requirements.txt, Dockerfile.
 
-    if more or notebook.is_dir():  # several notebooks: refused, never only the first exported
-        _refuse_several("export", "export each into its own folder (nb2api export NOTEBOOK "
-                        "OUTDIR), or serve them together with 'nb2api serve'")
+    Several (files, NAME=PATH, a folder; OUTDIR last) make one project serving each under
+    /NAME, as 'nb2api serve' does."""
+    from .export import export_notebook, export_notebooks
+
     _configure_logging("error")
     try:
-        project = export_notebook(notebook, outdir, overwrite=force)
+        if more or notebook.is_dir() or _several([notebook]):
+            *several, outdir = [notebook, outdir, *(more or [])]
+            targets = _export_targets(several)
+            project = export_notebooks(targets, outdir, overwrite=force)
+        else:
+            project = export_notebook(notebook, outdir, overwrite=force)
     except NotebookError as error:
         raise _fail(error) from None
     except FileExistsError as error:
@@ -715,3 +720,16 @@ def notebooks_from_environment():
         raise SystemExit(2) from None
     _freeze_startup_objects()
     return application
+
+
+def _export_targets(arguments: list[Path]) -> list[tuple[str, Path]]:
+    """The notebooks ``nb2api export`` is given, as ``(prefix, path)``; the skipped listed."""
+    from .load import parse_targets
+
+    targets = parse_targets([str(argument) for argument in arguments])
+    for skipped in targets.skipped:
+        typer.echo(f"nb2api: skipped {skipped.path}: {skipped.reason}", err=True)
+    if not targets.notebooks:
+        raise NotebookError("no notebook to export: none has a cell marked setup or api",
+                            path=", ".join(str(a) for a in arguments))
+    return [(target.name, target.path) for target in targets.notebooks]

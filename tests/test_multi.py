@@ -4,11 +4,13 @@ tokens and the fast path under a prefix, and the arguments that name the noteboo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+import httpx
 import pytest
-from conftest import write_notebook
+from conftest import free_port, wait_until_answers, write_notebook
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
@@ -367,70 +369,69 @@ def test_serve_refuses_two_notebooks_on_one_prefix_and_several_on_ray(tmp_path):
     assert "--ray takes one notebook" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_export_refuses_several_notebooks_and_never_exports_the_first(tmp_path):
+# Runs an exported app with every import of nb2api refused, as on a machine without it.
+_BLOCKED_RUN = """
+import sys
+
+class RefuseNb2api:
+    def find_spec(self, name, path=None, target=None):
+        if name == "nb2api" or name.startswith("nb2api."):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+        return None
+
+sys.meta_path.insert(0, RefuseNb2api())
+import uvicorn
+
+uvicorn.run("app:app", host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def test_export_of_a_folder_writes_one_project_serving_each_notebook(tmp_path):
+    folder = tmp_path / "nbs"
+    write_notebook(folder, SALES.format(field="price: float"), PREDICT, name="pricing.ipynb")
+    write_notebook(folder, SALES.format(field="units: int"), PREDICT, name="stock.ipynb")
+    write_notebook(folder, "x = 1", name="scratch.ipynb")
+    out = tmp_path / "out"
+    result = _nb2api("export", str(folder), str(out))
+    assert result.returncode == 0, result.stderr
+    assert "skipped" in result.stderr and "scratch.ipynb" in result.stderr
+    assert (out / "pricing" / "app.py").is_file() and (out / "stock" / "app.py").is_file()
+    assert 'CMD ["uvicorn", "app:app"' in (out / "Dockerfile").read_text()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    log = tmp_path / "server.log"
+    process = subprocess.Popen([sys.executable, "-c", _BLOCKED_RUN, str(port)], cwd=out, env=env,
+                               stdout=log.open("w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answers(f"{base}/readyz", process, log.read_text)
+        with httpx.Client(base_url=base, timeout=30) as client:
+            sale = {"sale": {"price": 1.5, "item": {"name": "pen"}}}
+            assert client.post("/pricing/predict", json=sale).json() == {"name": "pen"}
+            assert client.post("/stock/predict", json=sale).status_code == 422  # units, not price
+            exported = client.get("/openapi.json").json()
+            assert client.get("/docs").status_code == 200
+            assert client.get("/pricing/docs").status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    with _client(nb2api.create_app(folder)) as client:
+        served = client.get("/openapi.json").json()
+    assert set(exported["paths"]) == set(served["paths"]) == {"/pricing/predict",
+                                                              "/stock/predict"}
+    assert set(exported["components"]["schemas"]) == set(served["components"]["schemas"])
+    assert [t["name"] for t in exported["tags"]] == ["pricing", "stock"]
+
+
+def test_export_of_several_with_a_broken_one_writes_nothing(tmp_path):
     a = write_notebook(tmp_path / "nbs", ADD, name="a.ipynb")
-    b = write_notebook(tmp_path / "nbs", PING, name="b.ipynb")
-    for arguments in ([str(a), str(b), str(tmp_path / "out")],
-                      [str(tmp_path / "nbs"), str(tmp_path / "out")]):
-        result = _nb2api("export", *arguments)
-        assert result.returncode == 2
-        assert result.stderr.startswith("error: export takes one notebook; export each")
-        assert not (tmp_path / "out").exists() and not b.with_name("out").exists()
-
-
-# Schema names drawn from a small set, so that notebooks often share and collide on them.
-_SCHEMA_NAMES = st.sampled_from(["Sale", "Item", "Body", "Out", "Row"])
-
-
-@st.composite
-def _documents(draw):
-    """OpenAPI documents of 1-4 notebooks: schemas that refer to each other and operations that
-    refer to them, sometimes identical across notebooks, sometimes not."""
-    documents = {}
-    for index in range(draw(st.integers(1, 4))):
-        names = draw(st.lists(_SCHEMA_NAMES, min_size=1, max_size=4, unique=True))
-        schemas = {}
-        for position, name in enumerate(names):
-            definition = {"type": "object", "properties": {
-                draw(st.sampled_from(["a", "b"])): {"type": draw(st.sampled_from(
-                    ["integer", "string"]))}}}
-            if position and draw(st.booleans()):  # refer to an earlier schema of this notebook
-                target = names[draw(st.integers(0, position - 1))]
-                definition["properties"]["ref"] = {"$ref": f"#/components/schemas/{target}"}
-            schemas[name] = definition
-        operation = {"operationId": draw(st.sampled_from(["predict", "score", f"op{index}"])),
-                     "requestBody": {"content": {"application/json": {"schema": {
-                         "$ref": f"#/components/schemas/{names[-1]}"}}}},
-                     "responses": {}}
-        documents[f"nb{index}"] = {"openapi": "3.1.0", "paths": {"/run": {"post": operation}},
-                                   "components": {"schemas": schemas}}
-    return documents
-
-
-@given(_documents())
-def test_the_combined_document_keeps_every_model_and_every_ref_resolves(documents):
-    combined = combine(documents, {"title": "t"}, {})
-    schemas = combined["components"]["schemas"]
-    assert set(_refs(combined)) <= {f"#/components/schemas/{name}" for name in schemas}
-    operation_ids = [item["post"]["operationId"] for item in combined["paths"].values()]
-    assert len(operation_ids) == len(set(operation_ids)) == len(documents)
-    for notebook, document in documents.items():
-        operation = combined["paths"][f"/{notebook}/run"]["post"]
-        assert operation["tags"] == [notebook]
-        for name, definition in document["components"]["schemas"].items():
-            kept = schemas.get(f"{notebook}_{name}", schemas.get(name))
-            assert kept is not None
-            # the same model, with its refs pointing at the notebook's own models
-            assert set(kept["properties"]) == set(definition["properties"])
-            if "ref" in definition["properties"]:
-                target = definition["properties"]["ref"]["$ref"].rsplit("/", 1)[1]
-                own = f"{notebook}_{target}" if f"{notebook}_{target}" in schemas else target
-                assert kept["properties"]["ref"]["$ref"] == f"#/components/schemas/{own}"
-    for name in schemas:  # a short name is one no two notebooks define differently
-        owners = [d["components"]["schemas"][name] for d in documents.values()
-                  if name in d["components"]["schemas"]]
-        assert all(owner == owners[0] for owner in owners)
-    assert not documents["nb0"].get("tags")  # the inputs are left as they were
+    b = write_notebook(tmp_path / "nbs", "#| setup\nimport math\nmath.nothing_here", PING,
+                       name="b.ipynb")
+    result = _nb2api("export", str(a), f"other={b}", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "b.ipynb, cell 1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_check_and_openapi_of_a_folder(tmp_path):
