@@ -94,7 +94,15 @@ def test_a_list_and_a_named_prefix_under_several_workers(tmp_path):
             assert client.post("/a/add", json={"a": 2, "b": 3}).json() == 5
             assert client.post("/pricing/add", json={"a": 2, "b": 3}).json() == 6
         assert client.get("/readyz").json()["status"] == "ready"
-        assert "nb2api_requests_total" in client.get("/metrics").text
+
+        def counted() -> bool:  # each process writes its figures within 0.1 s
+            text = client.get("/metrics").text
+            return all(f'nb2api_requests_total{{method="POST",notebook="{name}",route="/add",'
+                       f'status="200"}} 10.0' in text for name in ("a", "pricing"))
+
+        wait_until(counted, timeout=30, message="both notebooks' requests in /metrics")
+        text = client.get("/metrics").text
+        assert 'nb2api_pool_workers{executor="thread",notebook="a"}' in text
 
 
 def _save(folder, name, *cells) -> None:

@@ -43,7 +43,7 @@ from .auth import require_token
 from .combined import combine
 from .docs import mount_docs
 from .health import not_ready_reason
-from .metrics import CONTENT_TYPE
+from .metrics import CONTENT_TYPE, metrics_notebook
 from .middleware import RequestMiddleware, RootPath
 from .reload import _Serving as Serving
 
@@ -143,6 +143,7 @@ class Notebooks:
     def _load_at_start(self, target: NotebookTarget) -> None:
         state = self.states[target.name] = NotebookState(target.name, target.path.resolve())
         logger.debug("nb2api: loading %s as /%s", target.path, target.name)
+        labelled = metrics_notebook.set(target.name)  # its metrics under --workers N
         try:
             app = self.load(target.path, self.notebook_settings)
         except NotebookError as error:
@@ -151,6 +152,8 @@ class Notebooks:
             state.error = str(error)
             logger.error("nb2api: not serving /%s: %s", target.name, error)
             return
+        finally:
+            metrics_notebook.reset(labelled)
         state.serving = self.live[target.name] = Serving(app)
         self._changed()
 
@@ -228,8 +231,8 @@ class Notebooks:
         metrics = [(name, s.app.state.runtime.metrics) for name, s in sorted(self.live.items())]
         metrics = [(name, m) for name, m in metrics if m is not None]
         if metrics and metrics[0][1].registry is None:
-            # --workers N: the values are in files every process shares, already summed
-            # across notebooks by route (no notebook label there).
+            # --workers N: every process's values, in the files they share, each labelled
+            # with its notebook where it was made (metrics_notebook).
             return metrics[0][1].render()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Labelled(metrics))
@@ -299,6 +302,7 @@ class Notebooks:
         else:
             name = state.name
         logger.info("nb2api: %s changed; loading it", path.name)
+        labelled = metrics_notebook.set(name)  # the load's thread runs in a copy of this context
         try:
             app = await asyncio.to_thread(self.load, path, self.notebook_settings)
         except NoMarkedCellsError as error:
@@ -310,6 +314,8 @@ class Notebooks:
         except NotebookError as error:
             self._failed(name, path, state, error)
             return
+        finally:
+            metrics_notebook.reset(labelled)
         serving = Serving(app)
         try:
             await serving.start()
