@@ -10,7 +10,7 @@ import sys
 
 import httpx
 import pytest
-from conftest import free_port, wait_until_answers, write_notebook
+from conftest import free_port, wait_until, wait_until_answers, write_notebook
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
@@ -457,3 +457,45 @@ def test_the_root_answers_cors_for_the_combined_document(tmp_path):
         assert root.headers["access-control-allow-origin"] == "https://docs.example"
         routed = client.post("/a/add", json={"a": 1, "b": 2}, headers=origin)
         assert routed.headers["access-control-allow-origin"] == "https://docs.example"
+
+
+def test_a_live_folder_skips_notebooks_it_cannot_name_or_serve(tmp_path, caplog):
+    """The folder's watcher, fed by the test: a notebook without marks, one whose prefix is
+    reserved and one whose prefix is taken are left out, each logged; the rest serve."""
+    import asyncio
+    import queue
+
+    from nb2api.serve.app import _loader
+    from nb2api.serve.multi import Notebooks
+    from nb2api.settings import Settings
+
+    folder = tmp_path / "nbs"
+    write_notebook(folder, ADD, name="a-b.ipynb")
+    saves: queue.Queue = queue.Queue()
+
+    async def changes(places):
+        assert places == [folder.resolve()]
+        while (batch := await asyncio.to_thread(saves.get)) is not None:
+            yield batch
+
+    app = Notebooks.build(folder, Settings(), _loader(None), reload=True, changes=changes)
+    notebooks = app.state.notebooks
+    with _client(app) as client, caplog.at_level("INFO", logger="nb2api"):
+        try:
+            for name, cells in [("scratch.ipynb", ["x = 1"]), ("docs.ipynb", [PING]),
+                                ("a b.ipynb", [PING]), ("c.ipynb", [PING])]:
+                saves.put({write_notebook(folder, *cells, name=name)})
+            wait_until(lambda: "c" in notebooks.live, message="c to serve")
+            assert client.post("/c/ping").json() == "pong"
+            assert set(client.get("/readyz").json()["notebooks"]) == {"a-b", "c"}
+            text = caplog.text
+            assert "skipped" in text and "scratch.ipynb" in text
+            assert "/docs is a path nb2api serves itself" in text
+            assert "/a-b is taken" in text
+            (folder / "c.ipynb").unlink()
+            saves.put({folder / "c.ipynb"})
+            wait_until(lambda: "c" not in notebooks.live, message="c to stop")
+            assert client.post("/c/ping").status_code == 404
+            assert client.post("/a-b/add", json={"a": 1, "b": 1}).json() == 2
+        finally:
+            saves.put(None)  # ends the watcher, so that the app can stop
