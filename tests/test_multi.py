@@ -499,3 +499,13 @@ def test_a_live_folder_skips_notebooks_it_cannot_name_or_serve(tmp_path, caplog)
             assert client.post("/a-b/add", json={"a": 1, "b": 1}).json() == 2
         finally:
             saves.put(None)  # ends the watcher, so that the app can stop
+
+
+def test_a_folder_without_a_marked_notebook_is_one_error(tmp_path):
+    write_notebook(tmp_path, "x = 1", name="scratch.ipynb")
+    result = _nb2api("serve", str(tmp_path), "--port", "0", "--log-format", "text")
+    assert result.returncode == 2
+    assert "skipped" in result.stderr and "scratch.ipynb" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {tmp_path}: no notebook to serve: none has a cell marked setup "
+                      "or api"]
