@@ -319,9 +319,11 @@ def serve(
     fmt: LogFormat = server.log_format or default_format()
     _configure_logging(server.log_level, fmt)
     if _several(notebook):
-        if ray or address:
-            _refuse_several("--ray", "deploy each with its own 'nb2api serve NOTEBOOK --ray "
-                            "--root-path /NAME' on one cluster")
+        if ray or address:  # one Serve application per notebook, under /NAME, one proxy
+            _serve_on_ray(_ray_targets(notebook), settings, server, fmt, address=address,
+                          replicas=replicas, min_replicas=min_replicas,
+                          max_replicas=max_replicas)
+            return
         _serve_several(notebook, settings, server, fmt)
         return
     notebook = notebook[0]
@@ -507,9 +509,11 @@ def openapi(
     _write_or_print(document + "\n", output)
 
 
-def _serve_on_ray(notebook: Path, settings: Settings, server: ServerOptions, fmt: LogFormat,
+def _serve_on_ray(notebook: Path | list[tuple[str, Path]], settings: Settings,
+                  server: ServerOptions, fmt: LogFormat,
                   *, address: str | None, replicas: int | None, min_replicas: int | None,
                   max_replicas: int | None) -> None:
+    """Deploy ``notebook`` at the prefix, or each ``(name, path)`` of several at prefix/name."""
     import importlib.util
 
     from pydantic import ValidationError
@@ -524,14 +528,17 @@ def _serve_on_ray(notebook: Path, settings: Settings, server: ServerOptions, fmt
         raise typer.Exit(2)
     # Serve's proxy puts the app under the prefix, so replicas serve it at their root.
     prefix = settings.root_path or "/"
+    several = not isinstance(notebook, Path)
+    notebooks = notebook if not isinstance(notebook, Path) else [("", notebook)]
     try:
-        args = nb2api_ray.RayArgs(
-            notebook=notebook,
+        deployments = [(name, nb2api_ray.RayArgs(
+            notebook=path,
+            name=name or None,
             num_replicas=replicas,
             min_replicas=min_replicas,
             max_replicas=max_replicas,
             settings=settings.updated(root_path=""),
-        )
+        )) for name, path in notebooks]
     except ValidationError as error:
         raise typer.BadParameter(_first_message(error)) from None
     _say(fmt, f"nb2api: starting Ray Serve ({'joining ' + address if address else 'local'})")
@@ -539,15 +546,22 @@ def _serve_on_ray(notebook: Path, settings: Settings, server: ServerOptions, fmt
     # its session folder are shut down on the way out, and the exit is a clean one.
     with contextlib.suppress(KeyboardInterrupt), \
             nb2api_ray.local_cluster(address=address, host=host, port=port):
-        try:
-            seconds = nb2api_ray.run(args, route_prefix=prefix)
-        except NotebookError as error:
-            raise _fail(error) from None
-        except RuntimeError as error:  # a replica failed to start: its log says why
-            typer.echo(f"error: Ray Serve could not deploy {notebook.name}: {error}", err=True)
-            raise typer.Exit(2) from None
+        seconds = 0.0
+        for name, args in deployments:
+            try:
+                seconds += nb2api_ray.run(args, app_name=name or None,
+                                          route_prefix=f"{prefix.rstrip('/')}/{name}"
+                                          if name else prefix)
+            except NotebookError as error:
+                raise _fail(error) from None
+            except RuntimeError as error:  # a replica failed to start: its log says why
+                typer.echo(f"error: Ray Serve could not deploy {args.notebook.name}: {error}",
+                           err=True)
+                raise typer.Exit(2) from None
         where = f"http://{host}:{port}{prefix.rstrip('/')}"
-        _say(fmt, f"nb2api: deployed on Ray Serve in {seconds:.1f} s; docs at {where}/docs")
+        docs = (", ".join(f"{where}/{name}/docs" for name, _ in deployments) if several
+                else f"{where}/docs")
+        _say(fmt, f"nb2api: deployed on Ray Serve in {seconds:.1f} s; docs at {docs}")
         while True:
             time.sleep(3600)
     _say(fmt, "nb2api: Ray Serve stopped")
@@ -650,11 +664,6 @@ def _several(arguments: list[Path]) -> bool:
     return argument.is_dir() or ("=" in str(argument) and not argument.exists())
 
 
-def _refuse_several(what: str, instead: str) -> None:
-    typer.echo(f"error: {what} takes one notebook; {instead}", err=True)
-    raise typer.Exit(2)
-
-
 def _serve_several(arguments: list[Path], settings: Settings, server: ServerOptions,
                    fmt: LogFormat) -> None:
     """Serve each notebook under /NAME in one server (see nb2api.serve.multi)."""
@@ -733,3 +742,18 @@ def _export_targets(arguments: list[Path]) -> list[tuple[str, Path]]:
         raise NotebookError("no notebook to export: none has a cell marked setup or api",
                             path=", ".join(str(a) for a in arguments))
     return [(target.name, target.path) for target in targets.notebooks]
+
+
+def _ray_targets(arguments: list[Path]) -> list[tuple[str, Path]]:
+    """The notebooks ``--ray`` deploys, each as its own application under /NAME."""
+    from .load import parse_targets
+
+    try:
+        targets = parse_targets([str(argument) for argument in arguments])
+    except NotebookError as error:
+        raise _fail(error) from None
+    for skipped in targets.skipped:
+        typer.echo(f"nb2api: skipped {skipped.path}: {skipped.reason}", err=True)
+    if not targets.notebooks:
+        raise _fail(NotebookError("no notebook to serve: none has a cell marked setup or api"))
+    return [(target.name, target.path.resolve()) for target in targets.notebooks]
