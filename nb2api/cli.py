@@ -52,7 +52,9 @@ def _notebook_arg(help_text: str) -> Any:
     return Annotated[Path, typer.Argument(help=help_text, show_default=False)]
 
 
-NotebookArg = _notebook_arg("The notebook (.ipynb) to serve.")
+NotebookArg = Annotated[list[Path], typer.Argument(
+    help="The notebook (.ipynb) to serve; or several, each under /NAME: files, NAME=PATH, "
+    "folders (their notebooks that have marked cells).", show_default=False)]
 CheckedNotebookArg = _notebook_arg("The notebook (.ipynb) to load and check.")
 DocumentedNotebookArg = _notebook_arg("The notebook (.ipynb) whose OpenAPI document to write.")
 ExportedNotebookArg = _notebook_arg("The notebook (.ipynb) to export.")
@@ -321,6 +323,15 @@ def serve(
         _forget_token_variable()
     fmt: LogFormat = server.log_format or default_format()
     _configure_logging(server.log_level, fmt)
+    if _several(notebook):
+        if ray or address:  # one Serve application per notebook, under /NAME, one proxy
+            _serve_on_ray(_ray_targets(notebook), settings, server, fmt, address=address,
+                          replicas=replicas, min_replicas=min_replicas,
+                          max_replicas=max_replicas)
+            return
+        _serve_several(notebook, settings, server, fmt)
+        return
+    notebook = notebook[0]
     _say(fmt, f"nb2api: loading {notebook.name}")
     application = _load(notebook, settings, quiet=False, log_format=fmt)  # errors: path as given
     notebook = notebook.resolve()  # worker processes and Ray replicas may start elsewhere
@@ -334,17 +345,7 @@ def serve(
              else f"http://{server.host}:{server.port}{settings.root_path}")
     _say(fmt, f"nb2api: {_plural(len(routes), 'route')} ready; docs at {where}/docs")
     os.chdir(notebook.parent)  # requests see the notebook's folder as Jupyter would
-    common: dict[str, Any] = {
-        "host": server.host,
-        "port": server.port,
-        "uds": server.uds,
-        "root_path": settings.root_path,
-        "log_level": server.log_level,
-        "log_config": logging_config(fmt, server.log_level),
-        "access_log": False,  # nb2api writes its own request lines, with the request id
-        "proxy_headers": True,
-        "timeout_graceful_shutdown": 10,
-    }
+    common = _uvicorn_options(settings, server, fmt)
     if server.reload:
         # One process that loads each save itself and swaps the app only when it loads.
         from .serve.reload import ReloadingApp
@@ -369,6 +370,20 @@ def serve(
         os.environ[_ENV_SETTINGS] = worker_settings.model_dump_json()
         uvicorn.run("nb2api.cli:app_from_environment", factory=True, workers=server.workers,
                     **common)
+
+
+def _uvicorn_options(settings: Settings, server: ServerOptions, fmt: LogFormat) -> dict[str, Any]:
+    return {
+        "host": server.host,
+        "port": server.port,
+        "uds": server.uds,
+        "root_path": settings.root_path,
+        "log_level": server.log_level,
+        "log_config": logging_config(fmt, server.log_level),
+        "access_log": False,  # nb2api writes its own request lines, with the request id
+        "proxy_headers": True,
+        "timeout_graceful_shutdown": 10,
+    }
 
 
 def _forget_token_variable() -> None:
@@ -460,6 +475,14 @@ def check(notebook: CheckedNotebookArg) -> None:
     """Load NOTEBOOK (running its setup cells) and list the routes it would serve."""
     _configure_logging("warning")
     application = _load(notebook)
+    if hasattr(application.state, "notebooks"):  # a folder: each notebook, by its prefix
+        for name, serving in sorted(application.state.notebooks.live.items()):
+            _list_routes(f"/{name} ({serving.app.state.notebook.notebook.path})", serving.app)
+        return
+    _list_routes(str(notebook), application)
+
+
+def _list_routes(notebook: str, application: FastAPI) -> None:
     loaded = application.state.notebook
     routes = application.state.routes
     typer.echo(
@@ -493,9 +516,11 @@ def openapi(
     _write_or_print(document + "\n", output)
 
 
-def _serve_on_ray(notebook: Path, settings: Settings, server: ServerOptions, fmt: LogFormat,
+def _serve_on_ray(notebook: Path | list[tuple[str, Path]], settings: Settings,
+                  server: ServerOptions, fmt: LogFormat,
                   *, address: str | None, replicas: int | None, min_replicas: int | None,
                   max_replicas: int | None) -> None:
+    """Deploy ``notebook`` at the prefix, or each ``(name, path)`` of several at prefix/name."""
     import importlib.util
 
     from pydantic import ValidationError
@@ -510,14 +535,17 @@ def _serve_on_ray(notebook: Path, settings: Settings, server: ServerOptions, fmt
         raise typer.Exit(2)
     # Serve's proxy puts the app under the prefix, so replicas serve it at their root.
     prefix = settings.root_path or "/"
+    several = not isinstance(notebook, Path)
+    notebooks = notebook if not isinstance(notebook, Path) else [("", notebook)]
     try:
-        args = nb2api_ray.RayArgs(
-            notebook=notebook,
+        deployments = [(name, nb2api_ray.RayArgs(
+            notebook=path,
+            name=name or None,
             num_replicas=replicas,
             min_replicas=min_replicas,
             max_replicas=max_replicas,
             settings=settings.updated(root_path=""),
-        )
+        )) for name, path in notebooks]
     except ValidationError as error:
         raise typer.BadParameter(_first_message(error)) from None
     _say(fmt, f"nb2api: starting Ray Serve ({'joining ' + address if address else 'local'})")
@@ -525,15 +553,22 @@ def _serve_on_ray(notebook: Path, settings: Settings, server: ServerOptions, fmt
     # its session folder are shut down on the way out, and the exit is a clean one.
     with contextlib.suppress(KeyboardInterrupt), \
             nb2api_ray.local_cluster(address=address, host=host, port=port):
-        try:
-            seconds = nb2api_ray.run(args, route_prefix=prefix)
-        except NotebookError as error:
-            raise _fail(error) from None
-        except RuntimeError as error:  # a replica failed to start: its log says why
-            typer.echo(f"error: Ray Serve could not deploy {notebook.name}: {error}", err=True)
-            raise typer.Exit(2) from None
+        seconds = 0.0
+        for name, args in deployments:
+            try:
+                seconds += nb2api_ray.run(args, app_name=name or None,
+                                          route_prefix=f"{prefix.rstrip('/')}/{name}"
+                                          if name else prefix)
+            except NotebookError as error:
+                raise _fail(error) from None
+            except RuntimeError as error:  # a replica failed to start: its log says why
+                typer.echo(f"error: Ray Serve could not deploy {args.notebook.name}: {error}",
+                           err=True)
+                raise typer.Exit(2) from None
         where = f"http://{host}:{port}{prefix.rstrip('/')}"
-        _say(fmt, f"nb2api: deployed on Ray Serve in {seconds:.1f} s; docs at {where}/docs")
+        docs = (", ".join(f"{where}/{name}/docs" for name, _ in deployments) if several
+                else f"{where}/docs")
+        _say(fmt, f"nb2api: deployed on Ray Serve in {seconds:.1f} s; docs at {docs}")
         while True:
             time.sleep(3600)
     _say(fmt, "nb2api: Ray Serve stopped")
@@ -553,13 +588,26 @@ def export(
         bool, typer.Option("--k8s", help="Also write Kubernetes manifests in k8s/: Deployment, "
                            "Service, HorizontalPodAutoscaler, PodDisruptionBudget.")
     ] = False,
+    more: Annotated[list[Path] | None, typer.Argument(hidden=True, show_default=False)] = None,
 ) -> None:
-    """Write NOTEBOOK as a standalone FastAPI project: app.py, requirements.txt, Dockerfile."""
-    from .export import export_notebook
+    """Write NOTEBOOK as a standalone FastAPI project: app.py, requirements.txt, Dockerfile.
+
+    Several (files, NAME=PATH, a folder; OUTDIR last) make one project serving each under
+    /NAME, as 'nb2api serve' does."""
+    from .export import export_notebook, export_notebooks
 
     _configure_logging("error")
     try:
-        project = export_notebook(notebook, outdir, overwrite=force, k8s=k8s)
+        if more or notebook.is_dir() or _several([notebook]):
+            if k8s:
+                raise typer.BadParameter(
+                    "--k8s writes the manifests of one notebook's project; export each "
+                    "notebook on its own with --k8s", param_hint="'--k8s'")
+            *several, outdir = [notebook, outdir, *(more or [])]
+            targets = _export_targets(several)
+            project = export_notebooks(targets, outdir, overwrite=force)
+        else:
+            project = export_notebook(notebook, outdir, overwrite=force, k8s=k8s)
     except NotebookError as error:
         raise _fail(error) from None
     except FileExistsError as error:
@@ -654,3 +702,111 @@ def ray_config(
 
 def main() -> None:
     app()
+
+
+# ---- several notebooks in one server (nb2api serve folder/, a.ipynb b.ipynb, NAME=PATH) ----
+
+_ENV_NOTEBOOKS = "NB2API_SERVE_NOTEBOOKS"
+
+
+def _several(arguments: list[Path]) -> bool:
+    """Anything but one notebook file named without a prefix: served under prefixes."""
+    if len(arguments) != 1:
+        return True
+    argument = arguments[0]
+    return argument.is_dir() or ("=" in str(argument) and not argument.exists())
+
+
+def _serve_several(arguments: list[Path], settings: Settings, server: ServerOptions,
+                   fmt: LogFormat) -> None:
+    """Serve each notebook under /NAME in one server (see nb2api.serve.multi)."""
+    import uvicorn
+
+    from .load import parse_targets
+    from .serve import create_app
+    from .serve.multi import Notebooks
+
+    try:
+        targets = parse_targets([str(argument) for argument in arguments])
+    except NotebookError as error:
+        raise _fail(error) from None
+    for skipped in targets.skipped:
+        _say(fmt, f"nb2api: skipped {skipped.path}: {skipped.reason}")
+
+    def load(path: Path, notebook_settings: Settings) -> FastAPI:
+        _say(fmt, f"nb2api: loading {path}")
+        return create_app(path, notebook_settings, progress=_progress(False, fmt))
+
+    try:
+        application = Notebooks.build(targets, settings, load, reload=server.reload)
+    except NotebookError as error:
+        raise _fail(error) from None
+    notebooks = application.state.notebooks
+    where = (f"unix socket {server.uds}" if server.uds
+             else f"http://{server.host}:{server.port}{settings.root_path}")
+    served = ", ".join(f"{where}/{name}/ ({_plural(len(s.app.state.routes), 'route')})"
+                       for name, s in sorted(notebooks.live.items()))
+    _say(fmt, f"nb2api: {_plural(len(notebooks.live), 'notebook')} ready: {served}; "
+              f"docs of all at {where}/docs")
+    folders = {target.path.resolve().parent for target in targets.notebooks}
+    if len(folders) == 1:  # requests see the notebooks' folder as Jupyter would
+        os.chdir(folders.pop())
+    common = _uvicorn_options(settings, server, fmt)
+    if server.reload or server.workers == 1:
+        if not server.reload:
+            _freeze_startup_objects()
+            _exit_0_after_sigterm()
+        uvicorn.run(application, **common)
+        return
+    del application, notebooks
+    os.environ[_ENV_NOTEBOOKS] = json.dumps(
+        [[target.name, str(target.path.resolve())] for target in targets.notebooks])
+    with _token_for_workers(settings) as worker_settings, \
+            _multiprocess_metrics(settings.metrics):
+        os.environ[_ENV_SETTINGS] = worker_settings.model_dump_json()
+        uvicorn.run("nb2api.cli:notebooks_from_environment", factory=True,
+                    workers=server.workers, **common)
+
+
+def notebooks_from_environment():
+    """The app factory that uvicorn calls in each worker process of ``serve`` with several
+    notebooks."""
+    from .serve import create_app
+
+    settings = Settings.model_validate_json(os.environ[_ENV_SETTINGS])
+    notebooks = dict(json.loads(os.environ[_ENV_NOTEBOOKS]))
+    try:
+        application = create_app(notebooks, settings)
+    except NotebookError as error:  # a file changed since the parent loaded it
+        logging.getLogger("nb2api").error("%s", error)
+        raise SystemExit(2) from None
+    _freeze_startup_objects()
+    return application
+
+
+def _export_targets(arguments: list[Path]) -> list[tuple[str, Path]]:
+    """The notebooks ``nb2api export`` is given, as ``(prefix, path)``; the skipped listed."""
+    from .load import parse_targets
+
+    targets = parse_targets([str(argument) for argument in arguments])
+    for skipped in targets.skipped:
+        typer.echo(f"nb2api: skipped {skipped.path}: {skipped.reason}", err=True)
+    if not targets.notebooks:
+        raise NotebookError("no notebook to export: none has a cell marked setup or api",
+                            path=", ".join(str(a) for a in arguments))
+    return [(target.name, target.path) for target in targets.notebooks]
+
+
+def _ray_targets(arguments: list[Path]) -> list[tuple[str, Path]]:
+    """The notebooks ``--ray`` deploys, each as its own application under /NAME."""
+    from .load import parse_targets
+
+    try:
+        targets = parse_targets([str(argument) for argument in arguments])
+    except NotebookError as error:
+        raise _fail(error) from None
+    for skipped in targets.skipped:
+        typer.echo(f"nb2api: skipped {skipped.path}: {skipped.reason}", err=True)
+    if not targets.notebooks:
+        raise _fail(NotebookError("no notebook to serve: none has a cell marked setup or api"))
+    return [(target.name, target.path.resolve()) for target in targets.notebooks]

@@ -1003,3 +1003,152 @@ if _nb2api_script:
     uvicorn.run({app}, host=host, port=port)
 '''
 
+
+
+# ---- several notebooks: one project, each notebook's export in its folder, one app for all ----
+
+_COMBINED = Path(__file__).parent / "serve" / "combined.py"  # vendored as nbcombined.py
+_COMBINED_MODULE = "nbcombined"
+
+
+def export_notebooks(notebooks: list[tuple[str, Path]], folder: str | Path, *,
+                     overwrite: bool = False) -> ExportedProject:
+    """Write one project serving several notebooks, each under ``/<name>``, as ``nb2api serve``
+    does with several: each notebook's own export in ``<folder>/<name>/`` (runnable alone too),
+    and a top-level ``app.py`` that mounts them all, with one ``/docs`` and ``/openapi.json``
+    combining theirs (:mod:`nb2api.serve.combined`, vendored as ``nbcombined.py``).
+
+    ``notebooks`` are ``(name, path)`` pairs. Every notebook is loaded before anything is
+    written, so a broken one leaves no half-written project."""
+    folder = Path(folder)
+    loaded = [(name, load_notebook(path)) for name, path in notebooks]
+    top = ["app.py", f"{_COMBINED_MODULE}.py", "requirements.txt", "Dockerfile", ".dockerignore",
+           "README.md"]
+    existing = [name for name in top + [n for n, _ in notebooks] if (folder / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{folder} already holds {', '.join(existing[:3])}"
+                              f"{' and more' if len(existing) > 3 else ''}; choose an empty "
+                              "folder or overwrite")
+    projects = [(name, export_notebook(notebook, folder / name, overwrite=overwrite))
+                for name, notebook in loaded]
+    requirements = list(dict.fromkeys(r for _, p in projects for r in p.requirements))
+    listing = "".join(f"- `/{name}`: `{nb.notebook.path.name}`, in `{name}/`\n"
+                      for name, nb in loaded)
+    contents = {
+        "app.py": _SEVERAL_APP.format(
+            count=len(projects), version=__version__,
+            names=", ".join(f"/{name}" for name, _ in projects),
+            notebooks={name: p.app_name for name, p in projects},
+            docs=_SEVERAL_DOCS.format(first=projects[0][0], assets=ASSETS_PATH)
+            if has_local_assets() else "",
+            docs_url="None" if has_local_assets() else '"/docs"',
+        ),
+        f"{_COMBINED_MODULE}.py": _COMBINED.read_text(encoding="utf-8"),
+        "requirements.txt": "".join(f"{r}\n" for r in requirements),
+        "Dockerfile": _template("Dockerfile").format(
+            python=f"{sys.version_info.major}.{sys.version_info.minor}", app="app"),
+        ".dockerignore": _template("dockerignore"),
+        "README.md": f"# {len(projects)} notebooks, one API\n\nExported by nb2api {__version__}. "
+        "Each notebook is served under its own prefix, with its own `/<name>/docs`; `/docs` "
+        f"shows them all.\n\n{listing}\nRun it:\n\n    pip install -r requirements.txt\n"
+        "    uvicorn app:app --host 127.0.0.1 --port 8000\n\nor build the container: "
+        "`docker build -t my-api .`. Each folder is also a project of its own.\n",
+    }
+    files = []
+    for name, text in contents.items():
+        (folder / name).write_text(text, encoding="utf-8")
+        files.append(folder / name)
+    files += [f for _, p in projects for f in p.files]
+    warnings = [f"/{name}: {w}" for name, p in projects for w in p.warnings]
+    return ExportedProject(folder, tuple(files), tuple(requirements), "app", tuple(warnings))
+
+
+_SEVERAL_APP = '''"""{count} notebooks exported by nb2api {version}: {names}.
+
+Each folder holds one notebook's own export (runnable alone as well). This app serves them all in
+one process, each under /<name> with its own /<name>/docs, and /docs for all of them. Run it with
+
+    uvicorn app:app --host 127.0.0.1 --port 8000
+"""
+
+import contextlib
+import importlib.util
+import os
+import sys
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+
+import nbcombined
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# prefix -> the name of the FastAPI app in <prefix>/app.py
+NOTEBOOKS = {notebooks!r}
+
+
+def _notebook_app(prefix, name):
+    folder = os.path.join(HERE, prefix)
+    sys.path.insert(0, folder)  # its nbtypes and nbkernel (the same files in every folder)
+    spec = importlib.util.spec_from_file_location(f"app_{{prefix}}", os.path.join(folder, "app.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)  # the notebook's cells run here, from its folder
+    return getattr(module, name)
+
+
+apps = {{prefix: _notebook_app(prefix, name) for prefix, name in NOTEBOOKS.items()}}
+
+
+@contextlib.asynccontextmanager
+async def lifespan(_):
+    # A mounted app's lifespan does not run by itself: each notebook's runs here.
+    async with contextlib.AsyncExitStack() as stack:
+        for notebook_app in apps.values():
+            await stack.enter_async_context(notebook_app.router.lifespan_context(notebook_app))
+        yield
+
+
+app = FastAPI(title="{count} notebooks", lifespan=lifespan, docs_url={docs_url}, redoc_url=None)
+for prefix, notebook_app in apps.items():
+    app.mount("/" + prefix, notebook_app)
+
+
+def openapi():
+    """Every notebook's document under its prefix, one tag per notebook."""
+    if app.openapi_schema is None:
+        app.openapi_schema = nbcombined.combine(
+            {{prefix: notebook_app.openapi() for prefix, notebook_app in apps.items()}},
+            {{"title": app.title, "version": app.version}},
+            {{prefix: f"its own docs at [{{prefix}}/docs]({{prefix}}/docs)" for prefix in apps}},
+        )
+    return app.openapi_schema
+
+
+app.openapi = openapi
+
+
+@app.get("/healthz", include_in_schema=False)
+async def healthz():
+    return {{"status": "ok"}}
+
+
+@app.get("/readyz", include_in_schema=False)
+async def readyz():
+    return {{"status": "ready", "notebooks": sorted(apps)}}
+{docs}'''
+
+_SEVERAL_DOCS = '''
+
+@app.get("/docs", include_in_schema=False)
+async def docs(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "")
+    assets = root + "/{first}{assets}"  # the files behind every notebook's own /docs
+    return get_swagger_ui_html(
+        openapi_url=root + app.openapi_url,
+        title=app.title + " - docs",
+        swagger_js_url=assets + "/swagger-ui/swagger-ui-bundle.js",
+        swagger_css_url=assets + "/swagger-ui/swagger-ui.css",
+        swagger_favicon_url=assets + "/swagger-ui/favicon-32x32.png",
+    )
+'''

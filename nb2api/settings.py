@@ -136,6 +136,11 @@ class Settings(_Declared):
         "variables (also on when OTEL_SERVICE_NAME or OTEL_EXPORTER_OTLP_ENDPOINT is set); "
         "needs nb2api[otel].",
     )
+    skip_broken: bool = Field(
+        False,
+        description="With several notebooks: serve the others when one cannot be served "
+        "(/readyz and the log say which and why) instead of refusing to start.",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -236,6 +241,7 @@ class SettingsKeywords(TypedDict, total=False):
     examples: bool
     examples_budget: float
     otel: bool
+    skip_broken: bool
 
 
 def env_var(name: str) -> str:

@@ -8,6 +8,7 @@ api cells into a fresh module and collects the route functions (:class:`LoadedNo
 from __future__ import annotations
 
 from .directives import CellKind, Directive, parse_batch, parse_route
+from .folder import NotebookTarget, Skipped, Targets, find_notebooks, parse_targets
 from .read import Cell, ParsedNotebook, parse_notebook, read_notebook, without_outputs
 from .run import (
     LoadedNotebook,
@@ -18,6 +19,7 @@ from .run import (
     load_parsed,
     missing_name_hint,
 )
+from .version import combined_version, notebook_version
 
 __all__ = [
     "Cell",
@@ -25,15 +27,22 @@ __all__ = [
     "Directive",
     "LoadedNotebook",
     "NotebookFunction",
+    "NotebookTarget",
     "ParsedNotebook",
     "Progress",
+    "Skipped",
+    "Targets",
     "cell_filename",
+    "combined_version",
+    "find_notebooks",
     "load_notebook",
     "load_parsed",
     "missing_name_hint",
+    "notebook_version",
     "parse_batch",
     "parse_notebook",
     "parse_route",
+    "parse_targets",
     "read_notebook",
     "without_outputs",
 ]

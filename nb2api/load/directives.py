@@ -20,7 +20,8 @@ MARKS: tuple[CellKind, ...] = ("setup", "api")
 EXAMPLE = "example"  # a cell of calls that document the API; never run at serve time
 # `#| example: false` (a value) on a function; `#| example` alone marks an example cell.
 FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor", "batch", EXAMPLE)
-KNOWN_KEYS = (*MARKS, *FUNCTION_OPTIONS)
+NOTEBOOK_OPTIONS = ("max-workers",)  # on any line of a marked cell: the whole notebook's
+KNOWN_KEYS = (*MARKS, *FUNCTION_OPTIONS, *NOTEBOOK_OPTIONS)
 
 # `#| key` or `#| key: value`, as in Quarto and nbdev; `# | key` is how black rewrites it.
 _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*([A-Za-z][\w-]*)\s*(?::\s*(.*?))?\s*$")
@@ -124,6 +125,12 @@ def check_directives(directives: Sequence[Directive]) -> None:
                 parse_batch(d.value)
             except ValueError as exc:
                 raise DirectiveProblem(f"'#| batch: {d.value}' {exc}", d.line) from None
+        if d.key == "max-workers" and not (d.value.isdigit() and int(d.value) >= 1):
+            raise DirectiveProblem(
+                f"'#| max-workers: {d.value}' is not a whole number of at least 1 "
+                "(for example '#| max-workers: 4')",
+                d.line,
+            )
 
 
 def parse_batch(value: str) -> tuple[int, float]:
@@ -149,6 +156,26 @@ def parse_batch(value: str) -> tuple[int, float]:
                              "60000")
         settings[key] = number
     return int(settings["max_size"]), float(settings["max_wait_ms"])
+
+
+def notebook_options(cells: Sequence[Sequence[Directive]]) -> dict[str, tuple[str, int, int]]:
+    """The notebook-level options of the marked cells' directives (``cells``, in notebook
+    order): key -> ``(value, cell position in cells, line)``. Raises :class:`DirectiveProblem`
+    (with the cell's position in ``.cell``) for a key given twice with different values."""
+    found: dict[str, tuple[str, int, int]] = {}
+    for position, directives in enumerate(cells):
+        for d in directives:
+            if d.key not in NOTEBOOK_OPTIONS:
+                continue
+            earlier = found.get(d.key)
+            if earlier is not None and earlier[0] != d.value:
+                problem = DirectiveProblem(
+                    f"'#| {d.key}: {d.value}' contradicts '#| {d.key}: {earlier[0]}' given "
+                    "earlier; a notebook has one", d.line)
+                problem.cell = position  # type: ignore[attr-defined]
+                raise problem
+            found.setdefault(d.key, (d.value, position, d.line))
+    return found
 
 
 def parse_route(value: str) -> tuple[str, str]:

@@ -34,6 +34,7 @@ from .directives import (
     directive_warnings,
     is_directive,
     is_example_cell,
+    notebook_options,
     parse_directives,
 )
 from .examples import ExampleCell, saved_outputs
@@ -75,6 +76,8 @@ class ParsedNotebook:
     warnings: tuple[str, ...] = ()
     # Cells marked ``example``: read for their calls, never run.
     examples: tuple[ExampleCell, ...] = ()
+    # ``#| max-workers: N`` in a marked cell: this notebook's thread pool size.
+    max_workers: int | None = None
 
 
 def first_code_line(source: str) -> str:
@@ -174,6 +177,13 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
             "'#| setup' or '#| api'",
             path=str(path),
         )
+    try:
+        options = notebook_options([cell.directives for cell in cells])
+    except DirectiveProblem as problem:
+        raise DirectiveError(problem.reason, path=str(path),
+                             cell=cells[problem.cell].ref,  # type: ignore[attr-defined]
+                             line=problem.line) from None
+    max_workers = options.get("max-workers")
     title = nb["metadata"].get("title")
     title = title if isinstance(title, str) and title else _front_matter_title(nb["cells"]) or None
     return ParsedNotebook(
@@ -184,6 +194,7 @@ def parse_notebook(text: str, path: str | Path = "notebook.ipynb") -> ParsedNote
         unmarked=tuple(unmarked),
         warnings=tuple(warnings),
         examples=tuple(examples),
+        max_workers=int(max_workers[0]) if max_workers else None,
     )
 
 

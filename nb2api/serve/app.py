@@ -19,7 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from typing_extensions import Unpack
 
 from .._version import __version__
-from ..load import LoadedNotebook, Progress, load_notebook
+from ..load import LoadedNotebook, Progress, load_notebook, notebook_version
 from ..routes import RouteSpec, build_routes
 from ..settings import Settings, SettingsKeywords
 from ..types import datatypes, images
@@ -33,6 +33,7 @@ from .examples import Answered, answer_at_load, document_examples, route_example
 from .fastpath import DirectRoutes
 from .limits import BodySizeLimit
 from .middleware import RequestMiddleware, RootPath
+from .multi import Notebooks, Several, is_several
 from .runtime import Runtime
 from .telemetry import fastapi_options, tracing_for
 
@@ -40,7 +41,7 @@ logger = logging.getLogger("nb2api")
 
 
 def create_app(
-    notebook: str | Path | LoadedNotebook,
+    notebook: str | Path | LoadedNotebook | Several,
     settings: Settings | None = None,
     *,
     progress: Progress | None = None,
@@ -52,10 +53,15 @@ def create_app(
     environment variables; keywords (``debug=True``, ``max_workers=4``, ...) change single fields
     of it. Raises [`nb2api.NotebookError`][nb2api.NotebookError] when the notebook cannot be
     served.
+
+    Several notebooks (a folder, a list of paths, or ``{"prefix": path}``) make one app that
+    serves each under ``/<prefix>`` (`nb2api.serve.multi`).
     """
     config = settings if settings is not None else Settings()
     if changes:
         config = config.updated(**changes)
+    if is_several(notebook):
+        return Notebooks.build(notebook, config, _loader(progress))  # type: ignore[arg-type]
     if isinstance(notebook, LoadedNotebook):
         loaded = notebook
         for message in loaded.warnings:
@@ -67,7 +73,18 @@ def create_app(
     specs = build_routes(loaded)
     for message in [w for s in specs for w in s.warnings]:
         logger.warning(message)
+    if loaded.notebook.max_workers is not None:  # '#| max-workers: N' wins over the setting
+        config = config.updated(max_workers=loaded.notebook.max_workers)
     return build_app(loaded, specs, config)
+
+
+def _loader(progress: Progress | None):
+    """How :class:`.multi.Notebooks` loads one notebook: ``create_app`` with its settings."""
+
+    def load(path: Path, settings: Settings) -> FastAPI:
+        return create_app(path, settings, progress=progress)
+
+    return load
 
 
 def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings) -> FastAPI:
@@ -84,9 +101,11 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
             runtime.stop()
 
     nb = loaded.notebook
+    version = notebook_version(nb)
     app = FastAPI(
         title=nb.title or nb.name,
-        description=f"Served by nb2api from the notebook `{nb.path.name}`.",
+        description=f"Served by nb2api from the notebook `{nb.path.name}`, version `{version}` "
+        "(each response's `X-Notebook-Version`).",
         version=__version__,
         docs_url=None,
         redoc_url=None,
@@ -98,6 +117,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
     app.state.routes = specs
     app.state.runtime = runtime
     app.state.settings = settings
+    app.state.version = version
     if settings.root_path:
         # FastAPI(root_path=...) is deprecated in favour of the server's setting; this does the
         # same for servers that are not told (create_app under any ASGI server).
@@ -161,6 +181,7 @@ def _add_middleware(app: FastAPI, settings: Settings, runtime: Runtime) -> None:
     app.add_middleware(
         RequestMiddleware, metrics=runtime.metrics, log=settings.access_log,
         max_body_size=0 if settings.cors_origins else settings.max_body_size,
+        version=app.state.version,
     )
     if runtime.tracing is not None:  # outermost: the request's log line carries its trace id
         app.add_middleware(runtime.tracing.middleware, tracing=runtime.tracing)

@@ -12,7 +12,9 @@ import math
 import os
 from bisect import bisect_left
 from collections.abc import Callable
+from contextvars import ContextVar
 from itertools import accumulate
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -98,6 +100,27 @@ def multiprocess_mode() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
 
 
+# The notebook whose app is being built, when one server serves several (serve/multi.py sets
+# it). In multiprocess mode its metrics carry it as a first label: two notebooks' metrics with
+# equal labels would otherwise be one value in the files, each overwriting the other's.
+metrics_notebook: ContextVar[str | None] = ContextVar("nb2api_metrics_notebook", default=None)
+
+
+class _OfNotebook:
+    """A metric whose first label, ``notebook``, is filled in: ``labels(route)`` gives the
+    child of ``(notebook, route)``, and a metric without other labels is its one child."""
+
+    def __init__(self, metric: Any, notebook: str) -> None:
+        self.metric = metric
+        self.notebook = notebook
+
+    def labels(self, *values: str) -> Any:
+        return self.metric.labels(self.notebook, *values)
+
+    def __getattr__(self, name: str) -> Any:  # set, inc: on the notebook's child
+        return getattr(self.metric.labels(self.notebook), name)
+
+
 class Metrics:
     """The metrics of one app. A request costs a few dict lookups and additions."""
 
@@ -108,44 +131,52 @@ class Metrics:
         r = self.registry
         self._figures: dict[tuple[str, str], _RouteFigures] = {}  # one process
         self._pending: dict[tuple[str, str], _Pending] = {}  # several processes
+        notebook = metrics_notebook.get() if self.multiprocess else None
+
+        def made(kind: Any, *args: Any, labels: list[str] | None = None, **options: Any) -> Any:
+            if notebook is None:
+                return kind(*args, labels or (), registry=r, **options)
+            metric = kind(*args, ["notebook", *(labels or ())], registry=None, **options)
+            return _OfNotebook(metric, notebook)
+
         if r is None:
             # Each process writes its values to files for a scrape of any process to add up:
             # requests count statuses and keep their durations, and ``flush``, every FLUSH_AFTER
             # seconds, adds the counts and observes each duration (exact, and public API).
-            self.requests = Counter(*_REQUESTS, ["route", "method", "status"], registry=None)
-            self.duration = Histogram(*_DURATION, ["route", "method"], buckets=BUCKETS,
-                                      registry=None)
+            self.requests = made(Counter, *_REQUESTS, labels=["route", "method", "status"])
+            self.duration = made(Histogram, *_DURATION, labels=["route", "method"],
+                                 buckets=BUCKETS)
         else:
             # Requests add to plain numbers on the event loop's thread, which a scrape reads: the
             # same figures as a Counter and a Histogram, without their locks and bucket loop.
             r.register(_RequestCollector(self._figures))
-        self.in_flight = Gauge(
-            "nb2api_requests_in_flight", "Requests being handled now.",
-            multiprocess_mode="livesum", registry=r,
+        self.in_flight = made(
+            Gauge, "nb2api_requests_in_flight", "Requests being handled now.",
+            multiprocess_mode="livesum",
         )
-        self.exceptions = Counter(
-            "nb2api_route_exceptions", "Exceptions raised by notebook functions (500s).",
-            ["route", "exception"], registry=r,
+        self.exceptions = made(
+            Counter, "nb2api_route_exceptions", "Exceptions raised by notebook functions (500s).",
+            labels=["route", "exception"],
         )
-        self.queue_depth = Gauge(
-            "nb2api_route_queue_depth", "Requests waiting for a route's concurrency limit.",
-            ["route"], multiprocess_mode="livesum", registry=r,
+        self.queue_depth = made(
+            Gauge, "nb2api_route_queue_depth", "Requests waiting for a route's concurrency limit.",
+            labels=["route"], multiprocess_mode="livesum",
         )
-        self.pool_busy = Gauge(
-            "nb2api_pool_busy_workers", "Workers running a notebook function.",
-            ["executor"], multiprocess_mode="livesum", registry=r,
+        self.pool_busy = made(
+            Gauge, "nb2api_pool_busy_workers", "Workers running a notebook function.",
+            labels=["executor"], multiprocess_mode="livesum",
         )
-        self.pool_queued = Gauge(
-            "nb2api_pool_queued_calls", "Calls waiting for a free worker of the pool.",
-            ["executor"], multiprocess_mode="livesum", registry=r,
+        self.pool_queued = made(
+            Gauge, "nb2api_pool_queued_calls", "Calls waiting for a free worker of the pool.",
+            labels=["executor"], multiprocess_mode="livesum",
         )
-        self.pool_size = Gauge(
-            "nb2api_pool_workers", "Workers in the pool.",
-            ["executor"], multiprocess_mode="livesum", registry=r,
+        self.pool_size = made(
+            Gauge, "nb2api_pool_workers", "Workers in the pool.",
+            labels=["executor"], multiprocess_mode="livesum",
         )
-        self.load_seconds = Gauge(
-            "nb2api_notebook_load_seconds", "Seconds the setup and api cells took to run.",
-            multiprocess_mode="max", registry=r,
+        self.load_seconds = made(
+            Gauge, "nb2api_notebook_load_seconds", "Seconds the setup and api cells took to run.",
+            multiprocess_mode="max",
         )
         self.batch_size = Histogram(
             "nb2api_batch_size", "Items per call of a '#| batch' route.",

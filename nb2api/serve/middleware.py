@@ -35,8 +35,10 @@ class RequestMiddleware:
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics | None = None, log: bool = True,
-                 max_body_size: int = 0) -> None:
+                 max_body_size: int = 0, version: str | None = None) -> None:
         self.app = app
+        # X-Notebook-Version: which version of the notebook answered
+        self.version = (b"x-notebook-version", version.encode()) if version else None
         self.metrics = metrics
         self.log = log
         self.max_body_size = max_body_size
@@ -69,6 +71,7 @@ class RequestMiddleware:
         scope_token = _set_scope(scope)
         scope[RECEIVE] = receive  # a batched request watches it for the client going away
         header = (b"x-request-id", rid.encode())
+        version = self.version
         status = 500  # what the client gets if the app raises before it answers
 
         async def send_with_id(message: Message) -> None:
@@ -76,6 +79,8 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
+                if version is not None:
+                    message["headers"].append(version)
             await send(message)
 
         metrics = self.metrics
