@@ -7,7 +7,7 @@ api cells into a fresh module and collects the route functions (:class:`LoadedNo
 
 from __future__ import annotations
 
-from .directives import CellKind, Directive, parse_route
+from .directives import CellKind, Directive, parse_job, parse_route
 from .read import Cell, ParsedNotebook, parse_notebook, read_notebook, without_outputs
 from .run import (
     LoadedNotebook,
@@ -31,6 +31,7 @@ __all__ = [
     "load_notebook",
     "load_parsed",
     "missing_name_hint",
+    "parse_job",
     "parse_notebook",
     "parse_route",
     "read_notebook",

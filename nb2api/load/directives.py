@@ -17,12 +17,13 @@ from typing import Literal
 
 CellKind = Literal["setup", "api"]
 MARKS: tuple[CellKind, ...] = ("setup", "api")
-FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor")
+FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor", "job")
 KNOWN_KEYS = (*MARKS, *FUNCTION_OPTIONS)
 
 # `#| key` or `#| key: value`, as in Quarto and nbdev; `# | key` is how black rewrites it.
 _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*([A-Za-z][\w-]*)\s*(?::\s*(.*?))?\s*$")
 _ROUTE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE)\s+(/\S*)$", re.IGNORECASE)
+_JOB = re.compile(r"^(?:retries\s*=\s*(\d+))?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,20 @@ def check_directives(directives: Sequence[Directive]) -> None:
                 "(for example '#| route: GET /species/{name}')",
                 d.line,
             )
+        if d.key == "job" and not _JOB.match(d.value):
+            raise DirectiveProblem(
+                f"'#| job: {d.value}' is not '#| job' or '#| job: retries=N' "
+                "(for example '#| job: retries=2')",
+                d.line,
+            )
+
+
+def parse_job(value: str) -> int:
+    """``'#| job'`` -> 0 retries, ``'#| job: retries=2'`` -> 2."""
+    match = _JOB.match(value.strip())
+    if not match:
+        raise ValueError(value)
+    return int(match.group(1) or 0)
 
 
 def parse_route(value: str) -> tuple[str, str]:

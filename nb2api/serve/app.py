@@ -30,6 +30,7 @@ from .auth import TokenGate
 from .docs import mount_docs
 from .endpoint import make_endpoint
 from .fastpath import DirectRoutes
+from .jobs import api as jobs_api
 from .limits import BodySizeLimit
 from .middleware import RequestMiddleware, RootPath
 from .runtime import Runtime
@@ -98,6 +99,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
     mount_docs(app)
     token_check = runtime.auth.depends if runtime.auth is not None else None
     health.mount(app, list(runtime.pools.values()), runtime.metrics, token_check)
+    jobs_api.mount(app, runtime.jobs, token_check)
     _add_middleware(app, settings, runtime)
     notebook_routes: list[APIRoute] = []
     for spec in specs:

@@ -26,6 +26,7 @@ from ..types import datatypes, images, uploads
 from ..types.encoding import Encoder, encode_after, make_encoder
 from ..types.errors import respond
 from .runtime import Runtime
+from .streaming import Streamer
 
 logger = logging.getLogger("nb2api")
 
@@ -37,6 +38,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
                   notebook: ParsedNotebook | None = None) -> Callable[..., Any]:
     """An async endpoint for ``spec`` with a signature FastAPI can read. With ``notebook``, a
     NameError of the function says which unmarked cell defines the name, as a load does."""
+    stream = Streamer(spec, runtime.pool, settings) if spec.streams else None
     encode: Encoder | None = make_encoder(spec.returns)
     if not spec.is_async and spec.options.executor == "thread":
         # Encode on the worker thread too: a big table or a figure never holds the event loop.
@@ -59,6 +61,16 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
             _explain(exc, missing_name_hint(notebook, spec.function.cell, exc))
         runtime.failed(spec, exc)
 
+    async def answer(args: tuple, kwargs: dict) -> Response:
+        """What the synchronous request answers (also a job's result)."""
+        if stream is not None:
+            return await stream.collect(args, kwargs)
+        return await respond(spec.name, run(args, kwargs), encode, media_type=media_type,
+                             debug=settings.debug, logger=logger, failed=failed)
+
+    jobs = runtime.jobs
+    jobs.register(spec, answer)
+
     async def endpoint(**kwargs: Any) -> Response:
         body = kwargs.pop(_BODY, None)
         query = kwargs.pop(_QUERY, None)
@@ -71,6 +83,10 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
         if tables:
             await uploads.receive(tables, arguments, settings.max_upload_rows)
         args = tuple(arguments.pop(name) for name in positional) if positional else ()
+        if jobs.wanted(spec):
+            return await jobs.submit(spec, args, arguments)
+        if stream is not None:
+            return stream.respond(args, arguments)
         return await respond(spec.name, run(args, arguments), encode, media_type=media_type,
                              debug=settings.debug, logger=logger, failed=failed)
 

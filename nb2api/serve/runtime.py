@@ -7,7 +7,10 @@ from typing import Any
 from ..load import LoadedNotebook
 from ..routes import RouteSpec
 from ..settings import Settings
+from . import streaming
 from .auth import TokenAuth, require_token
+from .jobs import Jobs, default_db
+from .jobs.api import accepted_response
 from .limits import Call, openapi_responses, route_call
 from .metrics import Metrics
 from .pools import WorkerPool
@@ -34,13 +37,18 @@ class Runtime:
                 self.metrics.watch_pool(pool)
         token = settings.bearer_token()
         self.auth: TokenAuth | None = require_token(token) if token else None
+        self.jobs = Jobs(settings, settings.jobs_db or default_db(loaded.notebook.path),
+                         slots=self.pool.max_workers, metrics_on=self.metrics is not None,
+                         registry=self.metrics.registry if self.metrics is not None else None)
 
     def start(self) -> None:
         """Fork the process pool (after setup, before the first request)."""
         if self.processes is not None:
             self.processes.start()
+        self.jobs.start()
 
     def stop(self) -> None:
+        self.jobs.stop()
         for pool in self.pools.values():
             pool.shutdown()
         if self.metrics is not None:
@@ -53,6 +61,9 @@ class Runtime:
     def responses(self, spec: RouteSpec) -> dict[int | str, dict[str, Any]]:
         """The answers nb2api itself may give on ``spec``'s route, for its OpenAPI document."""
         responses = openapi_responses(spec, self.settings)
+        responses.update(accepted_response())
+        if spec.streams:
+            responses.update(streaming.openapi_responses(spec))
         if self.auth is not None:
             responses[401] = {"description": "Missing or invalid bearer token"}
         return responses

@@ -1,0 +1,411 @@
+"""Run jobs: submit, claim, run, cancel, recover, expire. One :class:`Jobs` per app (process).
+
+Every server process of a service runs this loop on its event loop. Each turn it claims queued
+jobs from the shared SQLite file while it has free slots (one per worker of its thread pool),
+passes on cancellations made by other processes, writes progress, beats the heartbeat of its
+running jobs, and now and then takes back the jobs of a process that died (``kill -9``, a crash):
+those with retries left (``#| job: retries=N``) are queued again, the others fail with
+"interrupted by a restart". A submit wakes the loop at once; otherwise it looks every
+:data:`POLL` seconds, so a job submitted to one process may run in another.
+
+A job runs exactly as the synchronous request would: the route's ``answer`` (the endpoint's own
+call and encoding, within the route's pool and concurrency limit) gives the ``Response``, whose
+status, media type and bytes are stored as the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pickle
+import secrets
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from ...routes import RouteSpec
+from ...settings import Settings
+from ..context import current_scope
+from .current import JobContext, current_job
+from .store import TERMINAL, Claimed, JobStore, Result
+from .webhooks import Webhooks
+
+logger = logging.getLogger("nb2api")
+
+Answer = Callable[[tuple, dict], Awaitable[Response]]
+
+POLL = 0.25  # seconds between looks at the shared file for work and cancellations
+BEAT = 2.0  # seconds between heartbeats of a process's running jobs
+STALE = 30.0  # a process whose heartbeat is older than this is taken for dead
+SWEEP = 5.0  # seconds between looks for dead processes' jobs and expired jobs
+INTERRUPTED = "interrupted by a restart"
+_JSON = "application/json"
+
+
+def default_db(notebook: Path) -> Path:
+    """``.nb2api/jobs.db`` beside the notebook."""
+    return notebook.resolve().parent / ".nb2api" / "jobs.db"
+
+
+def asked_async() -> bool:
+    """Whether the request being answered carries ``Prefer: respond-async`` (RFC 7240)."""
+    scope = current_scope.get()
+    if scope is None:
+        return False
+    for name, value in scope["headers"]:
+        if name == b"prefer":
+            for preference in value.split(b","):
+                token = preference.split(b";", 1)[0].split(b"=", 1)[0].strip().lower()
+                if token == b"respond-async":
+                    return True
+    return False
+
+
+class Jobs:
+    """The jobs of one app: the endpoint submits, the job endpoints read and cancel."""
+
+    def __init__(self, settings: Settings, db_path: Path, slots: int,
+                 registry: Any = None, metrics_on: bool = False) -> None:
+        self.settings = settings
+        self.path = db_path
+        self.slots = max(1, slots)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.answers: dict[str, Answer] = {}
+        self.specs: dict[str, RouteSpec] = {}
+        self.active: dict[str, JobContext] = {}
+        self.webhooks = Webhooks(settings.webhook_allow, settings.signing_secret(),
+                                 self._record_delivery)
+        self._store: JobStore | None = None
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._changed: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._counted: Any = None
+        self._durations: Any = None
+        if metrics_on:
+            from prometheus_client import Counter, Histogram
+
+            self._counted = Counter(
+                "nb2api_jobs", "Jobs that reached each status, by route.", ["route", "status"],
+                registry=registry,
+            )
+            self._durations = Histogram(
+                "nb2api_job_duration_seconds", "Seconds from a job's start to its end.",
+                ["route", "status"], registry=registry,
+                buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
+            )
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    def register(self, spec: RouteSpec, answer: Answer) -> None:
+        """``answer(args, kwargs)`` is what the route's synchronous request answers."""
+        self.answers[spec.name] = answer
+        self.specs[spec.name] = spec
+
+    def wanted(self, spec: RouteSpec) -> bool:
+        """Whether this request to ``spec``'s route becomes a job."""
+        return spec.options.job or asked_async()
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._changed = self._loop.create_future()
+        self._task = self._loop.create_task(self._run_loop(), name="nb2api-jobs")
+
+    def stop(self) -> None:
+        """Stop the loop; a running job stays 'running' and is taken back at the next start."""
+        self._closed = True
+        for ctx in list(self.active.values()):
+            ctx.on_cancel.clear()  # the pools stop with the server; nothing to stop one by one
+        for task in (self._task, *self._tasks):
+            if task is not None:
+                task.cancel()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def store(self, create: bool = False) -> JobStore | None:
+        """The open store; opened now if its file exists (or ``create``)."""
+        if self._closed:
+            return None
+        if self._store is None and (create or self.path.exists()):
+            self._store = JobStore(self.path)
+        return self._store
+
+    # -- submit ----------------------------------------------------------------------------
+
+    async def submit(self, spec: RouteSpec, args: tuple, kwargs: dict) -> Response:
+        """Queue a call of ``spec``'s route; the 202 that says where to follow it."""
+        from ..context import request_headers
+
+        webhook = self.webhooks.checked(request_headers().get("webhook-url"))
+        try:
+            arguments = pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - an upload's open file, a lock, a generator
+            raise HTTPException(
+                422, f"{spec.name}() cannot run as a job: its arguments cannot be stored "
+                f"({type(exc).__name__}: {exc}); call it without 'Prefer: respond-async'",
+            ) from None
+        try:
+            store = self.store(create=True)
+            assert store is not None
+            job_id = secrets.token_urlsafe(18)  # 144 random bits
+            added = store.add(job_id, spec.name, arguments, retries=spec.options.retries,
+                              webhook=webhook, max_active=self.settings.max_jobs)
+        except (sqlite3.Error, OSError) as exc:
+            logger.error("cannot queue a job in %s: %s", self.path, exc)
+            raise HTTPException(503, f"jobs are unavailable: cannot write {self.path.name}: "
+                                     f"{exc}", headers={"Retry-After": "5"}) from None
+        if not added:
+            raise HTTPException(
+                503, f"too many jobs queued or running (--max-jobs {self.settings.max_jobs}); "
+                "retry later", headers={"Retry-After": "5"},
+            )
+        self._count(spec.name, "queued")
+        if self._wake is not None:
+            self._wake.set()
+        self._notify()
+        document = store.document(job_id)
+        assert document is not None
+        body = {key: document[key] for key in ("id", "status", "route", "created")}
+        scope = current_scope.get()
+        root = scope.get("root_path", "") if scope is not None else ""
+        headers = {"Location": f"{root}/jobs/{job_id}"}
+        if asked_async():
+            headers["Preference-Applied"] = "respond-async"
+        return Response(json.dumps(body).encode(), 202, headers=headers, media_type=_JSON)
+
+    # -- reads and cancel ------------------------------------------------------------------
+
+    def document(self, job_id: str) -> dict[str, Any] | None:
+        store = self.store()
+        return store.document(job_id) if store is not None else None
+
+    def cancel(self, job_id: str) -> tuple[str | None, dict[str, Any] | None]:
+        """Cancel ``job_id``: ``(status it had, its document now)``; ``(None, None)`` when
+        there is no such job."""
+        store = self.store()
+        if store is None:
+            return None, None
+        before = store.cancel(job_id)
+        if before is None:
+            return None, None
+        document = store.document(job_id)
+        if before not in TERMINAL:
+            ctx = self.active.get(job_id)
+            if ctx is not None:
+                ctx.cancel()
+            route = document["route"] if document else "?"
+            self._count(route, "cancelled")
+            self._notify()
+            if document is not None and document.get("webhook"):
+                self._spawn(self.webhooks.deliver(job_id, document["webhook"]["url"],
+                                                  lambda: self.document(job_id)))
+        return before, document
+
+    async def changed(self, timeout: float) -> None:
+        """Wait until a job of this process changes, or ``timeout`` (others' changes)."""
+        assert self._changed is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._changed), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _notify(self) -> None:
+        if self._changed is not None and self._loop is not None:
+            done, self._changed = self._changed, self._loop.create_future()
+            done.set_result(None)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _run_loop(self) -> None:
+        assert self._wake is not None
+        next_sweep = next_beat = 0.0
+        while True:
+            self._wake.clear()
+            try:
+                store = self.store()
+                if store is not None:
+                    now = time.monotonic()
+                    if now >= next_sweep:
+                        next_sweep = now + SWEEP
+                        self._recover(store)
+                        store.expire(time.time() - self.settings.job_ttl)
+                    if self.active:
+                        self._check_cancelled(store)
+                        if now >= next_beat:
+                            next_beat = now + BEAT
+                            store.beat(self.owner)
+                    while len(self.active) < self.slots:
+                        claimed = store.claim(self.owner)
+                        if claimed is None:
+                            break
+                        self._start(claimed)
+            except sqlite3.Error as exc:
+                logger.error("jobs: %s (%s); trying again", exc, self.path)
+            try:
+                await asyncio.wait_for(self._wake.wait(), POLL)
+            except asyncio.TimeoutError:
+                pass
+
+    def _start(self, claimed: Claimed) -> None:
+        ctx = JobContext(claimed.id, self._reported)
+        self.active[claimed.id] = ctx
+        self._count(claimed.route, "running")
+        self._notify()
+        self._spawn(self._run(claimed, ctx))
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, claimed: Claimed, ctx: JobContext) -> None:
+        started = time.monotonic()
+        current_job.set(ctx)  # this task's own context, copied to the worker thread
+        try:
+            result, error = await self._answer(claimed)
+        finally:
+            self.active.pop(claimed.id, None)
+            if self._wake is not None:
+                self._wake.set()  # a slot is free
+        status = "succeeded" if error is None else "failed"
+        store = self.store()
+        if store is None or not store.finish(claimed.id, self.owner, status, result, error):
+            return  # cancelled (or taken back) meanwhile: the late result is discarded
+        self._count(claimed.route, status, time.monotonic() - started)
+        self._notify()
+        if claimed.webhook:
+            await self.webhooks.deliver(claimed.id, claimed.webhook,
+                                        lambda: self.document(claimed.id))
+
+    async def _answer(self, claimed: Claimed) -> tuple[Result, dict[str, str] | None]:
+        answer = self.answers.get(claimed.route)
+        if answer is None:
+            return _failure(500, f"the route {claimed.route}() is no longer served")
+        try:
+            args, kwargs = pickle.loads(claimed.arguments)
+            response = await answer(args, kwargs)
+        except HTTPException as exc:
+            return _failure(exc.status_code, str(exc.detail))
+        except Exception as exc:  # noqa: BLE001 - the arguments no longer load, say
+            logger.exception("job %s of %s() failed", claimed.id, claimed.route)
+            return _failure(500, f"{claimed.route}() job failed: {type(exc).__name__}: {exc}")
+        body = bytes(response.body)
+        media_type = response.media_type or _JSON
+        if len(body) > self.settings.max_result_size:
+            return _failure(500, f"{claimed.route}() returned {len(body)} bytes, more than "
+                                 f"--max-result-size {self.settings.max_result_size}")
+        result = Result(response.status_code, media_type, body)
+        if response.status_code < 400:
+            return result, None
+        return result, _error_of(body)
+
+    def _check_cancelled(self, store: JobStore) -> None:
+        """Stop the jobs of this process that another process cancelled."""
+        for job_id, (status, owner) in store.statuses(list(self.active)).items():
+            if status != "running" or owner != self.owner:
+                ctx = self.active.get(job_id)
+                if ctx is not None:
+                    ctx.cancel()
+
+    def _recover(self, store: JobStore) -> None:
+        """Take back the running jobs of processes that died."""
+        for owner, beat in store.running_owners():
+            if owner == self.owner or _alive(owner, beat):
+                continue
+            for job_id, _attempts, _retries, webhook in store.orphaned(owner):
+                result, error = _failure(500, INTERRUPTED)
+                if store.interrupted(job_id, owner, result, error):
+                    logger.warning("job %s was %s [error_id=%s]", job_id, INTERRUPTED,
+                                   error["error_id"])
+                    self._count("?", "failed")
+                    if webhook:
+                        self._spawn(self.webhooks.deliver(job_id, webhook,
+                                                          lambda j=job_id: self.document(j)))
+            self._notify()
+            if self._wake is not None:
+                self._wake.set()  # jobs queued again
+
+    def _reported(self, ctx: JobContext) -> None:
+        """Progress of a job, from any thread: written on the loop, once per turn."""
+        if getattr(ctx, "_pending", False) or self._loop is None:
+            return
+        ctx._pending = True  # type: ignore[attr-defined]
+        try:
+            self._loop.call_soon_threadsafe(self._write_progress, ctx)
+        except RuntimeError:  # the loop closed: the server is stopping
+            pass
+
+    def _write_progress(self, ctx: JobContext) -> None:
+        ctx._pending = False  # type: ignore[attr-defined]
+        store = self.store()
+        if store is not None and ctx.job_id in self.active:
+            try:
+                store.set_progress(ctx.job_id, self.owner, ctx.fraction, ctx.message)
+            except sqlite3.Error as exc:
+                logger.warning("jobs: cannot write progress: %s", exc)
+            self._notify()
+
+    def _record_delivery(self, job_id: str, attempt: dict[str, Any]) -> None:
+        store = self.store()
+        if store is not None:
+            store.record_delivery(job_id, attempt)
+            self._notify()
+
+    def _count(self, route: str, status: str, seconds: float | None = None) -> None:
+        if self._counted is None:
+            return
+        self._counted.labels(route, status).inc()
+        if seconds is not None:
+            self._durations.labels(route, status).observe(seconds)
+
+
+def _failure(status: int, detail: str) -> tuple[Result, dict[str, str]]:
+    error = {"detail": detail, "error_id": uuid.uuid4().hex[:12]}
+    return Result(status, _JSON, json.dumps(error).encode()), error
+
+
+def _error_of(body: bytes) -> dict[str, str]:
+    """``{detail, error_id}`` of an error answer (a 500 has both; an HTTPException a detail)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    detail = data.get("detail") if isinstance(data, dict) else None
+    error_id = data.get("error_id") if isinstance(data, dict) else None
+    return {"detail": detail if isinstance(detail, str) else json.dumps(detail),
+            "error_id": error_id if isinstance(error_id, str) else uuid.uuid4().hex[:12]}
+
+
+def _alive(owner: str, heartbeat: float | None) -> bool:
+    """Whether the process that claimed jobs as ``owner`` still runs."""
+    parts = owner.rsplit(":", 2)  # host:pid:token
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    host, pid = parts[0], int(parts[1])
+    if heartbeat is None or time.time() - heartbeat > STALE:
+        return False
+    if host != socket.gethostname():
+        return True  # another machine sharing the file: its heartbeat says
+    if pid == os.getpid():
+        return False  # an earlier life of this process id
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
