@@ -75,8 +75,10 @@ class JobList(BaseModel):
 
 def accepted_response() -> dict[int | str, dict[str, Any]]:
     """The 202 every route may answer, for its OpenAPI document."""
+    # Written out, not as a model: FastAPI would put a model under the route's media type,
+    # which is not JSON for a route that answers an image or CSV.
     return {202: {
-        "model": JobAccepted,
+        "content": {"application/json": {"schema": JobAccepted.model_json_schema()}},
         "description": "Run as a job: sent 'Prefer: respond-async' (and an optional "
                        "'Webhook-URL'), or the function is marked '#| job'. Follow "
                        "GET /jobs/{id} (the Location header).",

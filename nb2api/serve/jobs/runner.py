@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from ...routes import RouteSpec
@@ -298,8 +298,10 @@ class Jobs:
         try:
             args, kwargs = pickle.loads(claimed.arguments)
             response = await answer(args, kwargs)
-        except HTTPException as exc:
-            return _failure(exc.status_code, str(exc.detail))
+        except HTTPException as exc:  # answered as FastAPI answers it
+            body = JSONResponse({"detail": exc.detail}, exc.status_code).body
+            result = Result(exc.status_code, _JSON, bytes(body))
+            return result, _error_of(result.body)
         except Exception as exc:  # noqa: BLE001 - the arguments no longer load, say
             logger.exception("job %s of %s() failed", claimed.id, claimed.route)
             return _failure(500, f"{claimed.route}() job failed: {type(exc).__name__}: {exc}")
