@@ -43,3 +43,58 @@ def gated(gate) -> str:
             "    import os, time\n"
             "    while not os.path.exists(GATE):\n"
             "        time.sleep(0.01)\n")
+
+
+class KillableServer:
+    """``nb2api serve`` in a session of its own, so that a test can ``kill -9`` all of its
+    processes at once (uvicorn's supervisor, its workers, their process pools)."""
+
+    def __init__(self, notebook, *args: str) -> None:
+        import os
+        import subprocess
+        import sys
+        import tempfile
+        from pathlib import Path
+
+        from conftest import free_port, wait_until_answers
+
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(tempfile.mkstemp(prefix="nb2api-jobs-", suffix=".log")[1])
+        with self.log.open("w") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "nb2api", "serve", str(notebook), "--host", "127.0.0.1",
+                 "--port", str(self.port), *args],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ,
+            )
+        try:
+            wait_until_answers(f"{self.base_url}/readyz", self.process, self.output, timeout=90)
+        except BaseException:
+            self.kill()
+            raise
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=30)
+
+    def kill(self) -> None:
+        """SIGKILL every process of the server."""
+        import os
+        import signal
+
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+    def __enter__(self) -> KillableServer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if exc_info[0] is not None:
+            print(f"--- the server printed:\n{self.output()}")
+        self.kill()
+        self.log.unlink(missing_ok=True)
