@@ -283,6 +283,8 @@ class Jobs:
                 self._wake.set()  # a slot is free
         status = "succeeded" if error is None else "failed"
         store = self.store()
+        if store is not None and (ctx.fraction is not None or ctx.message):
+            store.set_progress(claimed.id, self.owner, ctx.fraction, ctx.message)  # the last
         if store is None or not store.finish(claimed.id, self.owner, status, result, error):
             return  # cancelled (or taken back) meanwhile: the late result is discarded
         self._count(claimed.route, status, time.monotonic() - started)
