@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs_helpers import KillableServer, TERMINAL, gated, job, submit, wait_status
+from jobs_helpers import TERMINAL, KillableServer, gated, job, submit, wait_status
 
 CRASH = """#| api
 import nb2api
