@@ -89,7 +89,9 @@ def test_openapi_prints_the_document():
     result = nb2api("openapi", EXAMPLES / "quickstart.ipynb")
     assert result.returncode == 0, result.stderr
     spec = json.loads(result.stdout)
-    assert set(spec["paths"]) == {"/predict", "/species/{name}", "/species"}
+    assert set(spec["paths"]) == {"/predict", "/species/{name}", "/species", "/jobs",
+                                  "/jobs/{job_id}", "/jobs/{job_id}/result",
+                                  "/jobs/{job_id}/events"}
     assert "PredictRequest" in spec["components"]["schemas"]
 
 

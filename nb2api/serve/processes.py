@@ -70,16 +70,28 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+class _JobResult:
+    """A job call's result with its last progress report, which the queue may deliver after
+    the result: the job then still ends with it."""
+
+    def __init__(self, value: Any, last: tuple[int, float | None, str] | None) -> None:
+        self.value = value
+        self.last = last
+
+
 def _call(key: str, args: tuple, kwargs: dict, job_id: str | None = None) -> Any:
+    job = None
     if job_id is not None:  # nb2api.progress() in the function reports to the server
-        current_job.set(ChildJob(job_id, _PROGRESS[key.partition(":")[0]].put))
+        job = ChildJob(job_id, _PROGRESS[key.partition(":")[0]].put)
+        current_job.set(job)
     try:
-        return _FUNCTIONS[key](*args, **kwargs)
+        value = _FUNCTIONS[key](*args, **kwargs)
     except (SystemExit, KeyboardInterrupt) as exc:
         raise CallFailed.from_exit(exc) from None
     finally:
-        if job_id is not None:
+        if job is not None:
             current_job.set(None)
+    return value if job is None or job.last is None else _JobResult(value, job.last)
 
 
 def _noop() -> int:
@@ -96,6 +108,7 @@ class _Slot:
         )
         self.busy = True  # until the fork answers
         self.future: asyncio.Future[Any] | None = None  # the call it runs
+        self.job_id: str | None = None  # the job that call is for
         self.started: Future[int] = self.executor.submit(_noop)  # forks now, on this thread
         self.process = next(iter(self.executor._processes.values()))  # type: ignore[attr-defined]
 
@@ -149,10 +162,10 @@ class ProcessPool(WorkerPool):
             report = self._progress.get()
             if report is None:
                 return
-            job_id, fraction, message = report
+            job_id, seq, fraction, message = report
             job = self._jobs.get(job_id)
             if job is not None:
-                job.progress(fraction, message)
+                job.progress(fraction, message, seq)
 
     def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         """Start ``func`` on an idle worker, or queue it until one is idle."""
@@ -213,6 +226,7 @@ class ProcessPool(WorkerPool):
                 continue
             slot.busy = True
             slot.future = future
+            slot.job_id = job_id
             call.add_done_callback(self._threadsafe(self._finished, index, slot, future))
 
     def _threadsafe(self, method: Callable[..., None], *args: Any) -> Callable[[Future], None]:
@@ -232,11 +246,18 @@ class ProcessPool(WorkerPool):
             return
         slot.busy = False
         slot.future = None
+        job_id, slot.job_id = slot.job_id, None
         if not future.done():
             if exc is not None:
                 future.set_exception(exc)
             else:
-                future.set_result(done.result())
+                result = done.result()
+                if isinstance(result, _JobResult):
+                    job = self._jobs.get(job_id or "")
+                    if job is not None:
+                        job.progress(result.last[1], result.last[2], result.last[0])
+                    result = result.value
+                future.set_result(result)
         self._dispatch()
 
     def _lost(self, index: int, slot: _Slot, future: asyncio.Future | None) -> None:

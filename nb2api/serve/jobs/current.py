@@ -28,9 +28,17 @@ class JobContext:
         self.items = 0  # a streamed job: items produced so far
         self._report = report  # called on any thread; the runner hands it to its loop
         self._cancelled = threading.Event()
+        self._seq = 0
         self.on_cancel: list[Callable[[], None]] = []  # a process pool stops its child here
 
-    def progress(self, fraction: float | None, message: str = "") -> None:
+    def progress(self, fraction: float | None, message: str = "", seq: int | None = None
+                 ) -> None:
+        """A report; ``seq`` numbers those of a worker process, which may arrive late and out
+        of order with its result: an older one than the last is dropped."""
+        if seq is not None:
+            if seq <= self._seq:
+                return
+            self._seq = seq
         self.fraction = fraction
         self.message = message
         self._report(self)
@@ -54,9 +62,12 @@ class ChildJob:
         self.job_id = job_id
         self._send = send
         self.cancelled = False  # the server stops the process instead
+        self.last: tuple[int, float | None, str] | None = None  # returned with the result
 
     def progress(self, fraction: float | None, message: str = "") -> None:
-        self._send((self.job_id, fraction, message))
+        seq = self.last[0] + 1 if self.last else 1
+        self.last = (seq, fraction, message)
+        self._send((self.job_id, *self.last))
 
 
 current_job: ContextVar[JobContext | ChildJob | None] = ContextVar("nb2api_job", default=None)

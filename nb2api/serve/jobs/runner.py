@@ -36,7 +36,7 @@ from ...routes import RouteSpec
 from ...settings import Settings
 from ..context import current_scope
 from .current import JobContext, current_job
-from .store import TERMINAL, Claimed, JobStore, Result
+from .store import TERMINAL, Claimed, JobStore, Result, iso
 from .webhooks import Webhooks
 
 logger = logging.getLogger("nb2api")
@@ -161,13 +161,13 @@ class Jobs:
             store = self.store(create=True)
             assert store is not None
             job_id = secrets.token_urlsafe(18)  # 144 random bits
-            added = store.add(job_id, spec.name, arguments, retries=spec.options.retries,
-                              webhook=webhook, max_active=self.settings.max_jobs)
+            created = store.add(job_id, spec.name, arguments, retries=spec.options.retries,
+                                webhook=webhook, max_active=self.settings.max_jobs)
         except (sqlite3.Error, OSError) as exc:
             logger.error("cannot queue a job in %s: %s", self.path, exc)
             raise HTTPException(503, f"jobs are unavailable: cannot write {self.path.name}: "
                                      f"{exc}", headers={"Retry-After": "5"}) from None
-        if not added:
+        if created is None:
             raise HTTPException(
                 503, f"too many jobs queued or running (--max-jobs {self.settings.max_jobs}); "
                 "retry later", headers={"Retry-After": "5"},
@@ -176,13 +176,11 @@ class Jobs:
         if self._wake is not None:
             self._wake.set()
         self._notify()
-        document = store.document(job_id)
-        assert document is not None
-        body = {key: document[key] for key in ("id", "status", "route", "created")}
+        body = {"id": job_id, "status": "queued", "route": spec.name, "created": iso(created)}
         scope = current_scope.get()
         root = scope.get("root_path", "") if scope is not None else ""
         headers = {"Location": f"{root}/jobs/{job_id}"}
-        if asked_async():
+        if not spec.options.job or asked_async():
             headers["Preference-Applied"] = "respond-async"
         return Response(json.dumps(body).encode(), 202, headers=headers, media_type=_JSON)
 
@@ -231,7 +229,7 @@ class Jobs:
 
     async def _run_loop(self) -> None:
         assert self._wake is not None
-        next_sweep = next_beat = 0.0
+        next_sweep = next_look = next_beat = 0.0
         while True:
             self._wake.clear()
             try:
@@ -242,16 +240,16 @@ class Jobs:
                         next_sweep = now + SWEEP
                         self._recover(store)
                         store.expire(time.time() - self.settings.job_ttl)
-                    if self.active:
+                    if self.active and now >= next_look:
+                        next_look = now + POLL
                         self._check_cancelled(store)
-                        if now >= next_beat:
-                            next_beat = now + BEAT
-                            store.beat(self.owner)
-                    while len(self.active) < self.slots:
-                        claimed = store.claim(self.owner)
-                        if claimed is None:
-                            break
-                        self._start(claimed)
+                    if self.active and now >= next_beat:
+                        next_beat = now + BEAT
+                        store.beat(self.owner)
+                    free = self.slots - len(self.active)
+                    if free > 0:
+                        for claimed in store.claim(self.owner, free):
+                            self._start(claimed)
             except sqlite3.Error as exc:
                 logger.error("jobs: %s (%s); trying again", exc, self.path)
             try:

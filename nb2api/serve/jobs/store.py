@@ -47,6 +47,19 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created);
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created);
+-- How many jobs are queued or running, kept by triggers: --max-jobs is checked in O(1).
+CREATE TABLE IF NOT EXISTS active (n INTEGER NOT NULL);
+INSERT INTO active SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')
+    AND NOT EXISTS (SELECT 1 FROM active);
+CREATE TRIGGER IF NOT EXISTS active_added AFTER INSERT ON jobs
+    WHEN NEW.status IN ('queued', 'running')
+    BEGIN UPDATE active SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS active_ended AFTER UPDATE OF status ON jobs
+    WHEN OLD.status IN ('queued', 'running') AND NEW.status NOT IN ('queued', 'running')
+    BEGIN UPDATE active SET n = n - 1; END;
+CREATE TRIGGER IF NOT EXISTS active_deleted AFTER DELETE ON jobs
+    WHEN OLD.status IN ('queued', 'running')
+    BEGIN UPDATE active SET n = n - 1; END;
 """
 
 _DOCUMENT = ("id, route, status, created, started, finished, progress, error, webhook, "
@@ -90,27 +103,30 @@ class JobStore:
     # -- writes ---------------------------------------------------------------------------
 
     def add(self, job_id: str, route: str, arguments: bytes, *, retries: int,
-            webhook: str | None, max_active: int) -> bool:
-        """Queue a job, unless ``max_active`` jobs are queued or running already."""
+            webhook: str | None, max_active: int) -> float | None:
+        """Queue a job, unless ``max_active`` jobs are queued or running already; the time it
+        was created, or None."""
+        created = time.time()
         cursor = self.db.execute(
             "INSERT INTO jobs (id, route, status, created, arguments, retries, webhook) "
-            "SELECT ?, ?, 'queued', ?, ?, ?, ? "
-            "WHERE (SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')) < ?",
-            (job_id, route, time.time(), arguments, retries, webhook, max_active),
+            "SELECT ?, ?, 'queued', ?, ?, ?, ? WHERE (SELECT n FROM active) < ?",
+            (job_id, route, created, arguments, retries, webhook, max_active),
         )
-        return cursor.rowcount == 1
+        return created if cursor.rowcount == 1 else None
 
-    def claim(self, owner: str) -> Claimed | None:
-        """Take the oldest queued job for ``owner`` to run, or None; never the same job twice."""
+    def claim(self, owner: str, most: int) -> list[Claimed]:
+        """Take up to ``most`` of the oldest queued jobs for ``owner`` to run; of all the
+        processes sharing the file, only one gets each job."""
         now = time.time()
-        row = self.db.execute(
+        rows = self.db.execute(
             "UPDATE jobs SET status = 'running', owner = ?, started = ?, heartbeat = ?, "
             "attempts = attempts + 1 "
-            "WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created LIMIT 1) "
-            "AND status = 'queued' RETURNING id, route, arguments, attempts, webhook",
-            (owner, now, now),
-        ).fetchone()
-        return Claimed(*row) if row is not None else None
+            "WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created LIMIT ?) "
+            "AND status = 'queued' RETURNING id, route, arguments, attempts, webhook, created",
+            (owner, now, now, most),
+        ).fetchall()
+        rows.sort(key=lambda row: row[-1])  # oldest first
+        return [Claimed(*row[:-1]) for row in rows]
 
     def finish(self, job_id: str, owner: str, status: str, result: Result,
                error: dict[str, str] | None) -> bool:
@@ -244,9 +260,9 @@ def _document(row: tuple) -> dict[str, Any]:
         "id": job_id,
         "status": status,
         "route": route,
-        "created": _iso(created),
-        "started": _iso(started),
-        "finished": _iso(finished),
+        "created": iso(created),
+        "started": iso(started),
+        "finished": iso(finished),
         "progress": json.loads(progress) if progress else None,
         "error": json.loads(error) if error else None,
         "attempts": attempts,
@@ -256,7 +272,7 @@ def _document(row: tuple) -> dict[str, Any]:
     return document
 
 
-def _iso(seconds: float | None) -> str | None:
+def iso(seconds: float | None) -> str | None:
     if seconds is None:
         return None
     millis = int(seconds * 1000) % 1000
