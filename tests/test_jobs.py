@@ -424,3 +424,46 @@ def test_an_uploaded_file_runs_as_a_job(make_client):
         assert answer.status_code == 202
         assert wait_status(client, answer.json()["id"])["status"] == "succeeded"
         assert client.get(f"/jobs/{answer.json()['id']}/result").json() == 7
+
+
+def test_jobs_are_not_bound_by_the_global_timeout_but_by_the_functions_own(
+        make_client, tmp_path):
+    gate = tmp_path / "gate"
+    notebook = ("#| api\n" + gated(gate) + "def slow() -> int:\n    _wait_for_gate()\n"
+                "    return 1\n\n#| timeout: 0.2\ndef bounded() -> int:\n    _wait_for_gate()\n"
+                "    return 2\n")
+    with make_client(notebook, timeout=0.2) as client:
+        assert client.post("/slow", json={}).status_code == 504  # a request: --timeout holds
+        job_id = submit(client, "/slow")
+        bounded = submit(client, "/bounded")
+        failed = wait_status(client, bounded)
+        assert failed["status"] == "failed"
+        assert client.get(f"/jobs/{bounded}/result").status_code == 504
+        assert job(client, job_id)["status"] == "running"  # past --timeout, still running
+        gate.touch()
+        assert wait_status(client, job_id)["status"] == "succeeded"
+
+
+def test_an_async_route_runs_as_a_job(make_client):
+    notebook = ("#| api\nimport asyncio, nb2api\nasync def later(x: int) -> int:\n"
+                "    await asyncio.sleep(0)\n    nb2api.progress(1, 'done')\n    return x + 1\n")
+    with make_client(notebook) as client:
+        job_id = submit(client, "/later", {"x": 1})
+        done = wait_status(client, job_id)
+        assert done["status"] == "succeeded" and done["progress"]["message"] == "done"
+        assert client.get(f"/jobs/{job_id}/result").json() == 2
+
+
+def test_job_directives_are_read_and_checked(make_notebook):
+    path = make_notebook("#| api\nimport os\n\n#| job: retries=2\ndef f() -> int:\n    return 1\n\n"
+                         "#| job\ndef g() -> int:\n    return 1\n\ndef h() -> int:\n    return 1\n")
+    options = {spec.name: spec.options for spec in nb2api.build_routes(nb2api.load_notebook(path))}
+    assert (options["f"].job, options["f"].retries) == (True, 2)
+    assert (options["g"].job, options["g"].retries) == (True, 0)
+    assert (options["h"].job, options["h"].retries) == (False, 0)
+    bad = make_notebook("#| api\n#| job: retries=many\ndef f() -> int:\n    return 1\n",
+                        name="bad.ipynb")
+    with pytest.raises(nb2api.NotebookError) as error:
+        nb2api.load_notebook(bad)
+    assert "'#| job: retries=many' is not '#| job' or '#| job: retries=N'" in str(error.value)
+    assert "cell 1" in str(error.value)

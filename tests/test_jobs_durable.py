@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conftest import wait_until
 from jobs_helpers import TERMINAL, KillableServer, gated, job, submit, wait_status
 
 CRASH = """#| api
@@ -85,3 +86,31 @@ def test_under_two_workers_each_of_200_jobs_runs_exactly_once(make_notebook, tmp
     lines = runs.read_text().splitlines()
     ran = sorted(int(line.split()[0]) for line in lines)
     assert ran == list(range(200))  # every job once, none twice
+
+
+POLITE = """#| api
+import os, time
+import nb2api
+
+def polite(tag: str) -> str:
+    while not nb2api.cancelled():
+        time.sleep(0.01)
+    open(os.path.join({folder!r}, tag), "w").close()
+    return tag
+"""
+
+
+def test_under_two_workers_a_cancel_reaches_the_job_in_either(make_notebook, tmp_path):
+    notebook = make_notebook(POLITE.format(folder=str(tmp_path)))
+    args = ("--workers", "2", "--jobs-db", str(tmp_path / "jobs.db"))
+    with KillableServer(notebook, *args) as server:
+        for n in range(4):  # new connections: the DELETE lands on either worker
+            with server.client() as client:
+                job_id = submit(client, "/polite", {"tag": f"job{n}"})
+                wait_status(client, job_id, "running")
+            with server.client() as client:
+                assert client.delete(f"/jobs/{job_id}").status_code == 200
+            wait_until(lambda n=n: (tmp_path / f"job{n}").exists(),
+                       message="the job to see nb2api.cancelled()")
+            with server.client() as client:
+                assert job(client, job_id)["status"] == "cancelled"

@@ -169,3 +169,32 @@ def test_the_secret_is_not_in_the_settings_repr(tmp_path):
     assert SECRET not in repr(nb2api.Settings(webhook_secret=SECRET))
     with pytest.raises(ValueError):
         nb2api.Settings(webhook_secret=SECRET, webhook_secret_file=secret_file)
+
+
+ENVIRONMENT = """#| api
+import os
+import subprocess
+import sys
+
+
+def environment() -> dict:
+    child = subprocess.run([sys.executable, "-c", "import os; print(dict(os.environ))"],
+                           capture_output=True, text=True, check=True).stdout
+    return {"own": dict(os.environ), "child": child}
+"""
+
+
+@pytest.mark.parametrize(("args", "env"), [
+    (["--workers", "2"], {"NB2API_WEBHOOK_SECRET": SECRET}),
+    (["--workers", "2", "--webhook-secret", SECRET], {}),
+])
+def test_the_webhook_secret_reaches_no_environment_the_notebook_sees(make_notebook, args, env):
+    from conftest import serve
+
+    with serve(make_notebook(ENVIRONMENT), *args, env=env) as server, \
+            server.client() as client:
+        response = client.post("/environment")
+        assert response.status_code == 200, response.text
+        assert SECRET not in response.text
+        assert "NB2API_WEBHOOK_SECRET" not in response.json()["own"]
+        assert SECRET not in server.output()

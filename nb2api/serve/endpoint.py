@@ -45,6 +45,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
         spec = dataclasses.replace(spec, func=encode_after(spec.func, encode))
         encode = None  # the call gives bytes
     run = runtime.call(spec)  # on its pool, within its concurrency limit, queue and timeout
+    run_job = runtime.job_call(spec)
     positional = [p.name for p in spec.params if p.positional_only]
     body_names = [p.name for p in spec.params if p.source == "body"]
     query_names = [p.name for p in spec.params if p.source == "query" and p.marker is None]
@@ -62,10 +63,10 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
         runtime.failed(spec, exc)
 
     async def answer(args: tuple, kwargs: dict) -> Response:
-        """What the synchronous request answers (also a job's result)."""
+        """A job's result: what the synchronous request answers."""
         if stream is not None:
             return await stream.collect(args, kwargs)
-        return await respond(spec.name, run(args, kwargs), encode, media_type=media_type,
+        return await respond(spec.name, run_job(args, kwargs), encode, media_type=media_type,
                              debug=settings.debug, logger=logger, failed=failed)
 
     jobs = runtime.jobs

@@ -37,6 +37,9 @@ class Runtime:
                 self.metrics.watch_pool(pool)
         token = settings.bearer_token()
         self.auth: TokenAuth | None = require_token(token) if token else None
+        # A process claims at most one job per thread worker: they may all wait for a route.
+        self._job_settings = settings.updated(
+            timeout=None, max_queue=max(settings.max_queue, self.pool.max_workers))
         self.jobs = Jobs(settings, settings.jobs_db or default_db(loaded.notebook.path),
                          slots=self.pool.max_workers, metrics_on=self.metrics is not None,
                          registry=self.metrics.registry if self.metrics is not None else None)
@@ -57,6 +60,12 @@ class Runtime:
     def call(self, spec: RouteSpec) -> Call:
         """``await call(args, kwargs)``: the route's function on its pool, within its limits."""
         return route_call(spec, self.settings, self.pools, self.metrics)
+
+    def job_call(self, spec: RouteSpec) -> Call:
+        """As :meth:`call`, for jobs: long-running work is not bound by ``--timeout`` (a
+        function's own ``#| timeout:`` still holds), and the jobs a process claimed may all
+        wait for the route."""
+        return route_call(spec, self._job_settings, self.pools, self.metrics)
 
     def responses(self, spec: RouteSpec) -> dict[int | str, dict[str, Any]]:
         """The answers nb2api itself may give on ``spec``'s route, for its OpenAPI document."""
