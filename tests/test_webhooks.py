@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 from jobs_helpers import ASYNC, job, submit, wait_status
+from standardwebhooks import Webhook
 
 import nb2api
 from nb2api.serve.jobs.webhooks import Webhooks, sign, signing_key
@@ -94,6 +95,8 @@ def test_a_webhook_is_retried_until_it_succeeds_and_its_signature_verifies(
         expected = base64.b64encode(hmac.new(KEY, signed, hashlib.sha256).digest()).decode()
         versions = dict(part.split(",", 1) for part in headers["webhook-signature"].split())
         assert hmac.compare_digest(versions["v1"], expected)
+        # and as a receiver checks it, with the specification's own library
+        assert Webhook(SECRET).verify(body, headers)["id"] == job_id
         assert headers["content-type"] == "application/json"
         sent = json.loads(body)
         assert sent["id"] == job_id and sent["status"] == "succeeded"
