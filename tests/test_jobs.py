@@ -467,3 +467,33 @@ def test_job_directives_are_read_and_checked(make_notebook):
         nb2api.load_notebook(bad)
     assert "'#| job: retries=many' is not '#| job' or '#| job: retries=N'" in str(error.value)
     assert "cell 1" in str(error.value)
+
+
+def test_two_notebooks_share_a_jobs_file_without_seeing_each_others_jobs(
+        make_notebook, tmp_path):
+    db = tmp_path / "shared.db"
+    one = nb2api.create_app(make_notebook("#| api\ndef f() -> int:\n    return 1\n",
+                                          name="one.ipynb"), jobs_db=db)
+    two = nb2api.create_app(make_notebook("#| api\ndef f() -> int:\n    return 2\n",
+                                          name="two.ipynb"), jobs_db=db)
+    with TestClient(one) as first, TestClient(two) as second:
+        ids = [submit(first, "/f"), submit(second, "/f")]
+        assert wait_status(first, ids[0])["status"] == "succeeded"
+        assert wait_status(second, ids[1])["status"] == "succeeded"
+        assert first.get(f"/jobs/{ids[0]}/result").json() == 1
+        assert second.get(f"/jobs/{ids[1]}/result").json() == 2
+        assert first.get(f"/jobs/{ids[1]}").status_code == 404
+        assert [j["id"] for j in first.get("/jobs").json()["jobs"]] == [ids[0]]
+
+
+def test_a_job_running_when_the_app_stops_is_interrupted(make_client, tmp_path):
+    gate = tmp_path / "gate"
+    notebook = "#| api\n" + gated(gate) + "def wait() -> int:\n    _wait_for_gate()\n    return 1\n"
+    with make_client(notebook) as client:
+        job_id = submit(client, "/wait")
+        wait_status(client, job_id, "running")
+    gate.touch()
+    with make_client(notebook) as client:
+        done = wait_status(client, job_id)
+        assert done["status"] == "failed"
+        assert done["error"]["detail"] == "interrupted by a restart"

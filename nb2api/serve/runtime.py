@@ -41,7 +41,8 @@ class Runtime:
         self._job_settings = settings.updated(
             timeout=None, max_queue=max(settings.max_queue, self.pool.max_workers))
         self.jobs = Jobs(settings, settings.jobs_db or default_db(loaded.notebook.path),
-                         slots=self.pool.max_workers, metrics_on=self.metrics is not None,
+                         loaded.notebook.path.name, slots=self.pool.max_workers,
+                         metrics_on=self.metrics is not None,
                          registry=self.metrics.registry if self.metrics is not None else None)
 
     def start(self) -> None:

@@ -73,12 +73,13 @@ def asked_async() -> bool:
 class Jobs:
     """The jobs of one app: the endpoint submits, the job endpoints read and cancel."""
 
-    def __init__(self, settings: Settings, db_path: Path, slots: int,
+    def __init__(self, settings: Settings, db_path: Path, notebook: str, slots: int,
                  registry: Any = None, metrics_on: bool = False) -> None:
         self.settings = settings
         self.path = db_path
+        self.notebook = notebook  # its jobs, in a file the notebooks of a folder may share
         self.slots = max(1, slots)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = _process_owner()
         self.answers: dict[str, Answer] = {}
         self.specs: dict[str, RouteSpec] = {}
         self.active: dict[str, JobContext] = {}
@@ -124,7 +125,8 @@ class Jobs:
         self._task = self._loop.create_task(self._run_loop(), name="nb2api-jobs")
 
     def stop(self) -> None:
-        """Stop the loop; a running job stays 'running' and is taken back at the next start."""
+        """Stop the loop. The jobs still running are interrupted as by a restart: queued again
+        with retries left, else failed (a function that runs on has its result discarded)."""
         self._closed = True
         for ctx in list(self.active.values()):
             ctx.on_cancel.clear()  # the pools stop with the server; nothing to stop one by one
@@ -132,6 +134,11 @@ class Jobs:
             if task is not None:
                 task.cancel()
         if self._store is not None:
+            if self.active:
+                try:
+                    self._take_back(self._store, self.owner, list(self.active))
+                except sqlite3.Error as exc:
+                    logger.error("jobs: %s (%s)", exc, self.path)
             self._store.close()
             self._store = None
 
@@ -140,7 +147,7 @@ class Jobs:
         if self._closed:
             return None
         if self._store is None and (create or self.path.exists()):
-            self._store = JobStore(self.path)
+            self._store = JobStore(self.path, self.notebook)
         return self._store
 
     # -- submit ----------------------------------------------------------------------------
@@ -214,7 +221,9 @@ class Jobs:
 
     async def changed(self, timeout: float) -> None:
         """Wait until a job of this process changes, or ``timeout`` (others' changes)."""
-        assert self._changed is not None
+        if self._changed is None:  # not started (no lifespan): look again later
+            await asyncio.sleep(timeout)
+            return
         try:
             await asyncio.wait_for(asyncio.shield(self._changed), timeout)
         except asyncio.TimeoutError:
@@ -328,18 +337,21 @@ class Jobs:
         for owner, beat in store.running_owners():
             if owner == self.owner or _alive(owner, beat):
                 continue
-            for job_id, _attempts, _retries, webhook in store.orphaned(owner):
-                result, error = _failure(500, INTERRUPTED)
-                if store.interrupted(job_id, owner, result, error):
-                    logger.warning("job %s was %s [error_id=%s]", job_id, INTERRUPTED,
-                                   error["error_id"])
-                    self._count("?", "failed")
-                    if webhook:
-                        self._spawn(self.webhooks.deliver(job_id, webhook,
-                                                          lambda j=job_id: self.document(j)))
+            self._take_back(store, owner)
             self._notify()
             if self._wake is not None:
                 self._wake.set()  # jobs queued again
+
+    def _take_back(self, store: JobStore, owner: str, only: list[str] | None = None) -> None:
+        for job_id, webhook in store.orphaned(owner, only):
+            result, error = _failure(500, INTERRUPTED)
+            if store.interrupted(job_id, owner, result, error):
+                logger.warning("job %s was %s [error_id=%s]", job_id, INTERRUPTED,
+                               error["error_id"])
+                self._count("?", "failed")
+                if webhook and not self._closed:
+                    self._spawn(self.webhooks.deliver(job_id, webhook,
+                                                      lambda j=job_id: self.document(j)))
 
     def _reported(self, ctx: JobContext) -> None:
         """Progress of a job, from any thread: written on the loop, once per turn."""
@@ -392,6 +404,18 @@ def _error_of(body: bytes) -> dict[str, str]:
             "error_id": error_id if isinstance(error_id, str) else uuid.uuid4().hex[:12]}
 
 
+_OWNERS: dict[int, str] = {}
+
+
+def _process_owner() -> str:
+    """``host:pid:token`` of this process (the token tells it from an earlier process that had
+    its id, as a container's server has after a restart); every app of the process shares it."""
+    pid = os.getpid()
+    if pid not in _OWNERS:
+        _OWNERS[pid] = f"{socket.gethostname()}:{pid}:{secrets.token_hex(6)}"
+    return _OWNERS[pid]
+
+
 def _alive(owner: str, heartbeat: float | None) -> bool:
     """Whether the process that claimed jobs as ``owner`` still runs."""
     parts = owner.rsplit(":", 2)  # host:pid:token
@@ -403,7 +427,7 @@ def _alive(owner: str, heartbeat: float | None) -> bool:
     if host != socket.gethostname():
         return True  # another machine sharing the file: its heartbeat says
     if pid == os.getpid():
-        return False  # an earlier life of this process id
+        return owner == _process_owner()  # else an earlier process that had this id
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -27,6 +27,7 @@ STATUSES = (*ACTIVE, *TERMINAL)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
+    notebook TEXT NOT NULL,
     route TEXT NOT NULL,
     status TEXT NOT NULL,
     created REAL NOT NULL,
@@ -45,8 +46,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner TEXT,
     heartbeat REAL
 );
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created);
-CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (notebook, status, created);
+CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (notebook, created);
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, status);
+CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs (finished);
 -- How many jobs are queued or running, kept by triggers: --max-jobs is checked in O(1).
 CREATE TABLE IF NOT EXISTS active (n INTEGER NOT NULL);
 INSERT INTO active SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')
@@ -85,10 +88,12 @@ class Result:
 
 
 class JobStore:
-    """The jobs table of one SQLite file; every method is one short statement or transaction."""
+    """The jobs of one notebook in an SQLite file (the notebooks of a folder may share one);
+    every method is one short statement or transaction."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, notebook: str) -> None:
         self.path = path
+        self.notebook = notebook
         path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit: each statement commits on its own; claims need no explicit transaction.
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
@@ -108,9 +113,9 @@ class JobStore:
         was created, or None."""
         created = time.time()
         cursor = self.db.execute(
-            "INSERT INTO jobs (id, route, status, created, arguments, retries, webhook) "
-            "SELECT ?, ?, 'queued', ?, ?, ?, ? WHERE (SELECT n FROM active) < ?",
-            (job_id, route, created, arguments, retries, webhook, max_active),
+            "INSERT INTO jobs (id, notebook, route, status, created, arguments, retries, "
+            "webhook) SELECT ?, ?, ?, 'queued', ?, ?, ?, ? WHERE (SELECT n FROM active) < ?",
+            (job_id, self.notebook, route, created, arguments, retries, webhook, max_active),
         )
         return created if cursor.rowcount == 1 else None
 
@@ -121,9 +126,10 @@ class JobStore:
         rows = self.db.execute(
             "UPDATE jobs SET status = 'running', owner = ?, started = ?, heartbeat = ?, "
             "attempts = attempts + 1 "
-            "WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created LIMIT ?) "
+            "WHERE id IN (SELECT id FROM jobs WHERE notebook = ? AND status = 'queued' "
+            "ORDER BY created LIMIT ?) "
             "AND status = 'queued' RETURNING id, route, arguments, attempts, webhook, created",
-            (owner, now, now, most),
+            (owner, now, now, self.notebook, most),
         ).fetchall()
         rows.sort(key=lambda row: row[-1])  # oldest first
         return [Claimed(*row[:-1]) for row in rows]
@@ -145,7 +151,8 @@ class JobStore:
         """Cancel a queued or running job. The status it had (a terminal one: it had ended and
         stays so), or None when there is no such job."""
         while True:
-            row = self.db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = self.db.execute("SELECT status FROM jobs WHERE id = ? AND notebook = ?",
+                                  (job_id, self.notebook)).fetchone()
             if row is None or row[0] in TERMINAL:
                 return None if row is None else row[0]
             cursor = self.db.execute(
@@ -173,17 +180,23 @@ class JobStore:
             "SELECT owner, MAX(heartbeat) FROM jobs WHERE status = 'running' GROUP BY owner"
         ).fetchall()
 
-    def orphaned(self, owner: str) -> list[tuple[str, int, int, str | None]]:
-        """Take back the running jobs of a dead ``owner``: those with retries left are queued
-        again; ``(id, attempts, retries, webhook)`` of the others, for the caller to fail."""
+    def orphaned(self, owner: str, only: list[str] | None = None
+                 ) -> list[tuple[str, str | None]]:
+        """Take back the running jobs of ``owner`` (a dead process; or ``only`` these, of a
+        stopping app): those with retries left are queued again; ``(id, webhook)`` of the
+        others, for the caller to fail."""
+        among = ""
+        params: list[Any] = [owner]
+        if only is not None:
+            among = f" AND id IN ({','.join('?' * len(only))})"
+            params += only
         self.db.execute(
             "UPDATE jobs SET status = 'queued', owner = NULL, progress = NULL "
-            "WHERE owner = ? AND status = 'running' AND attempts <= retries",
-            (owner,),
+            "WHERE owner = ? AND status = 'running' AND attempts <= retries" + among, params,
         )
         return self.db.execute(
-            "SELECT id, attempts, retries, webhook FROM jobs "
-            "WHERE owner = ? AND status = 'running'", (owner,)
+            "SELECT id, webhook FROM jobs WHERE owner = ? AND status = 'running'" + among,
+            params,
         ).fetchall()
 
     def interrupted(self, job_id: str, owner: str, result: Result,
@@ -207,31 +220,30 @@ class JobStore:
     # -- reads ----------------------------------------------------------------------------
 
     def document(self, job_id: str) -> dict[str, Any] | None:
-        row = self.db.execute(f"SELECT {_DOCUMENT} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.db.execute(f"SELECT {_DOCUMENT} FROM jobs WHERE id = ? AND notebook = ?",
+                              (job_id, self.notebook)).fetchone()
         return _document(row) if row is not None else None
 
     def documents(self, status: str | None, limit: int, after: str | None
                   ) -> list[dict[str, Any]]:
         """Jobs newest first, optionally of one status, after the job ``after`` (a page's
         last)."""
-        where, params = [], []
+        where, params = ["notebook = ?"], [self.notebook]
         if status is not None:
             where.append("status = ?")
             params.append(status)
         if after is not None:
             where.append("(created, id) < (SELECT created, id FROM jobs WHERE id = ?)")
             params.append(after)
-        sql = f"SELECT {_DOCUMENT} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        sql = f"SELECT {_DOCUMENT} FROM jobs WHERE " + " AND ".join(where)
         sql += " ORDER BY created DESC, id DESC LIMIT ?"
         rows = self.db.execute(sql, (*params, limit)).fetchall()
         return [_document(row) for row in rows]
 
     def result(self, job_id: str) -> tuple[str, Result | None] | None:
         row = self.db.execute(
-            "SELECT status, result_status, result_type, result FROM jobs WHERE id = ?",
-            (job_id,),
+            "SELECT status, result_status, result_type, result FROM jobs "
+            "WHERE id = ? AND notebook = ?", (job_id, self.notebook),
         ).fetchone()
         if row is None:
             return None
@@ -247,10 +259,6 @@ class JobStore:
             f"SELECT id, status, owner FROM jobs WHERE id IN ({marks})", job_ids
         ).fetchall()
         return {job_id: (status, owner) for job_id, status, owner in rows}
-
-    def has_queued(self) -> bool:
-        return self.db.execute(
-            "SELECT 1 FROM jobs WHERE status = 'queued' LIMIT 1").fetchone() is not None
 
 
 def _document(row: tuple) -> dict[str, Any]:
