@@ -225,3 +225,27 @@ def test_a_disconnect_closes_the_generator_and_frees_the_worker(live, route, whe
 
         wait_until(idle, timeout=10, message="the worker to be free")
         assert c.post("/first_then_gate", json={}).status_code == 200  # still serving
+
+
+def test_sys_exit_in_a_generator_ends_the_stream_not_the_server(make_notebook, tmp_path):
+    notebook = ("#| api\nimport sys\nfrom typing import AsyncIterator, Iterator\n"
+                "def quits() -> Iterator[int]:\n    yield 1\n    sys.exit(3)\n\n"
+                "async def quits_async() -> AsyncIterator[int]:\n    yield 1\n    sys.exit(3)\n")
+    app = nb2api.create_app(make_notebook(notebook), jobs_db=tmp_path / "jobs.db")
+    with TestClient(app, raise_server_exceptions=False) as c:
+        for route in ("/quits", "/quits_async"):
+            lines = _lines(c.post(route, json={}))
+            assert lines[0] == 1
+            assert lines[1]["error"]["detail"] == f"{route[1:]}() raised SystemExit: 3"
+        assert c.get("/healthz").status_code == 200
+
+
+def test_an_item_that_does_not_match_its_annotation_ends_the_stream(make_notebook, tmp_path):
+    notebook = ("#| api\nfrom typing import Iterator\n"
+                "def numbers() -> Iterator[int]:\n    yield 1\n    yield 'two'\n")
+    app = nb2api.create_app(make_notebook(notebook), jobs_db=tmp_path / "jobs.db")
+    with TestClient(app, raise_server_exceptions=False) as c:
+        lines = _lines(c.post("/numbers", json={}))
+        assert lines[0] == 1
+        assert lines[1]["error"]["detail"].startswith(
+            "numbers() yielded an item that does not match its annotation: ")

@@ -28,9 +28,10 @@ from starlette.types import Receive, Scope, Send
 
 from ..routes import RouteSpec
 from ..settings import Settings
-from ..types.encoding import Encoder, make_encoder
+from ..types.encoding import Encoder, ResultError, make_encoder
 from ..types.errors import error_response
 from .context import request_headers
+from .faults import CallFailed
 from .jobs.current import JobContext, current_job
 from .pools import WorkerPool
 
@@ -119,6 +120,8 @@ class Streamer:
             try:
                 async for item in source:
                     yield self.encode(item)
+            except (SystemExit, KeyboardInterrupt) as exc:  # never up to the event loop
+                raise CallFailed.from_exit(exc) from exc
             finally:
                 await source.aclose()
             return
@@ -161,7 +164,11 @@ class Streamer:
             yield b"event: end\ndata: " + orjson.dumps({"items": count}) + b"\n\n"
 
     def _error(self, exc: Exception) -> Response:
-        return error_response(self.spec.name, exc, debug=self.settings.debug, logger=logger)
+        what = (exc.what if isinstance(exc, CallFailed)
+                else "yielded an item that does not match its annotation"
+                if isinstance(exc, ResultError) else None)
+        return error_response(self.spec.name, exc, debug=self.settings.debug, logger=logger,
+                              what=what)
 
 
 def _is_sync_generator(func: Callable[..., Any]) -> bool:

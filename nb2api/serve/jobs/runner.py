@@ -166,7 +166,8 @@ class Jobs:
             ) from None
         try:
             store = self.store(create=True)
-            assert store is not None
+            if store is None:
+                raise OSError("the server is stopping")
             job_id = secrets.token_urlsafe(18)  # 144 random bits
             created = store.add(job_id, spec.name, arguments, retries=spec.options.retries,
                                 webhook=webhook, max_active=self.settings.max_jobs)
@@ -343,12 +344,12 @@ class Jobs:
                 self._wake.set()  # jobs queued again
 
     def _take_back(self, store: JobStore, owner: str, only: list[str] | None = None) -> None:
-        for job_id, webhook in store.orphaned(owner, only):
+        for job_id, route, webhook in store.orphaned(owner, only):
             result, error = _failure(500, INTERRUPTED)
             if store.interrupted(job_id, owner, result, error):
-                logger.warning("job %s was %s [error_id=%s]", job_id, INTERRUPTED,
-                               error["error_id"])
-                self._count("?", "failed")
+                logger.warning("job %s of %s() was %s [error_id=%s]", job_id, route,
+                               INTERRUPTED, error["error_id"])
+                self._count(route, "failed")
                 if webhook and not self._closed:
                     self._spawn(self.webhooks.deliver(job_id, webhook,
                                                       lambda j=job_id: self.document(j)))

@@ -181,10 +181,10 @@ class JobStore:
         ).fetchall()
 
     def orphaned(self, owner: str, only: list[str] | None = None
-                 ) -> list[tuple[str, str | None]]:
+                 ) -> list[tuple[str, str, str | None]]:
         """Take back the running jobs of ``owner`` (a dead process; or ``only`` these, of a
-        stopping app): those with retries left are queued again; ``(id, webhook)`` of the
-        others, for the caller to fail."""
+        stopping app): those with retries left are queued again; ``(id, route, webhook)`` of
+        the others, for the caller to fail."""
         among = ""
         params: list[Any] = [owner]
         if only is not None:
@@ -195,7 +195,8 @@ class JobStore:
             "WHERE owner = ? AND status = 'running' AND attempts <= retries" + among, params,
         )
         return self.db.execute(
-            "SELECT id, webhook FROM jobs WHERE owner = ? AND status = 'running'" + among,
+            "SELECT id, route, webhook FROM jobs WHERE owner = ? AND status = 'running'"
+            + among,
             params,
         ).fetchall()
 
