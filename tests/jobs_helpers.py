@@ -6,6 +6,9 @@ import httpx
 from conftest import wait_until
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+# The job endpoints, in every app's OpenAPI document beside the notebook's routes.
+JOB_PATHS = frozenset({"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/result",
+                       "/jobs/{job_id}/events"})
 ASYNC = {"Prefer": "respond-async"}
 
 
@@ -98,3 +101,35 @@ class KillableServer:
             print(f"--- the server printed:\n{self.output()}")
         self.kill()
         self.log.unlink(missing_ok=True)
+
+
+def without_jobs(document: dict) -> dict:
+    """An OpenAPI document as an exported app writes it, which runs no jobs: without the
+    ``/jobs`` endpoints, the 202 of every route, and the schemas only those used."""
+    import copy
+    import json
+
+    document = copy.deepcopy(document)
+    document["paths"] = {path: operations for path, operations in document["paths"].items()
+                         if not (path == "/jobs" or path.startswith("/jobs/"))}
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("202", None)
+    schemas = document.get("components", {}).get("schemas")
+    if schemas:
+        used: set[str] = set()
+        todo = [json.dumps(document["paths"])]
+        while todo:
+            for name in _references(todo.pop()):
+                if name in schemas and name not in used:
+                    used.add(name)
+                    todo.append(json.dumps(schemas[name]))
+        document["components"]["schemas"] = {name: schema for name, schema in schemas.items()
+                                             if name in used}
+    return document
+
+
+def _references(text: str) -> list[str]:
+    import re
+
+    return re.findall(r'"#/components/schemas/([^"]+)"', text)

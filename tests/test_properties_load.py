@@ -239,7 +239,7 @@ def test_function_options_apply_or_refuse(source, defs):
         return
     assert set(options) == {name for _, name in defs}
     for given_options in options.values():
-        assert set(given_options) <= {"route", "timeout", "max-concurrency", "executor"}
+        assert set(given_options) <= {"route", "timeout", "max-concurrency", "executor", "job"}
 
 
 @SETTINGS

@@ -10,6 +10,8 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.routing import Route
 
 from ..streaming import SSE, EventStream
 from .runner import POLL, Jobs
@@ -94,6 +96,16 @@ def _json(document: Any, status: int = 200, headers: dict[str, str] | None = Non
 
 def _missing(job_id: str) -> HTTPException:
     return HTTPException(404, f"no job {job_id!r} (never made, or expired after --job-ttl)")
+
+
+_OTHER_METHODS = ("POST", "PUT", "PATCH", "OPTIONS", "TRACE", "CONNECT", "QUERY")
+
+
+def _not_allowed(allow: str) -> Any:
+    async def not_allowed(request: Request) -> Response:
+        return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": allow})
+
+    return not_allowed
 
 
 def mount(app: FastAPI, jobs: Jobs, auth: DependsParam | None) -> None:
@@ -185,6 +197,10 @@ def mount(app: FastAPI, jobs: Jobs, auth: DependsParam | None) -> None:
                    "content": {SSE: {"schema": {"$ref": "#/components/schemas/Job"}}}}},
         **common,
     )
+    # Another method on /jobs/{id} gets the 405 with both methods it has in Allow (FastAPI's
+    # router would name only those of the first of the two routes).
+    app.router.routes.append(Route("/jobs/{job_id}", _not_allowed("GET, DELETE"),
+                                   methods=list(_OTHER_METHODS), include_in_schema=False))
     app.add_api_route(
         "/jobs/{job_id}", cancel_job, methods=["DELETE"], response_model=Job,
         operation_id="nb2api_cancel_job",
