@@ -497,3 +497,18 @@ def test_a_job_running_when_the_app_stops_is_interrupted(make_client, tmp_path):
         done = wait_status(client, job_id)
         assert done["status"] == "failed"
         assert done["error"]["detail"] == "interrupted by a restart"
+
+
+def test_a_browser_may_read_where_its_job_is(make_client):
+    with make_client(BASIC, cors_origins=("https://app.example",)) as client:
+        answer = client.post("/add", json={"a": 1, "b": 1},
+                             headers={**ASYNC, "Origin": "https://app.example"})
+        assert answer.status_code == 202
+        exposed = answer.headers["access-control-expose-headers"].lower()
+        assert "location" in exposed and "preference-applied" in exposed
+
+
+def test_location_is_under_the_root_path(make_client):
+    with make_client(BASIC, root_path="/models/iris") as client:
+        answer = client.post("/add", json={"a": 1, "b": 1}, headers=ASYNC)
+        assert answer.headers["location"] == f"/models/iris/jobs/{answer.json()['id']}"

@@ -147,7 +147,7 @@ def _add_middleware(app: FastAPI, settings: Settings, runtime: Runtime) -> None:
             allow_origins=list(settings.cors_origins),
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            expose_headers=["X-Request-ID", "Retry-After", "Location", "Preference-Applied"],
             max_age=600,
         )
     app.add_middleware(
