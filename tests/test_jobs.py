@@ -512,3 +512,13 @@ def test_location_is_under_the_root_path(make_client):
     with make_client(BASIC, root_path="/models/iris") as client:
         answer = client.post("/add", json={"a": 1, "b": 1}, headers=ASYNC)
         assert answer.headers["location"] == f"/models/iris/jobs/{answer.json()['id']}"
+
+
+def test_an_app_started_twice_at_once_runs_its_jobs(make_notebook, tmp_path):
+    app = nb2api.create_app(make_notebook(BASIC), jobs_db=tmp_path / "jobs.db")
+    with TestClient(app) as first, TestClient(app) as second:  # two lifespans, two loops
+        for client in (first, second):
+            job_id = submit(client, "/add", {"a": 2, "b": 2})
+            assert wait_status(client, job_id)["status"] == "succeeded"
+    with TestClient(app) as again:  # and once more after both stopped
+        assert wait_status(again, submit(again, "/add", {"a": 1, "b": 1}))["status"] == "succeeded"

@@ -90,7 +90,7 @@ class Jobs:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._changed: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counted: Any = None
         self._durations: Any = None
@@ -119,10 +119,14 @@ class Jobs:
         return spec.options.job or asked_async()
 
     def start(self) -> None:
+        """Start claiming and running jobs on this event loop. (An app whose lifespan runs on
+        two loops at once, as test clients do, runs one job loop on each; the last one started
+        hears of submits and progress.)"""
+        self._closed = False
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
+        self._wake = wake = asyncio.Event()
         self._changed = self._loop.create_future()
-        self._task = self._loop.create_task(self._run_loop(), name="nb2api-jobs")
+        self._loops.append(self._loop.create_task(self._run_loop(wake), name="nb2api-jobs"))
 
     def stop(self) -> None:
         """Stop the loop. The jobs still running are interrupted as by a restart: queued again
@@ -130,9 +134,9 @@ class Jobs:
         self._closed = True
         for ctx in list(self.active.values()):
             ctx.on_cancel.clear()  # the pools stop with the server; nothing to stop one by one
-        for task in (self._task, *self._tasks):
-            if task is not None:
-                task.cancel()
+        for task in (*self._loops, *self._tasks):
+            task.cancel()
+        self._loops.clear()
         if self._store is not None:
             if self.active:
                 try:
@@ -181,8 +185,7 @@ class Jobs:
                 "retry later", headers={"Retry-After": "5"},
             )
         self._count(spec.name, "queued")
-        if self._wake is not None:
-            self._wake.set()
+        self._wake_up()
         self._notify()
         body = {"id": job_id, "status": "queued", "route": spec.name, "created": iso(created)}
         scope = current_scope.get()
@@ -222,8 +225,8 @@ class Jobs:
 
     async def changed(self, timeout: float) -> None:
         """Wait until a job of this process changes, or ``timeout`` (others' changes)."""
-        if self._changed is None:  # not started (no lifespan): look again later
-            await asyncio.sleep(timeout)
+        if self._changed is None or self._changed.get_loop() is not asyncio.get_running_loop():
+            await asyncio.sleep(timeout)  # not started here: look again later
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._changed), timeout)
@@ -231,17 +234,31 @@ class Jobs:
             pass
 
     def _notify(self) -> None:
-        if self._changed is not None and self._loop is not None:
-            done, self._changed = self._changed, self._loop.create_future()
-            done.set_result(None)
+        loop = self._loop
+        if self._changed is None or loop is None or loop.is_closed():
+            return
+        if _running_loop() is not loop:
+            loop.call_soon_threadsafe(self._notify)
+            return
+        done, self._changed = self._changed, loop.create_future()
+        done.set_result(None)
+
+    def _wake_up(self) -> None:
+        """Wake the job loop (a job was queued, or a slot is free)."""
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None or loop.is_closed():
+            return
+        if _running_loop() is loop:
+            wake.set()
+        else:
+            loop.call_soon_threadsafe(wake.set)
 
     # -- the loop --------------------------------------------------------------------------
 
-    async def _run_loop(self) -> None:
-        assert self._wake is not None
+    async def _run_loop(self, wake: asyncio.Event) -> None:
         next_sweep = next_look = next_beat = 0.0
         while True:
-            self._wake.clear()
+            wake.clear()
             try:
                 store = self.store()
                 if store is not None:
@@ -263,7 +280,7 @@ class Jobs:
             except sqlite3.Error as exc:
                 logger.error("jobs: %s (%s); trying again", exc, self.path)
             try:
-                await asyncio.wait_for(self._wake.wait(), POLL)
+                await asyncio.wait_for(wake.wait(), POLL)
             except asyncio.TimeoutError:
                 pass
 
@@ -287,8 +304,7 @@ class Jobs:
             result, error = await self._answer(claimed)
         finally:
             self.active.pop(claimed.id, None)
-            if self._wake is not None:
-                self._wake.set()  # a slot is free
+            self._wake_up()  # a slot is free
         status = "succeeded" if error is None else "failed"
         store = self.store()
         if store is not None and (ctx.fraction is not None or ctx.message):
@@ -340,8 +356,7 @@ class Jobs:
                 continue
             self._take_back(store, owner)
             self._notify()
-            if self._wake is not None:
-                self._wake.set()  # jobs queued again
+            self._wake_up()  # jobs queued again
 
     def _take_back(self, store: JobStore, owner: str, only: list[str] | None = None) -> None:
         for job_id, route, webhook in store.orphaned(owner, only):
@@ -406,6 +421,13 @@ def _error_of(body: bytes) -> dict[str, str]:
 
 
 _OWNERS: dict[int, str] = {}
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _process_owner() -> str:
