@@ -19,8 +19,10 @@ __all__ = [
     "Settings",
     "__version__",
     "build_routes",
+    "cancelled",
     "create_app",
     "load_notebook",
+    "progress",
     "read_notebook",
 ]
 
@@ -31,8 +33,10 @@ _SOURCES = {
     "RouteSpec": ".routes",
     "Settings": ".settings",
     "build_routes": ".routes",
+    "cancelled": ".serve.jobs",
     "create_app": ".serve",
     "load_notebook": ".load",
+    "progress": ".serve.jobs",
     "read_notebook": ".load",
 }
 
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from .load import LoadedNotebook, ParsedNotebook, load_notebook, read_notebook
     from .routes import RouteSpec, build_routes
     from .serve import create_app
+    from .serve.jobs import cancelled, progress
     from .settings import Settings
 
 

@@ -366,6 +366,7 @@ def serve(
     del application
     os.environ[_ENV_NOTEBOOK] = str(notebook)
     with _token_for_workers(settings) as worker_settings, \
+            _webhook_secret_for_workers(worker_settings) as worker_settings, \
             _multiprocess_metrics(settings.metrics):
         os.environ[_ENV_SETTINGS] = worker_settings.model_dump_json()
         uvicorn.run("nb2api.cli:app_from_environment", factory=True, workers=server.workers,
@@ -390,6 +391,7 @@ def _forget_token_variable() -> None:
     """Settings have read NB2API_TOKEN: drop it, so that neither the notebook's code nor the
     processes it or the server starts (``!`` lines, ``subprocess``, workers) can read it."""
     os.environ.pop(env_var("token"), None)
+    os.environ.pop(env_var("webhook_secret"), None)
 
 
 @contextlib.contextmanager
@@ -408,6 +410,24 @@ def _token_for_workers(settings: Settings) -> Iterator[Settings]:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(settings.token)
         yield settings.updated(token=None, token_file=Path(name))
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _webhook_secret_for_workers(settings: Settings) -> Iterator[Settings]:
+    """As :func:`_token_for_workers`, for the webhook secret."""
+    if settings.webhook_secret_file is not None:
+        yield settings.updated(webhook_secret_file=settings.webhook_secret_file.resolve())
+        return
+    if settings.webhook_secret is None:
+        yield settings
+        return
+    descriptor, name = tempfile.mkstemp(prefix="nb2api-webhook-")  # mode 0600
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(settings.webhook_secret)
+        yield settings.updated(webhook_secret=None, webhook_secret_file=Path(name))
     finally:
         Path(name).unlink(missing_ok=True)
 

@@ -7,6 +7,7 @@ checked here, at load time, so a request never meets a function nb2api cannot ca
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import inspect
 import re
@@ -29,7 +30,7 @@ from .errors import (
     SignatureError,
     UndefinedNameError,
 )
-from .load import LoadedNotebook, NotebookFunction, parse_batch, parse_route
+from .load import LoadedNotebook, NotebookFunction, parse_batch, parse_job, parse_route
 from .types import datatypes, uploads
 from .types._lazy import loaded
 
@@ -72,6 +73,8 @@ class RouteOptions:
     timeout: float | None = None
     max_concurrency: int | None = None
     executor: Literal["thread", "process"] = "thread"
+    job: bool = False  # '#| job': every call is a job (202), never answered in the request
+    retries: int = 0  # '#| job: retries=N': runs again after a restart interrupted it
 
 
 BatchKind = Literal["list", "frame", "array"]
@@ -112,6 +115,10 @@ class RouteSpec:
     options: RouteOptions = field(default_factory=RouteOptions)
     warnings: tuple[str, ...] = ()
     batch: BatchSpec | None = None
+    # A generator function streams its items; ``returns`` (and ``item``) is then T of its
+    # ``Iterator[T]`` annotation: what each item is encoded and documented as.
+    streams: bool = False
+    item: Any = inspect.Parameter.empty
 
     def signature(self) -> str:
         parts = []
@@ -125,6 +132,8 @@ class RouteSpec:
         result = ""
         if self.returns is not inspect.Parameter.empty:
             result = f" -> {type_name(self.returns)}"
+            if self.streams:
+                result = f" -> Iterator[{type_name(self.returns)}]"
         prefix = "async " if self.is_async else ""
         return f"{prefix}{self.name}({', '.join(parts)}){result}"
 
@@ -268,7 +277,19 @@ def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec
     body_model = _model(f"{stem}Request", body_params, name, fail) if body_params else None
     query_model = _model(f"{stem}Query", query_params, name, fail) if query_params else None
     returns = hints.get("return", inspect.Parameter.empty)
-    response_model = _response_model(f"{stem}Response", returns, name, fail)
+    streams = inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
+    item = _stream_item(returns) if streams else inspect.Parameter.empty
+    if streams and options.executor == "process":
+        raise fail(
+            SignatureError,
+            f"{name}() is a generator, which streams from a worker thread or the event loop; "
+            "'#| executor: process' cannot stream it: drop the directive",
+        )
+    if streams:
+        returns = item
+    response_model = _response_model(
+        f"{stem}Item" if streams else f"{stem}Response", returns, name, fail
+    )
 
     batch = _batch_spec(function, params, returns, fail) if "batch" in function.options else None
     description = "\n\n".join(
@@ -291,7 +312,23 @@ def build_route(function: NotebookFunction, loaded: LoadedNotebook) -> RouteSpec
         options=options,
         warnings=tuple(route_warnings),
         batch=batch,
+        streams=streams,
+        item=item,
     )
+
+
+_STREAM_ORIGINS = (
+    collections.abc.Iterator, collections.abc.Iterable, collections.abc.Generator,
+    collections.abc.AsyncIterator, collections.abc.AsyncIterable, collections.abc.AsyncGenerator,
+)
+
+
+def _stream_item(returns: Any) -> Any:
+    """``T`` of a generator's ``Iterator[T]`` (or ``Generator[T, ...]``, ``AsyncIterator[T]``);
+    ``inspect.Parameter.empty`` when the annotation does not say."""
+    if typing.get_origin(returns) in _STREAM_ORIGINS and typing.get_args(returns):
+        return typing.get_args(returns)[0]
+    return inspect.Parameter.empty
 
 
 def type_name(annotation: Any) -> str:
@@ -452,6 +489,9 @@ def _route_options(function: NotebookFunction, fail) -> RouteOptions:
                 SignatureError, f"'#| executor: {opts['executor']}' must be 'thread' or 'process'"
             )
         kwargs["executor"] = opts["executor"]
+    if "job" in opts:
+        kwargs["job"] = True
+        kwargs["retries"] = parse_job(opts["job"])
     return RouteOptions(**kwargs)
 
 

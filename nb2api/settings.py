@@ -141,13 +141,43 @@ class Settings(_Declared):
         description="With several notebooks: serve the others when one cannot be served "
         "(/readyz and the log say which and why) instead of refusing to start.",
     )
+    jobs_db: Path | None = Field(
+        None,
+        description="SQLite file of the jobs (Prefer: respond-async), shared by every server "
+        "process (default: .nb2api/jobs.db beside the notebook, made on first use).",
+    )
+    max_jobs: int = Field(
+        1000, ge=1, description="Jobs queued or running at once; 503 + Retry-After past that."
+    )
+    max_result_size: int = Field(
+        64 * 1024**2, ge=1,
+        description="Largest stored job result in bytes (the job fails above it), e.g. 10MB.",
+    )
+    job_ttl: float = Field(
+        7 * 24 * 3600, gt=0, description="Seconds a finished job and its result are kept."
+    )
+    webhook_secret: str | None = Field(
+        None, repr=False,
+        description="Sign webhooks with this secret (Standard Webhooks, HMAC-SHA256; "
+        "'whsec_' + base64, or any text).",
+    )
+    webhook_secret_file: Path | None = Field(
+        None,
+        description="Read the webhook secret from this file: unlike --webhook-secret, not "
+        "shown by ps.",
+    )
+    webhook_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Hosts a Webhook-URL may name (host or host:port); several separated by "
+        "commas or spaces, or the flag repeated. None: webhooks are refused (422).",
+    )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "webhook_allow", mode="before")
     @classmethod
     def _origins(cls, value: Any) -> Any:
         return _split_words(value)
 
-    @field_validator("max_body_size", mode="before")
+    @field_validator("max_body_size", "max_result_size", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
         return parse_size(value) if isinstance(value, str) else value
@@ -162,7 +192,24 @@ class Settings(_Declared):
         if self.token is not None and self.token_file is not None:
             raise ValueError("give the token or a token file, not both")
         self.bearer_token()  # the file exists and holds a usable token
+        if self.webhook_secret is not None and self.webhook_secret_file is not None:
+            raise ValueError("give the webhook secret or a webhook secret file, not both")
+        self.signing_secret()
         return self
+
+    def signing_secret(self) -> str | None:
+        """The webhook secret: ``webhook_secret``, or what ``webhook_secret_file`` holds."""
+        if self.webhook_secret_file is None:
+            return self.webhook_secret or None
+        try:
+            text = self.webhook_secret_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"cannot read the webhook secret file {self.webhook_secret_file}: {error}"
+            ) from None
+        if not text:
+            raise ValueError(f"the webhook secret file {self.webhook_secret_file} is empty")
+        return text
 
     def bearer_token(self) -> str | None:
         """The token routes require: ``token``, or what ``token_file`` holds (read now)."""
@@ -242,6 +289,13 @@ class SettingsKeywords(TypedDict, total=False):
     examples_budget: float
     otel: bool
     skip_broken: bool
+    jobs_db: Path | None
+    max_jobs: int
+    max_result_size: int
+    job_ttl: float
+    webhook_secret: str | None
+    webhook_secret_file: Path | None
+    webhook_allow: tuple[str, ...]
 
 
 def env_var(name: str) -> str:

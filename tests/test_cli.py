@@ -89,7 +89,9 @@ def test_openapi_prints_the_document():
     result = nb2api("openapi", EXAMPLES / "quickstart.ipynb")
     assert result.returncode == 0, result.stderr
     spec = json.loads(result.stdout)
-    assert set(spec["paths"]) == {"/predict", "/species/{name}", "/species"}
+    assert set(spec["paths"]) == {"/predict", "/species/{name}", "/species", "/jobs",
+                                  "/jobs/{job_id}", "/jobs/{job_id}/result",
+                                  "/jobs/{job_id}/events"}
     assert "PredictRequest" in spec["components"]["schemas"]
 
 
@@ -133,11 +135,13 @@ def test_openapi_writes_only_json_to_stdout_or_to_a_file(make_notebook, tmp_path
                          "#| api\ndef f() -> int:\n    return 1")
     result = nb2api("openapi", path)
     assert result.returncode == 0, result.stderr
-    assert set(json.loads(result.stdout)["paths"]) == {"/f"}
+    notebook_paths = {"/f", "/jobs", "/jobs/{job_id}", "/jobs/{job_id}/result",
+                      "/jobs/{job_id}/events"}
+    assert set(json.loads(result.stdout)["paths"]) == notebook_paths
     assert "loading the model" in result.stderr
     result = nb2api("openapi", path, "-o", tmp_path / "openapi.json")
     assert result.returncode == 0 and result.stdout == ""
-    assert set(json.loads((tmp_path / "openapi.json").read_text())["paths"]) == {"/f"}
+    assert set(json.loads((tmp_path / "openapi.json").read_text())["paths"]) == notebook_paths
 
 
 def test_version_and_argument_help():

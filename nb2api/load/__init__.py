@@ -7,7 +7,7 @@ api cells into a fresh module and collects the route functions (:class:`LoadedNo
 
 from __future__ import annotations
 
-from .directives import CellKind, Directive, parse_batch, parse_route
+from .directives import CellKind, Directive, parse_batch, parse_job, parse_route
 from .folder import NotebookTarget, Skipped, Targets, find_notebooks, parse_targets
 from .read import Cell, ParsedNotebook, parse_notebook, read_notebook, without_outputs
 from .run import (
@@ -40,6 +40,7 @@ __all__ = [
     "missing_name_hint",
     "notebook_version",
     "parse_batch",
+    "parse_job",
     "parse_notebook",
     "parse_route",
     "parse_targets",

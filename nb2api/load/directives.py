@@ -19,7 +19,7 @@ CellKind = Literal["setup", "api"]
 MARKS: tuple[CellKind, ...] = ("setup", "api")
 EXAMPLE = "example"  # a cell of calls that document the API; never run at serve time
 # `#| example: false` (a value) on a function; `#| example` alone marks an example cell.
-FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor", "batch", EXAMPLE)
+FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor", "batch", "job", EXAMPLE)
 NOTEBOOK_OPTIONS = ("max-workers",)  # on any line of a marked cell: the whole notebook's
 KNOWN_KEYS = (*MARKS, *FUNCTION_OPTIONS, *NOTEBOOK_OPTIONS)
 
@@ -27,6 +27,7 @@ KNOWN_KEYS = (*MARKS, *FUNCTION_OPTIONS, *NOTEBOOK_OPTIONS)
 _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*([A-Za-z][\w-]*)\s*(?::\s*(.*?))?\s*$")
 _ROUTE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE)\s+(/\S*)$", re.IGNORECASE)
 BATCH_DEFAULTS = {"max_size": 64, "max_wait_ms": 5.0}  # what a bare '#| batch' means
+_JOB = re.compile(r"^(?:retries\s*=\s*(\d+))?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,12 @@ def check_directives(directives: Sequence[Directive]) -> None:
                 parse_batch(d.value)
             except ValueError as exc:
                 raise DirectiveProblem(f"'#| batch: {d.value}' {exc}", d.line) from None
+        if d.key == "job" and not _JOB.match(d.value):
+            raise DirectiveProblem(
+                f"'#| job: {d.value}' is not '#| job' or '#| job: retries=N' "
+                "(for example '#| job: retries=2')",
+                d.line,
+            )
         if d.key == "max-workers" and not (d.value.isdigit() and int(d.value) >= 1):
             raise DirectiveProblem(
                 f"'#| max-workers: {d.value}' is not a whole number of at least 1 "
@@ -176,6 +183,14 @@ def notebook_options(cells: Sequence[Sequence[Directive]]) -> dict[str, tuple[st
                 raise problem
             found.setdefault(d.key, (d.value, position, d.line))
     return found
+
+
+def parse_job(value: str) -> int:
+    """``'#| job'`` -> 0 retries, ``'#| job: retries=2'`` -> 2."""
+    match = _JOB.match(value.strip())
+    if not match:
+        raise ValueError(value)
+    return int(match.group(1) or 0)
 
 
 def parse_route(value: str) -> tuple[str, str]:

@@ -31,6 +31,7 @@ from .docs import mount_docs
 from .endpoint import make_endpoint
 from .examples import Answered, answer_at_load, document_examples, route_examples
 from .fastpath import DirectRoutes
+from .jobs import api as jobs_api
 from .limits import BodySizeLimit
 from .middleware import RequestMiddleware, RootPath
 from .multi import Notebooks, Several, is_several
@@ -125,6 +126,7 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
     mount_docs(app)
     token_check = runtime.auth.depends if runtime.auth is not None else None
     health.mount(app, list(runtime.pools.values()), runtime.metrics, token_check)
+    jobs_api.mount(app, runtime.jobs, token_check)
     _add_middleware(app, settings, runtime)
     notebook_routes: list[APIRoute] = []
     for spec in specs:
@@ -175,7 +177,7 @@ def _add_middleware(app: FastAPI, settings: Settings, runtime: Runtime) -> None:
             allow_origins=list(settings.cors_origins),
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            expose_headers=["X-Request-ID", "Retry-After", "Location", "Preference-Applied"],
             max_age=600,
         )
     app.add_middleware(

@@ -26,6 +26,7 @@ from ..types import datatypes, images, uploads
 from ..types.encoding import Encoder, encode_after, make_encoder
 from ..types.errors import respond
 from .runtime import Runtime
+from .streaming import Streamer
 
 logger = logging.getLogger("nb2api")
 
@@ -37,6 +38,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
                   notebook: ParsedNotebook | None = None) -> Callable[..., Any]:
     """An async endpoint for ``spec`` with a signature FastAPI can read. With ``notebook``, a
     NameError of the function says which unmarked cell defines the name, as a load does."""
+    stream = Streamer(spec, runtime.pool, settings) if spec.streams else None
     encode: Encoder | None = make_encoder(spec.returns)
     tracing = runtime.tracing  # spans around the call, its wait and the encoding (when on)
     if tracing is not None:
@@ -50,6 +52,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
     if tracing is not None:
         run = tracing.wrap_call(spec, run, settings)
     reported = runtime.reporter(spec)
+    run_job = runtime.job_call(spec)
     positional = [p.name for p in spec.params if p.positional_only]
     body_names = [p.name for p in spec.params if p.source == "body"]
     query_names = [p.name for p in spec.params if p.source == "query" and p.marker is None]
@@ -65,6 +68,16 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
         if notebook is not None and isinstance(exc, NameError):
             _explain(exc, missing_name_hint(notebook, spec.function.cell, exc))
         runtime.failed(spec, exc)
+
+    async def answer(args: tuple, kwargs: dict) -> Response:
+        """A job's result: what the synchronous request answers."""
+        if stream is not None:
+            return await stream.collect(args, kwargs)
+        return await respond(spec.name, run_job(args, kwargs), encode, media_type=media_type,
+                             debug=settings.debug, logger=logger, failed=failed)
+
+    jobs = runtime.jobs
+    jobs.register(spec, answer)
 
     async def endpoint(**kwargs: Any) -> Response:
         if tracing is not None:
@@ -82,6 +95,10 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
         if batched is not None:
             return await batched.answer(arguments, failed)
         args = tuple(arguments.pop(name) for name in positional) if positional else ()
+        if jobs.wanted(spec):
+            return await jobs.submit(spec, args, arguments)
+        if stream is not None:
+            return stream.respond(args, arguments)
         return await respond(spec.name, run(args, arguments), encode, media_type=media_type,
                              debug=settings.debug, logger=logger, failed=failed,
                              reported=reported)

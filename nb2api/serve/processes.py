@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,12 +32,15 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from .faults import CallFailed
+from .jobs.current import ChildJob, JobContext, current_job
 from .pools import WorkerPool
 
 logger = logging.getLogger("nb2api")
 
 # name -> function, filled in before the fork so that every child has it.
 _FUNCTIONS: dict[str, Callable[..., Any]] = {}
+# pool id -> the queue its workers send job progress on (nb2api.progress), made before the fork.
+_PROGRESS: dict[str, Any] = {}
 _PR_SET_PDEATHSIG = 1
 _EXITCODE_WAIT = 1.0  # seconds to learn a dead worker's exit code, for the 500's detail
 
@@ -66,11 +70,28 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _call(key: str, args: tuple, kwargs: dict) -> Any:
+class _JobResult:
+    """A job call's result with its last progress report, which the queue may deliver after
+    the result: the job then still ends with it."""
+
+    def __init__(self, value: Any, last: tuple[int, float | None, str] | None) -> None:
+        self.value = value
+        self.last = last
+
+
+def _call(key: str, args: tuple, kwargs: dict, job_id: str | None = None) -> Any:
+    job = None
+    if job_id is not None:  # nb2api.progress() in the function reports to the server
+        job = ChildJob(job_id, _PROGRESS[key.partition(":")[0]].put)
+        current_job.set(job)
     try:
-        return _FUNCTIONS[key](*args, **kwargs)
+        value = _FUNCTIONS[key](*args, **kwargs)
     except (SystemExit, KeyboardInterrupt) as exc:
         raise CallFailed.from_exit(exc) from None
+    finally:
+        if job is not None:
+            current_job.set(None)
+    return value if job is None or job.last is None else _JobResult(value, job.last)
 
 
 def _noop() -> int:
@@ -86,6 +107,8 @@ class _Slot:
             initargs=(os.getpid(),),
         )
         self.busy = True  # until the fork answers
+        self.future: asyncio.Future[Any] | None = None  # the call it runs
+        self.job_id: str | None = None  # the job that call is for
         self.started: Future[int] = self.executor.submit(_noop)  # forks now, on this thread
         self.process = next(iter(self.executor._processes.values()))  # type: ignore[attr-defined]
 
@@ -106,7 +129,11 @@ class ProcessPool(WorkerPool):
         for func in functions.values():
             _FUNCTIONS[self._keys[id(func)]] = func
         self._slots: list[_Slot] = []
-        self._waiting: deque[tuple[asyncio.Future[Any], str, tuple, dict]] = deque()
+        self._waiting: deque[tuple[asyncio.Future[Any], str, tuple, dict, str | None]] = deque()
+        self._jobs: dict[str, JobContext] = {}  # job id -> the job a call runs for
+        self._progress = multiprocessing.get_context("fork").SimpleQueue()
+        _PROGRESS[str(id(self))] = self._progress
+        self._reader: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._replacing = 0  # slots forked anew after a worker died, not answering yet
 
@@ -124,6 +151,21 @@ class ProcessPool(WorkerPool):
             slot.started.result()
             slot.busy = False
         self._slots = slots
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read_progress, daemon=True,
+                                            name="nb2api-job-progress")
+            self._reader.start()
+
+    def _read_progress(self) -> None:
+        """Hand the workers' progress reports to their jobs (on this thread, until shutdown)."""
+        while True:
+            report = self._progress.get()
+            if report is None:
+                return
+            job_id, seq, fraction, message = report
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.progress(fraction, message, seq)
 
     def submit(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         """Start ``func`` on an idle worker, or queue it until one is idle."""
@@ -131,7 +173,14 @@ class ProcessPool(WorkerPool):
         if not self._slots:
             self.start()
         future = self._loop.create_future()
-        self._waiting.append((future, self._keys[id(func)], args, kwargs))
+        job = current_job.get()
+        job_id = None
+        if isinstance(job, JobContext):  # a job's call: progress comes back, cancel stops it
+            job_id = job.job_id
+            self._jobs[job_id] = job
+            job.on_cancel.append(lambda: self._stop(future))
+            future.add_done_callback(lambda _: self._jobs.pop(job_id, None))
+        self._waiting.append((future, self._keys[id(func)], args, kwargs, job_id))
         self.pending += 1
         if self.pending == self.max_workers:
             self.saturated_since = time.monotonic()
@@ -145,6 +194,16 @@ class ProcessPool(WorkerPool):
         if any(waiting is future for waiting, *_ in self._waiting):
             future.cancel()  # _dispatch skips it
 
+    def _stop(self, future: asyncio.Future) -> None:
+        """Stop the call of ``future`` (a cancelled job): dropped while it waits, its worker
+        ended (SIGTERM, and forked anew) while it runs."""
+        if future.done():
+            return
+        self.abandon(future)
+        for slot in self._slots:
+            if slot.future is future and slot.process.is_alive():
+                slot.process.terminate()
+
     def _dispatch(self) -> None:
         for index, slot in enumerate(self._slots):
             if not self._waiting:
@@ -154,18 +213,20 @@ class ProcessPool(WorkerPool):
             if not slot.process.is_alive():  # died while idle: nothing to fail, replace it
                 self._lost(index, slot, None)
                 continue
-            future, key, args, kwargs = self._waiting.popleft()
+            future, key, args, kwargs, job_id = self._waiting.popleft()
             while future.done():  # given up on before it started
                 if not self._waiting:
                     return
-                future, key, args, kwargs = self._waiting.popleft()
+                future, key, args, kwargs, job_id = self._waiting.popleft()
             try:
-                call = slot.executor.submit(_call, key, args, kwargs)
+                call = slot.executor.submit(_call, key, args, kwargs, job_id)
             except BrokenProcessPool:  # it died just now: the call waits for another worker
-                self._waiting.appendleft((future, key, args, kwargs))
+                self._waiting.appendleft((future, key, args, kwargs, job_id))
                 self._lost(index, slot, None)
                 continue
             slot.busy = True
+            slot.future = future
+            slot.job_id = job_id
             call.add_done_callback(self._threadsafe(self._finished, index, slot, future))
 
     def _threadsafe(self, method: Callable[..., None], *args: Any) -> Callable[[Future], None]:
@@ -184,11 +245,19 @@ class ProcessPool(WorkerPool):
             self._lost(index, slot, future)
             return
         slot.busy = False
+        slot.future = None
+        job_id, slot.job_id = slot.job_id, None
         if not future.done():
             if exc is not None:
                 future.set_exception(exc)
             else:
-                future.set_result(done.result())
+                result = done.result()
+                if isinstance(result, _JobResult):
+                    job = self._jobs.get(job_id or "")
+                    if job is not None:
+                        job.progress(result.last[1], result.last[2], result.last[0])
+                    result = result.value
+                future.set_result(result)
         self._dispatch()
 
     def _lost(self, index: int, slot: _Slot, future: asyncio.Future | None) -> None:
@@ -227,3 +296,7 @@ class ProcessPool(WorkerPool):
             slot.stop()
         for key in self._keys.values():
             _FUNCTIONS.pop(key, None)
+        if self._reader is not None:
+            self._progress.put(None)
+            self._reader = None
+        _PROGRESS.pop(str(id(self)), None)

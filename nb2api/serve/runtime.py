@@ -7,8 +7,11 @@ from typing import Any
 from ..load import LoadedNotebook
 from ..routes import RouteSpec
 from ..settings import Settings
+from . import streaming
 from .auth import TokenAuth, require_token
 from .batching import Batcher, batch_calls, batchers
+from .jobs import Jobs, default_db
+from .jobs.api import accepted_response
 from .limits import Call, openapi_responses, route_call
 from .metrics import Metrics
 from .pools import WorkerPool
@@ -42,13 +45,22 @@ class Runtime:
         self.auth: TokenAuth | None = require_token(token) if token else None
         self.tracing = tracing_for(settings, loaded.notebook.name)  # None when off
         self.error_tracking = error_tracking()
+        # A process claims at most one job per thread worker: they may all wait for a route.
+        self._job_settings = settings.updated(
+            timeout=None, max_queue=max(settings.max_queue, self.pool.max_workers))
+        self.jobs = Jobs(settings, settings.jobs_db or default_db(loaded.notebook.path),
+                         loaded.notebook.path.name, slots=self.pool.max_workers,
+                         metrics_on=self.metrics is not None,
+                         registry=self.metrics.registry if self.metrics is not None else None)
 
     def start(self) -> None:
         """Fork the process pool (after setup, before the first request)."""
         if self.processes is not None:
             self.processes.start()
+        self.jobs.start()
 
     def stop(self) -> None:
+        self.jobs.stop()
         for pool in self.pools.values():
             pool.shutdown()
         if self.metrics is not None:
@@ -58,9 +70,18 @@ class Runtime:
         """``await call(args, kwargs)``: the route's function on its pool, within its limits."""
         return route_call(spec, self.settings, self.pools, self.metrics)
 
+    def job_call(self, spec: RouteSpec) -> Call:
+        """As :meth:`call`, for jobs: long-running work is not bound by ``--timeout`` (a
+        function's own ``#| timeout:`` still holds), and the jobs a process claimed may all
+        wait for the route."""
+        return route_call(spec, self._job_settings, self.pools, self.metrics)
+
     def responses(self, spec: RouteSpec) -> dict[int | str, dict[str, Any]]:
         """The answers nb2api itself may give on ``spec``'s route, for its OpenAPI document."""
         responses = openapi_responses(spec, self.settings)
+        responses.update(accepted_response())
+        if spec.streams:
+            responses.update(streaming.openapi_responses(spec))
         if self.auth is not None:
             responses[401] = {"description": "Missing or invalid bearer token"}
         return responses
