@@ -79,6 +79,7 @@ def metrics_table(_: str | None = None) -> str:
     """Name, type, labels and help of every metric, from an app's own registry."""
     from prometheus_client.metrics import MetricWrapperBase
 
+    from nb2api.serve.jobs.runner import job_metrics
     from nb2api.serve.metrics import Metrics
 
     metrics = Metrics()
@@ -87,7 +88,8 @@ def metrics_table(_: str | None = None) -> str:
     # one request, so that the request counter and histogram report their labels
     metrics.request_started()
     metrics.request_finished("/predict", "POST", 200, 0.01)
-    declared = {m._name: m._labelnames for m in vars(metrics).values()
+    jobs = job_metrics(metrics.registry)  # registered by an app's jobs, beside its own
+    declared = {m._name: m._labelnames for m in [*vars(metrics).values(), *jobs]
                 if isinstance(m, MetricWrapperBase)}
     rows = ["| metric | type | labels | what it counts |", "| --- | --- | --- | --- |"]
     for family in metrics.registry.collect():

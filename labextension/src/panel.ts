@@ -338,13 +338,17 @@ export class ApiPanel extends Widget {
       return null;
     }
     const pools = new Map<string, Record<string, number>>();
-    const jobs: string[] = [];
+    const jobs = new Map<string, number>(); // jobs that reached each status, every route
     for (const sample of gauges) {
-      if (sample.name.startsWith('nb2api_jobs') && sample.labels.status) {
-        jobs.push(`${sample.labels.status}: ${sample.value}`);
+      if (sample.name === 'nb2api_jobs_total' && sample.labels.status) {
+        const status = sample.labels.status;
+        jobs.set(status, (jobs.get(status) ?? 0) + sample.value);
         continue;
       }
-      const pool = sample.labels.pool ?? 'thread';
+      if (!sample.name.startsWith('nb2api_pool_')) {
+        continue;
+      }
+      const pool = sample.labels.pool ?? sample.labels.executor ?? 'thread';
       const entry = pools.get(pool) ?? {};
       entry[sample.name.replace('nb2api_pool_', '')] = sample.value;
       pools.set(pool, entry);
@@ -360,8 +364,9 @@ export class ApiPanel extends Widget {
         )
       );
     }
-    if (jobs.length) {
-      list.append(h('li', { class: 'nb2api-jobs' }, `jobs: ${jobs.join(', ')}`));
+    if (jobs.size) {
+      const counts = [...jobs].map(([status, n]) => `${status} ${n}`).join(', ');
+      list.append(h('li', { class: 'nb2api-jobs' }, `jobs since start: ${counts}`));
     }
     return h('section', {}, h('h3', {}, 'Workers'), list);
   }

@@ -95,17 +95,7 @@ class Jobs:
         self._counted: Any = None
         self._durations: Any = None
         if metrics_on:
-            from prometheus_client import Counter, Histogram
-
-            self._counted = Counter(
-                "nb2api_jobs", "Jobs that reached each status, by route.", ["route", "status"],
-                registry=registry,
-            )
-            self._durations = Histogram(
-                "nb2api_job_duration_seconds", "Seconds from a job's start to its end.",
-                ["route", "status"], registry=registry,
-                buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
-            )
+            self._counted, self._durations = job_metrics(registry)
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -458,3 +448,20 @@ def _alive(owner: str, heartbeat: float | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def job_metrics(registry: Any) -> tuple[Any, Any]:
+    """The jobs' counter (by route and status reached) and duration histogram, in ``registry``
+    (the app's; None under ``--workers``, whose metrics are kept in files)."""
+    from prometheus_client import Counter, Histogram
+
+    counted = Counter(
+        "nb2api_jobs", "Jobs that reached each status, by route.", ["route", "status"],
+        registry=registry,
+    )
+    durations = Histogram(
+        "nb2api_job_duration_seconds", "Seconds from a job's start to its end.",
+        ["route", "status"], registry=registry,
+        buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
+    )
+    return counted, durations
