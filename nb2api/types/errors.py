@@ -180,6 +180,8 @@ async def respond(
             failed(exc)
         what = exc.what if isinstance(exc, CallFailed) else None
         return error_response(route, exc, debug=debug, logger=logger, what=what)
+    if isinstance(content, Response):  # a table in the format the request asked for
+        return content
     return Response(content, media_type=media_type)
 
 

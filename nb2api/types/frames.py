@@ -212,10 +212,7 @@ def frame_json(df: pd.DataFrame, columns: list[str] | None = None) -> bytes:
     column labels are joined with :data:`COLUMN_SEPARATOR`. With declared ``columns``, only
     those are written (taken from the index levels where the columns lack them).
     """
-    if columns is not None:
-        df = _declared_columns(df, columns)
-    else:
-        df = shown_frame(df)
+    df = shown_table(df, columns)
     n = len(df)
     if df.shape[1] == 0:
         return b"[" + b",".join([b"{}"] * n) + b"]"
@@ -231,6 +228,14 @@ def frame_json(df: pd.DataFrame, columns: list[str] | None = None) -> bytes:
     parts.append(itertools.repeat(b"}"))
     # zip and join run in C: one pass per row, no Python frame per row or cell.
     return b"[" + b",".join(map(b"".join, zip(*parts, strict=False))) + b"]"
+
+
+def shown_table(df: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """``df`` as its records show it: the declared ``columns`` only (taken from the index
+    levels where the columns lack them), else :func:`shown_frame`."""
+    if columns is not None:
+        return _declared_columns(df, columns)
+    return shown_frame(df)
 
 
 def shown_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,206 @@
+"""Tables as Apache Arrow IPC streams and Parquet files, both ways, and the Accept header that
+picks between them and JSON.
+
+A DataFrame is written as the JSON records show it (an informative index as the leading columns,
+MultiIndex column labels joined, only the declared columns of a ``Row``), with its dtypes: ints
+stay ints, categoricals are dictionaries, timezone-aware timestamps keep their zone, nullable
+integers keep their nulls (pyarrow's pandas metadata restores them in ``to_pandas()``). A Series
+is a one-column table named after it (``values`` without a name); an ndarray is the column
+``values``, one row per first-axis entry (an Arrow fixed-shape tensor for two or more axes).
+
+pyarrow is the ``arrow`` extra; without it these media types are refused with a message naming it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._lazy import LazyModule, data_types
+
+np = LazyModule("numpy")
+pd = LazyModule("pandas")
+frames = LazyModule(".frames", __package__)  # imports pandas and numpy
+
+JSON = "application/json"
+ARROW = "application/vnd.apache.arrow.stream"
+PARQUET = "application/vnd.apache.parquet"
+COLUMNAR = (ARROW, PARQUET)
+# Also read, never written: the Arrow file format, and Parquet's older unofficial name.
+_ARROW_FILE = "application/vnd.apache.arrow.file"
+_READ_AS = {ARROW: ARROW, _ARROW_FILE: ARROW, PARQUET: PARQUET,
+            "application/x-parquet": PARQUET, "application/parquet": PARQUET}
+NEEDS_EXTRA = "Arrow and Parquet need pyarrow: pip install 'nb2api[arrow]'"
+_PARQUET_MAGIC = b"PAR1"
+_ARROW_FILE_MAGIC = b"ARROW1"
+_VALUES = "values"
+
+Check = Callable[[int, int], None]  # (rows, decoded bytes) so far -> raises to refuse
+
+
+class ColumnarError(ValueError):
+    """A body that does not read as the Arrow or Parquet table it says it is."""
+
+
+def available() -> bool:
+    """Whether pyarrow can be imported (the ``arrow`` extra is installed)."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- content negotiation ---------------------------------------------------------------------
+
+
+def accepted(header: str | None) -> list[tuple[str, float]]:
+    """The media ranges of an ``Accept`` header with their q-values, as written."""
+    ranges = []
+    for part in (header or "").split(","):
+        kind, *params = part.split(";")
+        kind = kind.strip().lower()
+        if not kind:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value.strip()), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0  # a q-value that is no number accepts nothing
+        ranges.append((kind, q))
+    return ranges
+
+
+def _quality(media_type: str, ranges: list[tuple[str, float]]) -> tuple[float, int, int]:
+    """How much ``ranges`` want ``media_type``: the q-value of the most specific range that
+    matches it, then that specificity, then how early the client wrote that range."""
+    main = media_type.split("/")[0]
+    best = (0.0, -1, 0)
+    for position, (kind, q) in enumerate(ranges):
+        rank = 2 if kind == media_type else 1 if kind == f"{main}/*" else 0 if kind == "*/*" else -1
+        if rank > best[1]:
+            best = (q, rank, -position)
+    return best
+
+
+def negotiate(header: str | None, offered: Iterable[str]) -> str | None:
+    """The offered media type the ``Accept`` header prefers (RFC 9110): the highest q-value;
+    on a tie, the type named exactly over a wildcard, then the range the client wrote first,
+    then the first offered. None when it accepts none of them. No header, or an empty one,
+    accepts anything: the first offered."""
+    offered = list(offered)
+    ranges = accepted(header)
+    if not ranges:
+        return offered[0] if offered else None
+    best, best_score = None, (0.0, -1, 0)
+    for media_type in offered:
+        score = _quality(media_type, ranges)
+        if score[0] > 0 and score > best_score:
+            best, best_score = media_type, score
+    return best
+
+
+def asks_columnar(header: str | None) -> bool:
+    """Whether ``Accept`` names Arrow or Parquet itself (not through a wildcard)."""
+    return any(kind in COLUMNAR and q > 0 for kind, q in accepted(header))
+
+
+def body_media_type(content_type: str | None) -> str | None:
+    """ARROW or PARQUET when a request's ``Content-Type`` says the body is such a table."""
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    return _READ_AS.get(kind)
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def is_table(value: Any) -> bool:
+    """A DataFrame, a Series or an ndarray (without importing pandas or numpy to say no)."""
+    kinds = data_types()
+    return bool(kinds) and isinstance(value, kinds)
+
+
+def write(value: Any, media_type: str) -> bytes:
+    """``value`` as an Arrow IPC stream or a Parquet file (``media_type``). A DataFrame is
+    written as given: pass it through :func:`.frames.shown_table` first."""
+    import pyarrow as pa
+
+    table = _arrow_table(value, pa)
+    sink = io.BytesIO()
+    if media_type == PARQUET:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, sink)
+    else:
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    return sink.getvalue()
+
+
+def _arrow_table(value: Any, pa: Any) -> Any:
+    if isinstance(value, pd.Series):
+        name = _VALUES if value.name is None else value.name
+        value = frames.shown_table(value.to_frame(name))
+    if isinstance(value, pd.DataFrame):
+        value = value.set_axis([str(name) for name in value.columns], axis=1)
+        return pa.Table.from_pandas(value, preserve_index=False)
+    array = np.asarray(value)
+    if array.ndim == 0:
+        array = array.reshape(1)
+    if array.ndim == 1:
+        return pa.table({_VALUES: pa.array(array)})
+    tensor = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(array))
+    return pa.table({_VALUES: tensor})
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def read(data: bytes, media_type: str, check: Check) -> Any:
+    """A DataFrame from an Arrow IPC stream (or file) or a Parquet file. ``check(rows, bytes)``
+    hears the rows and decoded bytes before they are turned into a DataFrame, and raises to
+    refuse them: for Parquet before anything is decoded (the file's footer says), for Arrow
+    batch by batch."""
+    import pyarrow as pa
+
+    try:
+        if media_type == PARQUET or data[:4] == _PARQUET_MAGIC:
+            return _read_parquet(data, check, pa)
+        return _read_arrow(data, check, pa).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        what = "Parquet file" if media_type == PARQUET else "Arrow IPC stream"
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ColumnarError(f"not a readable {what}: {text}") from None
+
+
+def _read_arrow(data: bytes, check: Check, pa: Any) -> Any:
+    buffer = pa.py_buffer(data)
+    if data[:6] == _ARROW_FILE_MAGIC:
+        reader = pa.ipc.open_file(buffer)
+        batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+    else:
+        reader = pa.ipc.open_stream(buffer)
+        batches = iter(reader)
+    read, rows, size = [], 0, 0
+    for batch in batches:
+        rows += batch.num_rows
+        size += batch.nbytes
+        check(rows, size)
+        read.append(batch)
+    return pa.Table.from_batches(read, schema=reader.schema)
+
+
+def _read_parquet(data: bytes, check: Check, pa: Any) -> Any:
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(pa.py_buffer(data))
+    meta = file.metadata
+    # Compressed pages can hide a huge table (a decompression bomb): decide before decoding
+    # anything, from what the file says of its rows and its decoded size.
+    decoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    check(meta.num_rows, max(decoded, meta.num_rows * meta.num_columns * 8))
+    return file.read().to_pandas()
