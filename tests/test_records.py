@@ -94,3 +94,14 @@ def test_without_pyarrow_the_caller_writes_the_table(monkeypatch):
     monkeypatch.setattr(records, "pa", None)
     assert records.frame_records(pd.DataFrame({"a": [1]}), frames._cells) is None
     assert frames.frame_json(pd.DataFrame({"a": [1]})) == b'[{"a":1}]'
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+@pytest.mark.parametrize("scale", [10**9, 10**12, 10**15, 10**18])  # ticks: within and past 2261
+def test_timestamps_of_every_unit_and_year_are_written_as_numpy_writes_them(unit, scale):
+    rng = np.random.default_rng(scale)
+    values = rng.integers(-scale, scale, 500).astype(f"datetime64[{unit}]")
+    values[::7] = np.datetime64("NaT")
+    for tz in (None, "UTC"):
+        written = records._datetimes(values, utc=tz is not None).to_pylist()
+        assert written == frames._datetime_cells(values, tz=tz).tolist()

@@ -100,11 +100,66 @@ def _cells(column: pd.Series, fallback: Cells) -> Any:
 
 
 def _datetimes(values: np.ndarray, utc: bool) -> Any:
-    text = np.datetime_as_string(values, unit=iso_unit(values),
-                                 timezone="UTC" if utc else "naive")
+    unit = iso_unit(values)
     missing = np.isnat(values)
-    quoted = _quoted(pa.array(text, pa.large_string(), mask=missing if missing.any() else None))
-    return quoted.fill_null(b"null") if missing.any() else quoted
+    quoted = _iso_digits(values, unit, missing, utc)
+    if quoted is None:  # a year before 1000 or after 9999: numpy writes those
+        text = np.datetime_as_string(values, unit=unit, timezone="UTC" if utc else "naive")
+        quoted = _quoted(pa.array(text, pa.large_string(),
+                                  mask=missing if missing.any() else None))
+        return quoted.fill_null(b"null") if missing.any() else quoted
+    if missing.any():
+        return pc.if_else(pa.array(missing), _binary(b"null"), quoted)
+    return quoted
+
+
+_FRACTION_DIGITS = {"s": 0, "ms": 3, "us": 6, "ns": 9}
+# Years within nanosecond timestamps' range: any unit converts to any other without overflow.
+_YEARS = (1678, 2261)
+
+
+def _iso_digits(values: np.ndarray, unit: str, missing: np.ndarray, utc: bool) -> Any:
+    """``"YYYY-MM-DDTHH:MM:SS[.fff]"`` (``Z`` before the closing quote when ``utc``) for each
+    value, as numpy's ``datetime_as_string`` writes it, digit by digit in numpy: one pass per
+    digit over the column instead of a string per cell. None for a year outside ``_YEARS``."""
+    year = np.where(missing, 0, values.astype("datetime64[Y]").astype(np.int64)) + 1970
+    if len(year) and (year.min() < _YEARS[0] or year.max() > _YEARS[1]):
+        return None
+    values = np.where(missing, np.datetime64(0, unit), values.astype(f"datetime64[{unit}]"))
+    years = values.astype("datetime64[Y]")
+    months = values.astype("datetime64[M]")
+    days = values.astype("datetime64[D]")
+    seconds = values.astype("datetime64[s]")
+    of_day = (seconds - days).astype(np.int64)
+    fields = [
+        (year, 4, b"-"),
+        ((months - years).astype(np.int64) + 1, 2, b"-"),
+        ((days - months).astype(np.int64) + 1, 2, b"T"),
+        (of_day // 3600, 2, b":"),
+        (of_day // 60 % 60, 2, b":"),
+        (of_day % 60, 2, b""),
+    ]
+    digits = _FRACTION_DIGITS[unit]
+    if digits:
+        fields[-1] = (of_day % 60, 2, b".")
+        fields.append(((values - seconds).astype(np.int64), digits, b""))
+    tail = b'Z"' if utc else b'"'
+    width = 1 + sum(size + len(after) for _, size, after in fields) + len(tail)
+    out = np.empty((len(values), width), np.uint8)
+    out[:, 0] = ord('"')
+    at = 1
+    for number, size, after in fields:
+        for place in range(size - 1, -1, -1):
+            out[:, at + place] = 48 + number % 10
+            number = number // 10
+        at += size
+        if after:
+            out[:, at] = after[0]
+            at += 1
+    out[:, at:] = np.frombuffer(tail, np.uint8)
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values),
+                                                 [None, pa.py_buffer(out)])
+    return fixed.cast(pa.large_binary())
 
 
 def _plain_strings(column: pd.Series) -> Any:
