@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import httpx
+from fastapi import Request  # module level: the hand-written routes' annotations name it
 from run import start
 
 HERE = Path(__file__).resolve().parent
@@ -66,7 +67,7 @@ def fastapi_app():
 
     import pandas as pd
     import pyarrow as pa
-    from fastapi import FastAPI, Request, Response
+    from fastapi import FastAPI, Response
 
     namespace: dict = {}
     exec(MAKE_TABLE, namespace)
@@ -232,34 +233,45 @@ def http(options) -> None:
     with start(**uvicorn_app("nb2api_app", notebook)) as ours, \
             start(**uvicorn_app("fastapi_app", notebook)) as theirs:
         check(ours, theirs)
-        json_rps = compare(
-            "JSON result (records)", Target(ours, "/table", "nb2api -> pd.DataFrame"),
-            [Target(theirs, "/table_to_json", "FastAPI df.to_json(double_precision=15)"),
-             *([Target(theirs, "/table_to_dict", "FastAPI df.to_dict('records')")]
-               if options.to_dict else [])],
-            options, folder, "   target >= 1.0x")
-        arrow_rps = compare(
-            "Arrow IPC result", Target(ours, "/table", "nb2api, Accept: arrow", {"Accept": ARROW}),
-            [Target(theirs, "/table_arrow", "FastAPI Arrow IPC bytes")], options, folder,
-            "   target >= 1.0x")
-        ratio = statistics.median(arrow_rps) / statistics.median(json_rps)
-        print(f"  nb2api Arrow / nb2api JSON: {ratio:.1f}x (medians)   target >= 5x")
-        compare(
-            "JSON body (10,000 records) into a DataFrame",
-            Target(ours, "/ingest", "nb2api, {\"df\": [...]}", {"Content-Type": JSON_TYPE},
-                   body["wrapped"]),
-            [Target(theirs, "/ingest_read_json", "FastAPI pd.read_json", {}, body["records"]),
-             Target(theirs, "/ingest_from_records", "FastAPI from_records(json.loads)", {},
-                    body["records"])],
-            options, folder, "")
-        compare(
-            "Arrow IPC body into a DataFrame",
-            Target(ours, "/ingest", "nb2api, Content-Type: arrow", {"Content-Type": ARROW},
-                   body["arrow"]),
-            [Target(theirs, "/ingest_arrow", "FastAPI ipc.open_stream().to_pandas()", {},
-                    body["arrow"])],
-            options, folder, "")
+        parts = set(options.only.split(","))
+        if "results" in parts:
+            results(ours, theirs, options, folder)
+        if "bodies" in parts:
+            requests(ours, theirs, options, folder, body)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def results(ours, theirs, options, folder: Path) -> None:
+    json_rps = compare(
+        "JSON result (records)", Target(ours, "/table", "nb2api -> pd.DataFrame"),
+        [Target(theirs, "/table_to_json", "FastAPI df.to_json(double_precision=15)"),
+         *([Target(theirs, "/table_to_dict", "FastAPI df.to_dict('records')")]
+           if options.to_dict else [])],
+        options, folder, "   target >= 1.0x")
+    arrow_rps = compare(
+        "Arrow IPC result", Target(ours, "/table", "nb2api, Accept: arrow", {"Accept": ARROW}),
+        [Target(theirs, "/table_arrow", "FastAPI Arrow IPC bytes")], options, folder,
+        "   target >= 1.0x")
+    ratio = statistics.median(arrow_rps) / statistics.median(json_rps)
+    print(f"  nb2api Arrow / nb2api JSON: {ratio:.1f}x (medians)   target >= 5x")
+
+
+def requests(ours, theirs, options, folder: Path, body: dict[str, Path]) -> None:
+    compare(
+        "JSON body (10,000 records) into a DataFrame",
+        Target(ours, "/ingest", "nb2api, {\"df\": [...]}", {"Content-Type": JSON_TYPE},
+               body["wrapped"]),
+        [Target(theirs, "/ingest_read_json", "FastAPI pd.read_json", {}, body["records"]),
+         Target(theirs, "/ingest_from_records", "FastAPI from_records(json.loads)", {},
+                body["records"])],
+        options, folder, "")
+    compare(
+        "Arrow IPC body into a DataFrame",
+        Target(ours, "/ingest", "nb2api, Content-Type: arrow", {"Content-Type": ARROW},
+               body["arrow"]),
+        [Target(theirs, "/ingest_arrow", "FastAPI ipc.open_stream().to_pandas()", {},
+                body["arrow"])],
+        options, folder, "")
 
 
 JSON_TYPE = "application/json"
@@ -383,6 +395,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--to-dict", action="store_true",
                         help="also the FastAPI route returning df.to_dict('records')")
+    parser.add_argument("--only", default="results,bodies",
+                        help="HTTP parts to run: results (JSON and Arrow), bodies (requests)")
     parser.add_argument("--skip-http", action="store_true", help="only the in-process part")
     parser.add_argument("--profile", action="store_true", help="cProfile of the JSON writer")
     options = parser.parse_args()

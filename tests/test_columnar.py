@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import code, serve
 from fastapi.testclient import TestClient
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fastpath import fast_routes
 
@@ -290,18 +290,66 @@ def test_table_bodies_are_bounded(tables_notebook):
         assert response.status_code == 413  # the body limit, before it is read
 
 
-def test_a_compressed_arrow_stream_is_refused_once_its_batches_pass_the_bound(tables_notebook):
+@pytest.mark.parametrize("batch_rows", [100_000, None])  # many batches, or one
+def test_a_compressed_arrow_stream_is_refused_before_it_is_decoded(tables_notebook, batch_rows):
     zeros = pa.table({"a": np.zeros(1_500_000, dtype="int64")})
     sink = pa.BufferOutputStream()
     options = pa.ipc.IpcWriteOptions(compression="zstd")
     with pa.ipc.new_stream(sink, zeros.schema, options=options) as writer:
-        writer.write_table(zeros, max_chunksize=100_000)
+        writer.write_table(zeros, max_chunksize=batch_rows)
     body = sink.getvalue().to_pybytes()
     assert len(body) < 100_000  # small on the wire, 12 MB decoded
     with TestClient(nb2api.create_app(tables_notebook, max_upload_rows=1_000_000)) as bounded:
         response = bounded.post("/describe", content=body, headers={"Content-Type": ARROW})
-    assert response.status_code == 413
-    assert "1000000 rows" in response.json()["detail"]
+        assert response.status_code == 413
+        assert "1000000 rows" in response.json()["detail"]
+        wide = pa.table({f"c{i}": np.zeros(3_000, dtype="int64") for i in range(60)})
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, wide.schema, options=options) as writer:
+            writer.write_table(wide)
+        response = bounded.post("/describe", content=sink.getvalue().to_pybytes(),
+                                headers={"Content-Type": ARROW})
+    assert response.status_code == 200  # 1.4 MB decoded, within 1,000,000 rows' worth
+    with TestClient(nb2api.create_app(tables_notebook, max_upload_rows=1_000)) as bounded:
+        response = bounded.post("/describe", content=sink.getvalue().to_pybytes(),
+                                headers={"Content-Type": ARROW})
+    assert response.status_code == 413  # 3,000 rows and 1.4 MB: past 1,000 rows' 1 MB
+    assert "max_upload_rows" in response.json()["detail"]
+
+
+def test_an_arrow_file_body_and_part(client):
+    sink = pa.BufferOutputStream()
+    table = pa.Table.from_pandas(sent(), preserve_index=False)
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    data = sink.getvalue().to_pybytes()
+    response = client.post("/describe", content=data,
+                           headers={"Content-Type": "application/vnd.apache.arrow.file"})
+    assert response.status_code == 200, response.text
+    assert response.json()["dtypes"]["c"] == "category"
+    response = client.post("/upload", files={"table": ("t.feather", data)})
+    assert response.json()["rows"] == 2
+
+
+@pytest.fixture(scope="module")
+def plain_client(tables_notebook):
+    with TestClient(nb2api.create_app(tables_notebook, max_upload_rows=10_000)) as test_client:
+        yield test_client
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data(), st.sampled_from([ARROW, PARQUET]))
+def test_a_damaged_table_body_is_a_4xx_never_a_500(plain_client, data, media_type):
+    """Bytes flipped, cut or appended anywhere in a valid body: a 200, or a 4xx with detail."""
+    body = bytearray(arrow_bytes(sent()) if media_type == ARROW else parquet_bytes(sent()))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(body) - 1))
+        body[at] = data.draw(st.integers(0, 255))
+    body = bytes(body[: data.draw(st.integers(0, len(body)))]) + data.draw(st.binary(max_size=8))
+    response = plain_client.post("/describe", content=body, headers={"Content-Type": media_type})
+    assert response.status_code in (200, 413, 422), response.text
+    assert response.json()["detail"] if response.status_code != 200 else True
 
 
 # -- without the arrow extra -----------------------------------------------------------------

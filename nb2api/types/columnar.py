@@ -14,7 +14,8 @@ pyarrow is the ``arrow`` extra; without it these media types are refused with a 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+import struct
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._lazy import LazyModule, data_types
@@ -163,8 +164,8 @@ def _arrow_table(value: Any, pa: Any) -> Any:
 def read(data: bytes, media_type: str, check: Check) -> Any:
     """A DataFrame from an Arrow IPC stream (or file) or a Parquet file. ``check(rows, bytes)``
     hears the rows and decoded bytes before they are turned into a DataFrame, and raises to
-    refuse them: for Parquet before anything is decoded (the file's footer says), for Arrow
-    batch by batch."""
+    refuse them, before anything is decoded: from the Parquet file's footer, from the Arrow
+    stream's message metadata (what each batch decodes to, compressed or not)."""
     import pyarrow as pa
 
     try:
@@ -179,19 +180,83 @@ def read(data: bytes, media_type: str, check: Check) -> Any:
 
 def _read_arrow(data: bytes, check: Check, pa: Any) -> Any:
     buffer = pa.py_buffer(data)
-    if data[:6] == _ARROW_FILE_MAGIC:
-        reader = pa.ipc.open_file(buffer)
-        batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-    else:
-        reader = pa.ipc.open_stream(buffer)
-        batches = iter(reader)
-    read, rows, size = [], 0, 0
-    for batch in batches:
-        rows += batch.num_rows
-        size += batch.nbytes
+    is_file = data[:6] == _ARROW_FILE_MAGIC
+    # What each batch decodes to, from its metadata, before a compressed buffer (a possible
+    # decompression bomb) is expanded. A file holds a stream after its 8-byte magic.
+    rows = size = 0
+    for batch_rows, batch_bytes in _batch_sizes(buffer[8:] if is_file else buffer, pa):
+        rows, size = rows + batch_rows, size + batch_bytes
         check(rows, size)
-        read.append(batch)
-    return pa.Table.from_batches(read, schema=reader.schema)
+    if is_file:
+        reader = pa.ipc.open_file(buffer)
+        batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        return pa.Table.from_batches(batches, schema=reader.schema)
+    return pa.ipc.open_stream(buffer).read_all()
+
+
+def _batch_sizes(buffer: Any, pa: Any) -> Iterator[tuple[int, int]]:
+    """(rows, decoded bytes) of each record batch and dictionary of an IPC stream, read from
+    the messages' metadata without decoding their bodies."""
+    for message in pa.ipc.MessageReader.open_stream(buffer):
+        if message.type in ("record batch", "dictionary"):
+            body = memoryview(message.body) if message.body is not None else memoryview(b"")
+            try:
+                yield _decoded_size(memoryview(message.metadata), body)
+            except (struct.error, IndexError, ValueError):
+                raise ColumnarError("not a readable Arrow IPC stream: its metadata is "
+                                    "malformed") from None
+
+
+def _decoded_size(meta: memoryview, body: memoryview) -> tuple[int, int]:
+    """Rows and decoded bytes of one message, from its flatbuffer ``Message`` (Arrow's
+    ``Message.fbs``): the ``RecordBatch`` header's ``length`` and ``buffers``; a compressed
+    buffer starts with its decoded length (-1: stored as is)."""
+    message = _table(meta, 0)
+    kind_at = _field(meta, message, 1)  # header_type: 2 DictionaryBatch, 3 RecordBatch
+    header_at = _field(meta, message, 2)
+    kind = meta[kind_at] if kind_at is not None else 0
+    if kind not in (2, 3) or header_at is None:
+        return 0, 0
+    batch = _table(meta, header_at)
+    rows = 0
+    if kind == 2:  # a dictionary's values: bytes, not rows of the table
+        data_at = _field(meta, batch, 1)
+        if data_at is None:
+            return 0, 0
+        batch = _table(meta, data_at)
+    else:
+        length_at = _field(meta, batch, 0)
+        rows = struct.unpack_from("<q", meta, length_at)[0] if length_at is not None else 0
+    buffers_at = _field(meta, batch, 2)
+    compressed = _field(meta, batch, 3) is not None
+    size = 0
+    if buffers_at is not None:
+        vector = _table(meta, buffers_at)
+        for i in range(struct.unpack_from("<I", meta, vector)[0]):
+            offset, length = struct.unpack_from("<qq", meta, vector + 4 + 16 * i)
+            if compressed and length >= 8:
+                decoded = struct.unpack_from("<q", body, offset)[0]
+                size += length - 8 if decoded == -1 else decoded
+            else:
+                size += length
+    if rows < 0 or size < 0:
+        raise ValueError("negative size")
+    return rows, size
+
+
+def _table(buffer: memoryview, at: int) -> int:
+    """Where the flatbuffer table (or vector) that the offset at ``at`` points to starts."""
+    return at + struct.unpack_from("<I", buffer, at)[0]
+
+
+def _field(buffer: memoryview, table: int, index: int) -> int | None:
+    """Where field ``index`` of the flatbuffer table at ``table`` is, None when it is absent."""
+    vtable = table - struct.unpack_from("<i", buffer, table)[0]
+    size = struct.unpack_from("<H", buffer, vtable)[0]
+    if 4 + 2 * index >= size:
+        return None
+    offset = struct.unpack_from("<H", buffer, vtable + 4 + 2 * index)[0]
+    return table + offset if offset else None
 
 
 def _read_parquet(data: bytes, check: Check, pa: Any) -> Any:
