@@ -28,7 +28,8 @@ np = LazyModule("numpy")
 
 _EVERY = (JSON, ARROW, PARQUET)
 
-# The media type the request being answered asked for (None: JSON, as ever).
+# What the request being answered asked a table to be: (media type, whether JSON would do too);
+# None: JSON, as ever.
 answer_as: ContextVar[tuple[str, bool] | None] = ContextVar("nb2api_answer_as", default=None)
 
 
