@@ -13,7 +13,6 @@ pyarrow is the ``arrow`` extra; without it these media types are refused with a 
 
 from __future__ import annotations
 
-import io
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -131,7 +130,7 @@ def write(value: Any, media_type: str) -> bytes:
     import pyarrow as pa
 
     table = _arrow_table(value, pa)
-    sink = io.BytesIO()
+    sink = pa.BufferOutputStream()  # Arrow's own buffer: no Python call per buffer written
     if media_type == PARQUET:
         import pyarrow.parquet as pq
 
@@ -139,7 +138,7 @@ def write(value: Any, media_type: str) -> bytes:
     else:
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-    return sink.getvalue()
+    return sink.getvalue().to_pybytes()
 
 
 def _arrow_table(value: Any, pa: Any) -> Any:
@@ -147,7 +146,8 @@ def _arrow_table(value: Any, pa: Any) -> Any:
         name = _VALUES if value.name is None else value.name
         value = frames.shown_table(value.to_frame(name))
     if isinstance(value, pd.DataFrame):
-        value = value.set_axis([str(name) for name in value.columns], axis=1)
+        if not all(type(name) is str for name in value.columns):
+            value = value.set_axis([str(name) for name in value.columns], axis=1)
         return pa.Table.from_pandas(value, preserve_index=False)
     array = np.asarray(value)
     if array.ndim == 0:
