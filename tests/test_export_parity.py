@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from columnar_helpers import COLUMNAR, without_columnar
 from conftest import NOTEBOOKS, code, openapi_operations
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
@@ -54,8 +55,6 @@ EXCLUDED = {
     ("ops_process", "spin_thread"): "runs for as long as n says",
 }
 _BY_DESIGN = (413, 503, 504)  # nb2api's own limits, which the export does not have
-_COLUMNAR = ("application/vnd.apache.arrow.stream", "application/vnd.apache.parquet")
-_NOT_A_TABLE = "The Accept header takes none of JSON, Arrow and Parquet"  # serve's 406
 _ERROR_ID = re.compile(rb'"error_id":"[0-9a-f]{12}"')
 
 
@@ -63,31 +62,12 @@ def _paths(openapi: dict) -> dict:
     """The document's operations, without the answers only nb2api's limits give and without
     the Arrow and Parquet tables only nb2api serve reads and writes."""
     return {
-        path: {method: _without_columnar({**operation, "responses": {
+        path: {method: without_columnar({**operation, "responses": {
             status: answer for status, answer in operation["responses"].items()
-            if int(status) not in _BY_DESIGN and answer.get("description") != _NOT_A_TABLE}})
+            if int(status) not in _BY_DESIGN}})
             for method, operation in operations.items()}
         for path, operations in openapi["paths"].items()
     }
-
-
-def _without_columnar(operation: dict) -> dict:
-    def strip(entry: dict) -> dict:
-        if "content" not in entry:
-            return entry
-        content = {k: v for k, v in entry["content"].items() if k not in _COLUMNAR}
-        if content == entry["content"]:
-            return entry
-        entry = {**entry, "content": content}
-        if entry.get("description", "").startswith("The table: JSON records by default"):
-            entry["description"] = "Successful Response"  # FastAPI's own, in the export
-        return entry
-
-    operation = {**operation, "responses": {status: strip(answer) for status, answer
-                                            in operation["responses"].items()}}
-    if "requestBody" in operation:
-        operation["requestBody"] = strip(operation["requestBody"])
-    return operation
 
 
 def _seen(response) -> tuple[int, bytes]:
@@ -122,7 +102,7 @@ def _compare(operation, mode, ours, theirs, compared: Counter, left_out: Counter
     @given(case=operation.as_strategy(generation_mode=mode))
     def same_answer(case):
         request = _request(case)
-        if (request.get("headers") or {}).get("Content-Type", "").startswith(_COLUMNAR):
+        if (request.get("headers") or {}).get("Content-Type", "").startswith(COLUMNAR):
             left_out["arrow/parquet body"] += 1  # read by nb2api serve only
             return
         expected = ours.request(**request)
