@@ -234,26 +234,31 @@ def http(options) -> None:
             start(**uvicorn_app("fastapi_app", notebook)) as theirs:
         check(ours, theirs)
         parts = set(options.only.split(","))
-        if "results" in parts:
-            results(ours, theirs, options, folder)
+        json_rps = results_json(ours, theirs, options, folder) if "json" in parts else None
+        if "arrow" in parts:
+            results_arrow(ours, theirs, options, folder, json_rps)
         if "bodies" in parts:
             requests(ours, theirs, options, folder, body)
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def results(ours, theirs, options, folder: Path) -> None:
-    json_rps = compare(
+def results_json(ours, theirs, options, folder: Path) -> list[float]:
+    return compare(
         "JSON result (records)", Target(ours, "/table", "nb2api -> pd.DataFrame"),
         [Target(theirs, "/table_to_json", "FastAPI df.to_json(double_precision=15)"),
          *([Target(theirs, "/table_to_dict", "FastAPI df.to_dict('records')")]
            if options.to_dict else [])],
         options, folder, "   target >= 1.0x")
+
+
+def results_arrow(ours, theirs, options, folder: Path, json_rps: list[float] | None) -> None:
     arrow_rps = compare(
         "Arrow IPC result", Target(ours, "/table", "nb2api, Accept: arrow", {"Accept": ARROW}),
         [Target(theirs, "/table_arrow", "FastAPI Arrow IPC bytes")], options, folder,
         "   target >= 1.0x")
-    ratio = statistics.median(arrow_rps) / statistics.median(json_rps)
-    print(f"  nb2api Arrow / nb2api JSON: {ratio:.1f}x (medians)   target >= 5x")
+    if json_rps:
+        ratio = statistics.median(arrow_rps) / statistics.median(json_rps)
+        print(f"  nb2api Arrow / nb2api JSON: {ratio:.1f}x (medians)   target >= 5x")
 
 
 def requests(ours, theirs, options, folder: Path, body: dict[str, Path]) -> None:
@@ -395,8 +400,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--to-dict", action="store_true",
                         help="also the FastAPI route returning df.to_dict('records')")
-    parser.add_argument("--only", default="results,bodies",
-                        help="HTTP parts to run: results (JSON and Arrow), bodies (requests)")
+    parser.add_argument("--only", default="json,arrow,bodies",
+                        help="HTTP parts to run: json and arrow (results), bodies (requests)")
     parser.add_argument("--skip-http", action="store_true", help="only the in-process part")
     parser.add_argument("--profile", action="store_true", help="cProfile of the JSON writer")
     options = parser.parse_args()
