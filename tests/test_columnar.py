@@ -64,6 +64,10 @@ def loose_dict():
     return {"a": 1}
 
 
+def mixed() -> pd.DataFrame:
+    return pd.DataFrame({"m": pd.Series([1, "a"], dtype=object)})
+
+
 def describe(df: pd.DataFrame) -> dict:
     return {"rows": len(df), "dtypes": {str(k): str(v) for k, v in df.dtypes.items()},
             "nulls": {str(k): int(v) for k, v in df.isna().sum().items()}}
@@ -206,6 +210,15 @@ def test_an_undeclared_result_is_a_table_when_it_is_one(client):
         == {"a": 1}
     assert client.post("/loose_dict", headers={"Accept": ARROW}).status_code == 406
     assert client.post("/loose_dict", headers={"Accept": "text/html"}).json() == {"a": 1}
+
+
+def test_a_table_arrow_cannot_type_is_json_when_json_will_do_else_406(client):
+    response = client.post("/mixed", headers={"Accept": f"{ARROW}, */*;q=0.1"})
+    assert response.headers["content-type"] == JSON
+    assert response.json() == [{"m": 1}, {"m": "a"}]
+    response = client.post("/mixed", headers={"Accept": ARROW})
+    assert response.status_code == 406
+    assert JSON in response.json()["detail"]
 
 
 def test_openapi_lists_the_table_media_types(client):

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from . import columnar, datatypes
 from ._lazy import LazyModule, loaded
 from .columnar import ARROW, JSON, PARQUET
-from .encoding import Encoder, ResultError
+from .encoding import Encoder
 
 frames = LazyModule(".frames", __package__)  # imports pandas and numpy
 pd = LazyModule("pandas")
@@ -94,9 +94,13 @@ def negotiable(encode: Encoder, returns: Any) -> Encoder:
             try:
                 content = columnar.write(table, media_type)
             except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
+                # Columns Arrow has no type for (objects of mixed types, say): JSON if it will
+                # do, else this representation is not available (406).
+                if json_ok:
+                    return Response(encode(value), media_type=JSON, headers={"Vary": "Accept"})
                 text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise ResultError(f"the result cannot be written as {media_type} ({text}); "
-                                  f"ask for {JSON}") from None
+                raise HTTPException(406, f"the result cannot be written as {media_type} "
+                                         f"({text:.200}); accept {JSON}") from None
             return Response(content, media_type=media_type, headers={"Vary": "Accept"})
         if json_ok:  # an undeclared result that is no table
             return Response(encode(value), media_type=JSON, headers={"Vary": "Accept"})
