@@ -5,8 +5,8 @@ Measured on a 10,000 x 10 table (``bench/bench_dataframe.py``), the time of the 
 row by row. Here each column still becomes its JSON cells by the same rules (orjson's shortest
 round-trip floats, numpy's ISO 8601 text), but as one Arrow binary array per column, and one
 element-wise join in C++ writes every row at once: no Python object per cell or per row. A column
-it has no vectorised rule for (objects, nullable integers, categoricals) takes the per-cell writer
-of :mod:`.frames` (``fallback``) and joins the rest here.
+it has no vectorised rule for (objects other than plain strings, nullable integers, categoricals)
+takes the per-cell writer of :mod:`.frames` (``fallback``) and is joined with the rest here.
 
 :func:`frame_records` returns None when pyarrow is missing; the caller writes the table itself.
 """
@@ -31,10 +31,6 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 NATIVE_KINDS = "biuf"
 # Characters orjson escapes in a string; a column without any is quoted as it stands.
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
-
-
-def available() -> bool:
-    return pa is not None
 
 
 def iso_unit(values: np.ndarray) -> str:
@@ -103,7 +99,7 @@ def _datetimes(values: np.ndarray, utc: bool) -> Any:
     unit = iso_unit(values)
     missing = np.isnat(values)
     quoted = _iso_digits(values, unit, missing, utc)
-    if quoted is None:  # a year before 1000 or after 9999: numpy writes those
+    if quoted is None:  # a year outside _YEARS: numpy writes those
         text = np.datetime_as_string(values, unit=unit, timezone="UTC" if utc else "naive")
         quoted = _quoted(pa.array(text, pa.large_string(),
                                   mask=missing if missing.any() else None))
