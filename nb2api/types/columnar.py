@@ -168,14 +168,32 @@ def read(data: bytes, media_type: str, check: Check) -> Any:
     stream's message metadata (what each batch decodes to, compressed or not)."""
     import pyarrow as pa
 
+    def checked(rows: int, size: int) -> None:
+        try:
+            check(rows, size)
+        except Exception as exc:
+            raise _Refused(exc) from exc
+
     try:
         if media_type == PARQUET or data[:4] == _PARQUET_MAGIC:
-            return _read_parquet(data, check, pa)
-        return _read_arrow(data, check, pa).to_pandas()
-    except (pa.ArrowException, OSError) as exc:
+            return _read_parquet(data, checked, pa)
+        return _read_arrow(data, checked, pa).to_pandas()
+    except _Refused as refused:
+        raise refused.reason from None
+    except ColumnarError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyarrow and pandas (its metadata) raise many types
         what = "Parquet file" if media_type == PARQUET else "Arrow IPC stream"
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ColumnarError(f"not a readable {what}: {text}") from None
+
+
+class _Refused(Exception):
+    """``check`` refused the table: its own exception (``reason``) is what the caller gets."""
+
+    def __init__(self, reason: Exception) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _read_arrow(data: bytes, check: Check, pa: Any) -> Any:
