@@ -1,19 +1,22 @@
-"""A 10,000-row x 10-column DataFrame result: nb2api vs the same route hand-written in FastAPI.
+"""DataFrames in and out, 10,000 rows x 10 columns: nb2api against the same routes hand-written
+in FastAPI, side by side in one run.
 
-The baseline is what a FastAPI user writes today: ``return df.to_dict("records")`` through the
-default response path (``jsonable_encoder`` and ``json.dumps``). nb2api serves the notebook
-function ``def table() -> pd.DataFrame`` and writes the records column by column.
+Anchors (a FastAPI user who knows pandas and Arrow writes these):
+- JSON result: ``Response(df.to_json(orient="records", double_precision=15, date_format="iso"))``
+  (pandas' writer keeps at most 15 significant digits; nb2api's floats round-trip exactly);
+- Arrow result: ``Response(<the table as an Arrow IPC stream>)``; nb2api answers the same route
+  with ``Accept: application/vnd.apache.arrow.stream``, and its ratio to nb2api's own JSON too;
+- JSON body into a DataFrame: ``pd.read_json(body, orient="records")`` and
+  ``pd.DataFrame.from_records(json.loads(body))``; nb2api takes ``{"df": [...records...]}``;
+- Arrow body into a DataFrame: ``pa.ipc.open_stream(body).read_all().to_pandas()``.
 
-Both servers run under uvicorn in their own processes on 127.0.0.1 (free ports); the load comes
-from ``wrk`` in a third process (servers and load as in ``bench/run.py``). Rounds alternate the
-order (A B, B A, ...) so drift on a shared machine hits both; every run is bounded in time.
-Printed: req/s per round, the per-round ratio, its median and spread.
+Every server runs under uvicorn in its own process on 127.0.0.1 (free ports); the load comes from
+``wrk`` (servers and load as in ``bench/run.py``). Rounds alternate the order (A B, B A, ...) so
+drift on a shared machine hits both; printed: medians of req/s and of the per-round ratios.
+A last part times the same work in one process, without HTTP (writers and parsers, medians),
+and ``--profile`` adds where nb2api's JSON writer spends its time (cProfile).
 
-A second part shows that a 10,000-row records request is parsed into a DataFrame with no Python
-code per row when no ``Row`` is declared: it counts Python function calls during the parse, for
-100 and for 10,000 rows.
-
-    python bench/bench_dataframe.py [--rounds 5] [--seconds 8] [--connections 8]
+    python bench/bench_dataframe.py [--rounds 4] [--seconds 5] [--connections 8] [--profile]
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import time
 from pathlib import Path
 
 import httpx
-from run import alternate, start, wrk
+from fastapi import Request  # module level: the hand-written routes' annotations name it
+from run import start
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -49,7 +53,7 @@ DF["when"] = pd.date_range("2024-01-01", periods=ROWS, freq="min")
 """.replace("ROWS", str(ROWS))
 
 
-# -- the two apps (uvicorn factories) ---------------------------------------------------------
+# -- the apps (uvicorn factories) -------------------------------------------------------------
 
 
 def nb2api_app():
@@ -59,7 +63,11 @@ def nb2api_app():
 
 
 def fastapi_app():
-    from fastapi import FastAPI
+    import io
+
+    import pandas as pd
+    import pyarrow as pa
+    from fastapi import FastAPI, Response
 
     namespace: dict = {}
     exec(MAKE_TABLE, namespace)
@@ -70,11 +78,39 @@ def fastapi_app():
     def healthz():
         return {"status": "ok"}
 
-    @app.post("/table")
-    def table():
+    @app.post("/table_to_json")
+    def table_to_json():
+        text = df.to_json(orient="records", double_precision=15, date_format="iso")
+        return Response(text, media_type="application/json")
+
+    @app.post("/table_to_dict")
+    def table_to_dict():
         return df.to_dict("records")
 
+    @app.post("/table_arrow")
+    def table_arrow():
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return Response(sink.getvalue().to_pybytes(), media_type=ARROW)
+
+    @app.post("/ingest_read_json")
+    async def ingest_read_json(request: Request):
+        return len(pd.read_json(io.BytesIO(await request.body()), orient="records"))
+
+    @app.post("/ingest_from_records")
+    async def ingest_from_records(request: Request):
+        return len(pd.DataFrame.from_records(json.loads(await request.body())))
+
+    @app.post("/ingest_arrow")
+    async def ingest_arrow(request: Request):
+        return len(pa.ipc.open_stream(await request.body()).read_all().to_pandas())
+
     return app
+
+
+ARROW = "application/vnd.apache.arrow.stream"
 
 
 def write_notebook(folder: Path) -> Path:
@@ -85,11 +121,33 @@ def write_notebook(folder: Path) -> Path:
                                                "language": "python"}})
     nb.cells = [
         new_code_cell("#| setup\n" + MAKE_TABLE.strip()),
-        new_code_cell("#| api\ndef table() -> pd.DataFrame:\n    return DF"),
+        new_code_cell("#| api\ndef table() -> pd.DataFrame:\n    return DF\n\n\n"
+                      "def ingest(df: pd.DataFrame) -> int:\n    return len(df)"),
     ]
     path = folder / "bench_table.ipynb"
     nbformat.write(nb, path)
     return path
+
+
+def bodies(folder: Path) -> dict[str, Path]:
+    """The request bodies, written once: the table as records, wrapped for nb2api, and Arrow."""
+    import pyarrow as pa
+
+    namespace: dict = {}
+    exec(MAKE_TABLE, namespace)
+    df = namespace["DF"]
+    records = df.to_json(orient="records", date_format="iso", double_precision=15)
+    files = {"records": records.encode(), "wrapped": b'{"df":' + records.encode() + b"}"}
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    files["arrow"] = sink.getvalue().to_pybytes()
+    paths = {}
+    for name, data in files.items():
+        paths[name] = folder / f"{name}.body"
+        paths[name].write_bytes(data)
+    return paths
 
 
 # -- servers and load: bench/run.py's ------------------------------------------------------
@@ -104,83 +162,64 @@ def uvicorn_app(factory: str, notebook: Path) -> dict:
             "env": {"BENCH_NOTEBOOK": str(notebook)}}
 
 
-def load(server, seconds: float, connections: int) -> float:
-    """Requests per second against POST /table for ``seconds``; every answer must be a 200."""
-    result = wrk(server.url + "/table", seconds=seconds, connections=connections, body=None)
-    if result.errors:
-        raise SystemExit(f"{server.name}: {result.errors} failed requests")
-    return result.rps
+class Target:
+    """One route of one server, with what wrk sends it (headers, a body file)."""
+
+    def __init__(self, server, path: str, label: str, headers: dict[str, str] | None = None,
+                 body: Path | None = None) -> None:
+        self.server, self.path, self.label = server, path, label
+        self.headers, self.body = headers or {}, body
+
+    def script(self, folder: Path) -> str:
+        lines = ['wrk.method = "POST"']
+        lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in self.headers.items()]
+        if self.body is not None:
+            lines += [f'local f = io.open("{self.body}", "rb")', "wrk.body = f:read(\"*a\")",
+                      "f:close()"]
+        path = folder / f"{abs(hash((self.path, self.label)))}.lua"
+        path.write_text("\n".join(lines) + "\n")
+        return str(path)
 
 
-# -- the parse path ---------------------------------------------------------------------------
+def load(target: Target, seconds: float, connections: int, folder: Path) -> float:
+    """Requests per second for ``seconds``; every answer must be a 200."""
+    import subprocess
+
+    from run import _raise_nofile
+
+    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}",
+               f"-d{max(1, round(seconds))}s", "--timeout=20s", "-s", target.script(folder),
+               target.server.url + target.path]
+    out = subprocess.run(command, capture_output=True, text=True, check=True,
+                         preexec_fn=_raise_nofile, timeout=seconds + 60).stdout
+    import re
+
+    if re.search(r"Non-2xx or 3xx responses: (\d+)", out) or "Socket errors" in out:
+        raise SystemExit(f"{target.label}: failed requests\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
-def python_calls(func, *args) -> int:
-    """How many Python-level function calls ``func(*args)`` makes (C code is not counted)."""
-    count = 0
-
-    def profile(frame, event, arg):
-        nonlocal count
-        if event == "call":
-            count += 1
-
-    sys.setprofile(profile)
-    try:
-        func(*args)
-    finally:
-        sys.setprofile(None)
-    return count
-
-
-def parse_path() -> None:
-    sys.path.insert(0, str(ROOT))
-    from typing import Annotated
-
-    import pandas as pd
-    from pydantic import BaseModel, TypeAdapter
-
-    from nb2api.types.datatypes import request_type
-
-    class Row(BaseModel):
-        a: float
-        b: int
-        c: str
-
-    def records(n: int) -> list[dict]:
-        return json.loads(json.dumps([{"a": i / 3, "b": i, "c": f"x{i}"} for i in range(n)]))
-
-    plain = TypeAdapter(request_type(pd.DataFrame))
-    typed = TypeAdapter(request_type(Annotated[pd.DataFrame, Row]))
-    small, large = records(100), records(10_000)
-    plain.validate_python(small)
-    typed.validate_python(small)
-    print("\nParsing a records body into a DataFrame (after json.loads), per request:")
-    cases = (("pd.DataFrame (no Row)", plain), ("Annotated[pd.DataFrame, Row]", typed))
-    for label, adapter in cases:
-        calls = [python_calls(adapter.validate_python, rows) for rows in (small, large)]
-        started = time.perf_counter()
-        for _ in range(5):
-            adapter.validate_python(large)
-        ms = (time.perf_counter() - started) / 5 * 1000
-        print(f"  {label:30s} Python calls: {calls[0]:>6} for 100 rows, {calls[1]:>6} for "
-              f"10,000 rows; {ms:6.1f} ms for 10,000 rows")
-    print("  (the same number of Python calls for 100 and 10,000 rows: no Python code per row)")
-
-
-# -- main -------------------------------------------------------------------------------------
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--skip-http", action="store_true", help="only the parse-path part")
-    options = parser.parse_args()
-
-    if not options.skip_http:
-        http(options)
-    parse_path()
+def compare(title: str, ours: Target, theirs: list[Target], options, folder: Path,
+            target: str) -> list[float]:
+    """nb2api against each anchor in alternating rounds; prints medians and ratios."""
+    every = [ours, *theirs]
+    for item in every:  # warm up
+        load(item, 1, options.connections, folder)
+    results: dict[str, list[float]] = {item.label: [] for item in every}
+    for r in range(options.rounds):
+        order = every if r % 2 == 0 else every[::-1]
+        for item in order:
+            results[item.label].append(load(item, options.seconds, options.connections, folder))
+    print(f"\n{title}")
+    for item in every:
+        rps = results[item.label]
+        print(f"  {item.label:<44} median {statistics.median(rps):8.1f} req/s "
+              f"(rounds {', '.join(f'{x:.1f}' for x in rps)})")
+    for item in theirs:
+        ratios = [a / b for a, b in zip(results[ours.label], results[item.label], strict=True)]
+        print(f"  ratio nb2api / {item.label:<30} median {statistics.median(ratios):5.2f}x "
+              f"(rounds {min(ratios):.2f}-{max(ratios):.2f}x){target}")
+    return results[ours.label]
 
 
 def http(options) -> None:
@@ -188,30 +227,188 @@ def http(options) -> None:
         raise SystemExit("the load comes from wrk: apt-get install wrk")
     folder = Path(tempfile.mkdtemp(prefix="nb2api-bench-"))
     notebook = write_notebook(folder)
-    print(f"{ROWS:,} rows x {COLUMNS} columns, POST /table, {options.connections} connections, "
-          f"{options.seconds:g} s per run, {options.rounds} rounds, load from wrk")
+    body = bodies(folder)
+    print(f"{ROWS:,} rows x {COLUMNS} columns, {options.connections} connections, "
+          f"{options.seconds:g} s per run, {options.rounds} alternating rounds, load from wrk")
     with start(**uvicorn_app("nb2api_app", notebook)) as ours, \
             start(**uvicorn_app("fastapi_app", notebook)) as theirs:
-        a = httpx.post(f"{ours.url}/table", timeout=30)
-        b = httpx.post(f"{theirs.url}/table", timeout=30)
-        if a.json() != b.json():
-            raise SystemExit("the two servers do not return the same records")
-        print(f"response: {len(a.content) / 1e6:.2f} MB (nb2api), {len(b.content) / 1e6:.2f} MB "
-              "(FastAPI)")
-        for server in (ours, theirs):  # warm up both
-            load(server, 2, options.connections)
-        ours_rps, base = alternate(ours, theirs, options.rounds,
-                                   lambda s: load(s, options.seconds, options.connections))
-    ratios = [x / y for x, y in zip(ours_rps, base, strict=True)]
-    for r, (x, y, ratio) in enumerate(zip(ours_rps, base, ratios, strict=True)):
-        first = "A B" if r % 2 == 0 else "B A"
-        print(f"round {r + 1} ({first}): nb2api {x:7.1f} req/s   FastAPI to_dict {y:6.1f} req/s"
-              f"   ratio {ratio:5.2f}x")
-    print(f"median ratio {statistics.median(ratios):.2f}x (rounds: {min(ratios):.2f}-"
-          f"{max(ratios):.2f}x); nb2api median {statistics.median(ours_rps):.1f} req/s, "
-          f"baseline median {statistics.median(base):.1f} req/s (spread {min(base):.1f}-"
-          f"{max(base):.1f}); target >= 3x")
+        check(ours, theirs)
+        parts = set(options.only.split(","))
+        json_rps = results_json(ours, theirs, options, folder) if "json" in parts else None
+        if "arrow" in parts:
+            results_arrow(ours, theirs, options, folder, json_rps)
+        if "bodies" in parts:
+            requests(ours, theirs, options, folder, body)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def results_json(ours, theirs, options, folder: Path) -> list[float]:
+    return compare(
+        "JSON result (records)", Target(ours, "/table", "nb2api -> pd.DataFrame"),
+        [Target(theirs, "/table_to_json", "FastAPI df.to_json(double_precision=15)"),
+         *([Target(theirs, "/table_to_dict", "FastAPI df.to_dict('records')")]
+           if options.to_dict else [])],
+        options, folder, "   target >= 1.0x")
+
+
+def results_arrow(ours, theirs, options, folder: Path, json_rps: list[float] | None) -> None:
+    arrow_rps = compare(
+        "Arrow IPC result", Target(ours, "/table", "nb2api, Accept: arrow", {"Accept": ARROW}),
+        [Target(theirs, "/table_arrow", "FastAPI Arrow IPC bytes")], options, folder,
+        "   target >= 1.0x")
+    if json_rps:
+        ratio = statistics.median(arrow_rps) / statistics.median(json_rps)
+        print(f"  nb2api Arrow / nb2api JSON: {ratio:.1f}x (medians)   target >= 5x")
+
+
+def requests(ours, theirs, options, folder: Path, body: dict[str, Path]) -> None:
+    compare(
+        "JSON body (10,000 records) into a DataFrame",
+        Target(ours, "/ingest", "nb2api, {\"df\": [...]}", {"Content-Type": JSON_TYPE},
+               body["wrapped"]),
+        [Target(theirs, "/ingest_read_json", "FastAPI pd.read_json", {}, body["records"]),
+         Target(theirs, "/ingest_from_records", "FastAPI from_records(json.loads)", {},
+                body["records"])],
+        options, folder, "")
+    compare(
+        "Arrow IPC body into a DataFrame",
+        Target(ours, "/ingest", "nb2api, Content-Type: arrow", {"Content-Type": ARROW},
+               body["arrow"]),
+        [Target(theirs, "/ingest_arrow", "FastAPI ipc.open_stream().to_pandas()", {},
+                body["arrow"])],
+        options, folder, "")
+
+
+JSON_TYPE = "application/json"
+
+
+def check(ours, theirs) -> None:
+    """Both servers answer the same table; nb2api's floats are exact where pandas' are not."""
+    import io
+
+    import pyarrow as pa
+
+    a = httpx.post(f"{ours.url}/table", timeout=60)
+    b = httpx.post(f"{theirs.url}/table_to_json", timeout=60)
+    ours_rows, theirs_rows = a.json(), b.json()
+    assert len(ours_rows) == len(theirs_rows) == ROWS
+    namespace: dict = {}
+    exec(MAKE_TABLE, namespace)
+    exact = namespace["DF"]["f0"].tolist()
+    ours_exact = sum(row["f0"] == x for row, x in zip(ours_rows, exact, strict=True))
+    theirs_exact = sum(row["f0"] == x for row, x in zip(theirs_rows, exact, strict=True))
+    print(f"JSON response: {len(a.content) / 1e6:.2f} MB (nb2api), {len(b.content) / 1e6:.2f} "
+          f"MB (to_json); floats read back exactly: nb2api {ours_exact:,} of {ROWS:,}, "
+          f"to_json(double_precision=15) {theirs_exact:,}")
+    if ours_exact != ROWS:
+        raise SystemExit("nb2api's floats do not round-trip")
+    arrow = httpx.post(f"{ours.url}/table", headers={"Accept": ARROW}, timeout=60)
+    table = pa.ipc.open_stream(io.BytesIO(arrow.content)).read_all()
+    if table.num_rows != ROWS or table.column("f0").to_pylist() != exact:
+        raise SystemExit("nb2api's Arrow answer is not the table")
+    print(f"Arrow response: {len(arrow.content) / 1e6:.2f} MB")
+
+
+# -- in one process: writers and parsers -----------------------------------------------------
+
+
+def median_ms(func, repeat: int = 15) -> float:
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times) * 1000
+
+
+def in_process(options) -> None:
+    sys.path.insert(0, str(ROOT))
+    import io
+
+    import pandas as pd
+    import pyarrow as pa
+    from pydantic import TypeAdapter
+
+    from nb2api.serve.jsonbody import loads
+    from nb2api.types import frames, records
+    from nb2api.types.columnar import ARROW as ARROW_TYPE
+    from nb2api.types.columnar import write
+    from nb2api.types.datatypes import request_type
+
+    namespace: dict = {}
+    exec(MAKE_TABLE, namespace)
+    df = namespace["DF"]
+    per_cell = records.pa
+    print("\nIn one process, without HTTP (median ms per call):")
+
+    def without_arrow():
+        records.pa = None
+        try:
+            return frames.frame_json(df)
+        finally:
+            records.pa = per_cell
+
+    writers = {
+        "nb2api frame_json (Arrow kernels join the rows)": lambda: frames.frame_json(df),
+        "nb2api frame_json without pyarrow (per-cell join)": without_arrow,
+        "pandas to_json(double_precision=15, iso)": lambda: df.to_json(
+            orient="records", double_precision=15, date_format="iso"),
+        "nb2api Arrow IPC answer": lambda: write(df, ARROW_TYPE),
+    }
+    for label, func in writers.items():
+        print(f"  write  {label:<52} {median_ms(func):7.2f}")
+    text = frames.frame_json(df)
+    wrapped = b'{"df":' + text + b"}"
+    adapter = TypeAdapter(request_type(pd.DataFrame))
+    arrow_body = write(df, ARROW_TYPE)
+    readers = {
+        "nb2api: body read (orjson) + validated into a DataFrame":
+            lambda: adapter.validate_python(loads(wrapped)["df"]),
+        "nb2api before: json.loads + validated": lambda: adapter.validate_python(
+            json.loads(wrapped)["df"]),
+        "pd.read_json(orient='records')": lambda: pd.read_json(io.BytesIO(text), orient="records"),
+        "pd.DataFrame.from_records(json.loads(body))":
+            lambda: pd.DataFrame.from_records(json.loads(text)),
+        "Arrow IPC body -> DataFrame": lambda: pa.ipc.open_stream(arrow_body).read_all()
+            .to_pandas(),
+    }
+    for label, func in readers.items():
+        print(f"  read   {label:<52} {median_ms(func):7.2f}")
+    if options.profile:
+        import cProfile
+        import pstats
+
+        print("\nWhere frame_json spends its time (cProfile, 20 calls, by own time):")
+        for label, func in (("with pyarrow", lambda: frames.frame_json(df)),
+                            ("without pyarrow", without_arrow)):
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(20):
+                func()
+            profiler.disable()
+            print(f"  -- {label}")
+            pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(6)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--to-dict", action="store_true",
+                        help="also the FastAPI route returning df.to_dict('records')")
+    parser.add_argument("--only", default="json,arrow,bodies",
+                        help="HTTP parts to run: json and arrow (results), bodies (requests)")
+    parser.add_argument("--skip-http", action="store_true", help="only the in-process part")
+    parser.add_argument("--profile", action="store_true", help="cProfile of the JSON writer")
+    options = parser.parse_args()
+
+    if not options.skip_http:
+        http(options)
+    in_process(options)
 
 
 if __name__ == "__main__":

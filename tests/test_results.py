@@ -257,8 +257,10 @@ def table() -> pd.DataFrame:  # display methods too, but a schema first
     assert list(content("/charted")) == ["*/*"]  # a mimebundle's types are known when it runs
     assert content("/raw") == {"*/*": {"schema": {}}}
     assert list(content("/page")) == ["text/html"]
+    binary = {"schema": {"type": "string", "format": "binary"}}  # a table as Arrow, Parquet
     assert content("/table") == {"application/json": {"schema": {
-        "$ref": "#/components/schemas/TableResponse"}}}
+        "$ref": "#/components/schemas/TableResponse"}},
+        "application/vnd.apache.arrow.stream": binary, "application/vnd.apache.parquet": binary}
 
 
 def test_a_series_with_a_multiindex_is_records_like_its_reset_index(app):

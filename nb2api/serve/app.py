@@ -22,10 +22,10 @@ from .._version import __version__
 from ..load import LoadedNotebook, Progress, load_notebook, notebook_version
 from ..routes import RouteSpec, build_routes
 from ..settings import Settings, SettingsKeywords
-from ..types import datatypes, images
+from ..types import answers, datatypes, images
 from ..types.documents import document_answered_floats
 from ..types.errors import body_error_responses, error_responses, exception_handlers
-from . import health
+from . import health, tables
 from .auth import TokenGate
 from .docs import mount_docs
 from .endpoint import make_endpoint
@@ -145,8 +145,10 @@ def build_app(loaded: LoadedNotebook, specs: list[RouteSpec], settings: Settings
                 **(body_error_responses(images.media_type(spec.returns))
                    if spec.body_model is not None else {}),
                 **datatypes.openapi_responses(spec.returns),
+                **answers.openapi_responses(spec.returns),  # Arrow and Parquet tables
                 **runtime.responses(spec),
             },
+            openapi_extra=tables.openapi_extra(spec),
             dependencies=[token_check] if token_check is not None else None,
         )
         notebook_routes.append(app.router.routes[-1])  # type: ignore[arg-type]

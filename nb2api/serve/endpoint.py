@@ -27,6 +27,8 @@ from ..types.encoding import Encoder, encode_after, make_encoder
 from ..types.errors import respond
 from .runtime import Runtime
 from .streaming import Streamer
+from .tables import answer_format, body_validators
+from .tables import encoder as table_encoder
 
 logger = logging.getLogger("nb2api")
 
@@ -39,7 +41,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
     """An async endpoint for ``spec`` with a signature FastAPI can read. With ``notebook``, a
     NameError of the function says which unmarked cell defines the name, as a load does."""
     stream = Streamer(spec, runtime.pool, settings) if spec.streams else None
-    encode: Encoder | None = make_encoder(spec.returns)
+    encode: Encoder | None = table_encoder(spec, make_encoder(spec.returns))  # JSON, Arrow...
     tracing = runtime.tracing  # spans around the call, its wait and the encoding (when on)
     if tracing is not None:
         spec, encode = tracing.wrap(spec, encode)
@@ -61,6 +63,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
                                                    if p.source == "body")
     media_type = images.media_type(spec.returns) or "application/json"
     tables = uploads.frame_params(spec)  # uploaded CSV/Parquet files read into DataFrames
+    choose_format = answer_format(spec)  # what Accept asks a table to be answered as
 
     def failed(exc: Exception) -> None:
         """Heard before the 500 is made: count it, and name the unmarked cell behind a
@@ -82,6 +85,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
     async def endpoint(**kwargs: Any) -> Response:
         if tracing is not None:
             tracing.validated()
+        choose_format()
         body = kwargs.pop(_BODY, None)
         query = kwargs.pop(_QUERY, None)
         if body is None and body_model is not None:
@@ -106,7 +110,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
     endpoint.__name__ = spec.name
     if tracing is not None:
         tracing.endpoints.add(id(endpoint))
-    parameters = _endpoint_parameters(spec, body_optional)
+    parameters = _endpoint_parameters(spec, body_optional, body_validators(spec, settings))
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return endpoint
 
@@ -117,7 +121,8 @@ def _explain(exc: NameError, hint: str) -> None:
         exc.args = (exc.args[0] + hint, *exc.args[1:])
 
 
-def _endpoint_parameters(spec: RouteSpec, body_optional: bool) -> list[inspect.Parameter]:
+def _endpoint_parameters(spec: RouteSpec, body_optional: bool,
+                         body_validators: tuple[Any, ...] = ()) -> list[inspect.Parameter]:
     kw = inspect.Parameter.KEYWORD_ONLY
     params = [
         inspect.Parameter(
@@ -131,7 +136,7 @@ def _endpoint_parameters(spec: RouteSpec, body_optional: bool) -> list[inspect.P
         query = Annotated[spec.query_model, Query()]
         params.append(inspect.Parameter(_QUERY, kw, annotation=query))
     if spec.body_model is not None:
-        body = Annotated[spec.body_model, Body()]
+        body = Annotated[(spec.body_model, *body_validators, Body())]
         default = None if body_optional else inspect.Parameter.empty
         params.append(inspect.Parameter(_BODY, kw, annotation=body, default=default))
     unmarked = dataclasses.replace(spec, params=tuple(p for p in spec.params if p.marker is None))

@@ -5,7 +5,7 @@ FastAPI answers a request through an exception layer, two exit stacks, the route
 object, a dependency solve and an error context around the endpoint; on a small route that costs
 more than the route itself (``bench/run.py --only fastpath``). :class:`DirectRoutes` is the
 innermost middleware. On a route it fully knows, it makes exactly the calls FastAPI would make:
-``route.matches(scope)``, ``json.loads`` of the body (what Starlette's ``Request.json()`` does), the
+``route.matches(scope)``, the body read as JSON (as Starlette's ``Request.json()`` reads it), the
 route's own ``body_field.validate``, then awaits the endpoint and sends its ``Response``; an
 exception from the endpoint goes through Starlette's ``ExceptionMiddleware`` with the app's own
 handlers, as it would have.
@@ -38,7 +38,8 @@ Then, per request:
   telemetry is off;
 - on a route with a body parameter, the content type is ``application/json`` (parameters
   allowed), and the body parses as JSON and passes validation, so every 422 and 400 is FastAPI's
-  own;
+  own; or it is an Arrow or Parquet table (:mod:`.tables`), handed as bytes to the body field as
+  FastAPI hands it, and read without a refusal (every 413, 415 and 422 is FastAPI's own too);
 - on a route behind ``--token``, the first ``Authorization`` header is exactly ``Bearer <token>``
   (any other header goes to FastAPI's dependency, which answers 401, or accepts).
 """
@@ -47,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import re
 import secrets
 from collections.abc import Iterable
@@ -63,7 +63,9 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..types.columnar import body_media_type
 from .auth import TokenAuth
+from .jsonbody import loads
 
 try:  # FastAPI >= 0.160: OpenTelemetry spans around dependencies and the endpoint
     from fastapi.telemetry import get_telemetry_data
@@ -138,7 +140,7 @@ class DirectRoutes:
     async def _answer(self, route: APIRoute, body_name: str, token: bytes | None,
                       child_scope: Scope, scope: Scope, receive: Receive, send: Send) -> None:
         if (self.fastapi_app.dependency_overrides or scope.get("fastapi.telemetry") is not None
-                or get_telemetry_data() is not None or (body_name and not _is_json(scope))
+                or get_telemetry_data() is not None or (body_name and not _body_kind(scope))
                 or (token is not None and not _authorized(scope, token))):
             await self.app(scope, receive, send)
             return
@@ -149,7 +151,7 @@ class DirectRoutes:
             except Exception as exc:  # noqa: BLE001 - a limit's 413, a client gone
                 await self.app(scope, _failing(exc), send)  # FastAPI answers it as it would
                 return
-            value, ok = _validated(route, body)
+            value, ok = _validated(route, body, table=_body_kind(scope) == "table")
             if not ok:
                 await self.app(scope, _replay(body, receive), send)
                 return
@@ -290,20 +292,37 @@ def _authorized(scope: Scope, accepted: bytes) -> bool:
     return value is not None and secrets.compare_digest(value, accepted)
 
 
-def _validated(route: APIRoute, body: bytes) -> tuple[Any, bool]:
+def _validated(route: APIRoute, body: bytes, table: bool = False) -> tuple[Any, bool]:
     if not body:
         return None, False  # FastAPI decides what an empty body means for this route
+    if table:
+        # The bytes, as FastAPI hands a body that is not JSON to the route's body field, whose
+        # validator reads the table (serve/tables.py); what it refuses (a 413, 415 or 422) it
+        # refuses again under FastAPI's handler, which answers.
+        try:
+            value, errors = route.body_field.validate(  # type: ignore[union-attr]
+                body, {}, loc=("body",))
+        except Exception:  # noqa: BLE001
+            return None, False
+        return value, not errors
     try:
-        data = json.loads(body)  # what Starlette's Request.json() does
+        data = loads(body)  # what Starlette's Request.json() reads, faster when large
     except Exception:  # noqa: BLE001 - FastAPI's handler makes the 422 or 400 from it
         return None, False
     value, errors = route.body_field.validate(data, {}, loc=("body",))  # type: ignore[union-attr]
     return value, not errors
 
 
-def _is_json(scope: Scope) -> bool:
+def _body_kind(scope: Scope) -> str | None:
+    """"json" for ``application/json`` (parameters allowed), "table" for an Arrow or Parquet
+    body, None for any other content type (or none)."""
     value = _first_header(scope, b"content-type")
-    return value is not None and value.split(b";", 1)[0].strip().lower() == b"application/json"
+    if value is None:
+        return None
+    kind = value.split(b";", 1)[0].strip().lower()
+    if kind == b"application/json":
+        return "json"
+    return "table" if body_media_type(kind.decode("latin-1")) else None
 
 
 async def _read_body(receive: Receive) -> bytes:

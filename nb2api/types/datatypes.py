@@ -190,10 +190,15 @@ class FrameSchema(DataSchema):
         return f"FrameSchema({self.row.__name__ if self.row else ''})"
 
     def encode(self, value: Any) -> bytes:
+        return frames.frame_json(value, columns=self.declared(value))
+
+    def declared(self, value: Any) -> list[str] | None:
+        """The columns of the declared ``Row`` that ``value`` is written with (None: all);
+        TypeError or ValueError when ``value`` does not fit."""
         if not isinstance(value, pd.DataFrame):
             raise TypeError(f"expected a pandas DataFrame, got {type(value).__name__}")
         if self.fields is None:
-            return frames.frame_json(value)
+            return None
         missing = [
             name for name in self.fields
             if name not in value.columns and name not in value.index.names
@@ -203,7 +208,7 @@ class FrameSchema(DataSchema):
                 f"the DataFrame lacks the column(s) {', '.join(map(repr, missing))} of "
                 f"{self.row.__name__}"  # type: ignore[union-attr]
             )
-        return frames.frame_json(value, columns=list(self.fields))
+        return list(self.fields)
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler

@@ -108,6 +108,8 @@ def exception_handlers() -> dict[Any, Any]:
 def _quoted_input(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, bytes | bytearray):  # a body that is not JSON (nor UTF-8), as sent
+        return bytes(value).decode("utf-8", "replace")
     return value  # dumps writes the rest: big integers, lone surrogates, deep nesting
 
 
@@ -184,6 +186,8 @@ async def respond(
         what = exc.what if isinstance(exc, CallFailed) else None
         return error_response(route, exc, debug=debug, logger=logger, what=what,
                               reported=reported)
+    if isinstance(content, Response):  # a table in the format the request asked for
+        return content
     return Response(content, media_type=media_type)
 
 

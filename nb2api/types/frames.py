@@ -3,7 +3,8 @@
 The conversions behind the data-science types, kept free of pydantic: a request's records or split
 form into a DataFrame, nested lists into an ndarray, and DataFrames, Series and arrays into JSON
 bytes. A DataFrame is encoded one column at a time (orjson on numeric columns, numpy on datetimes),
-never one cell at a time in Python, and floats keep their shortest round-trip form.
+never one cell at a time in Python, and floats keep their shortest round-trip form; with pyarrow,
+:mod:`.records` joins the columns into rows in C++.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from . import records
+from .records import NATIVE_KINDS as _NATIVE_KINDS
+from .records import iso_unit as _iso_unit
+
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _to_bytes = np.frompyfunc(str.encode, 1, 1)
 _dump_cell = functools.partial(orjson.dumps, default=lambda v: to_jsonable(v))
-# dtypes orjson writes natively and safely (it has no float16; datetimes are ours, NaT included).
-_NATIVE_KINDS = "biuf"
 
 
 class FrameError(ValueError):
@@ -209,15 +212,15 @@ def frame_json(df: pd.DataFrame, columns: list[str] | None = None) -> bytes:
     column labels are joined with :data:`COLUMN_SEPARATOR`. With declared ``columns``, only
     those are written (taken from the index levels where the columns lack them).
     """
-    if columns is not None:
-        df = _declared_columns(df, columns)
-    else:
-        df = shown_frame(df)
+    df = shown_table(df, columns)
     n = len(df)
     if df.shape[1] == 0:
         return b"[" + b",".join([b"{}"] * n) + b"]"
     if n == 0:
         return b"[]"
+    assembled = records.frame_records(df, _cells)  # None without pyarrow
+    if assembled is not None:
+        return assembled
     parts: list[Any] = []
     for i, (name, column) in enumerate(df.items()):
         parts.append(itertools.repeat((b"{" if i == 0 else b",") + orjson.dumps(str(name)) + b":"))
@@ -225,6 +228,14 @@ def frame_json(df: pd.DataFrame, columns: list[str] | None = None) -> bytes:
     parts.append(itertools.repeat(b"}"))
     # zip and join run in C: one pass per row, no Python frame per row or cell.
     return b"[" + b",".join(map(b"".join, zip(*parts, strict=False))) + b"]"
+
+
+def shown_table(df: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """``df`` as its records show it: the declared ``columns`` only (taken from the index
+    levels where the columns lack them), else :func:`shown_frame`."""
+    if columns is not None:
+        return _declared_columns(df, columns)
+    return shown_frame(df)
 
 
 def shown_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -319,15 +330,6 @@ def _datetime_cells(values: np.ndarray, tz: Any = None) -> np.ndarray:
     cells = _to_bytes(text.astype(object))
     cells[np.isnat(values)] = b"null"
     return cells
-
-
-def _iso_unit(values: np.ndarray) -> str:
-    """Whole seconds print as seconds; otherwise as fine as the data needs."""
-    ticks = values.astype("datetime64[ns]").view(np.int64)[~np.isnat(values)]
-    for unit, size in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
-        if not (ticks % size).any():
-            return unit
-    return "ns"
 
 
 def series_json(series: pd.Series) -> bytes:

@@ -2,8 +2,10 @@
 
 A parameter annotated ``bytes`` or ``fastapi.UploadFile`` takes the raw file; one annotated
 ``Annotated[pd.DataFrame, File()]`` (``fastapi.File``) takes a CSV or Parquet file and receives it
-read into a DataFrame, validated row by row when a ``Row`` is declared too. A route with a file
-takes ``multipart/form-data``: its other parameters become form fields.
+read into a DataFrame, validated row by row when a ``Row`` is declared too; an Arrow IPC stream or
+file is read too (with the ``arrow`` extra, as Parquet is). A route with a file takes
+``multipart/form-data``: its other parameters become form fields. :func:`read_body` reads a whole
+request body that is such a table, with the same bounds.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from . import datatypes
+from . import columnar, datatypes
 from ._lazy import LazyModule, loaded
 
 pd = LazyModule("pandas")
@@ -153,41 +155,57 @@ class _Bound:
 
 def _read_table(param: str, data: bytes, filename: str, content_type: str, bound: _Bound
                 ) -> pd.DataFrame:
-    parquet = (
-        data[:4] == _PARQUET_MAGIC
-        or filename.lower().endswith((".parquet", ".pq"))
-        or "parquet" in content_type
-    )
+    what = _table_format(data, filename, content_type)
     try:
-        if parquet:
-            try:
-                import pyarrow.parquet as pq
-            except ImportError:
-                raise HTTPException(
-                    415, "Parquet uploads need pyarrow: pip install 'nb2api[parquet]'"
-                ) from None
-            meta = pq.ParquetFile(io.BytesIO(data)).metadata
-            # Compressed pages can hide a huge table (a decompression bomb): decide before
-            # decoding anything, from what the file says of its rows and its decoded size.
-            decoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-            bound.check(meta.num_rows, max(decoded, meta.num_rows * meta.num_columns * 8))
-            return pd.read_parquet(io.BytesIO(data))
-        return _read_csv(data, bound)
+        if what == "CSV":
+            return _read_csv(data, bound)
+        if not columnar.available():
+            raise HTTPException(415, f"{what} uploads need pyarrow: pip install 'nb2api[arrow]'")
+        media_type = columnar.PARQUET if what == "Parquet" else columnar.ARROW
+        return columnar.read(data, media_type, bound.check)
     except HTTPException:
         raise
     except Exception as exc:  # pandas and pyarrow raise many types for a bad file
-        what = "Parquet" if parquet else "CSV"
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, columnar.ColumnarError):  # which says what it could not read
+            text = f"not a readable {what} file: {text}"
         raise RequestValidationError(
             [
                 {
                     "type": "file_format",
                     "loc": ("body", param),
-                    "msg": f"not a readable {what} file: {text}",
+                    "msg": text,
                     "input": filename,
                 }
             ]
         ) from None
+
+
+def _table_format(data: bytes, filename: str, content_type: str) -> str:
+    """"Parquet", "Arrow" (an IPC stream or file, Feather v2) or "CSV", by magic bytes, name
+    or content type."""
+    name = filename.lower()
+    if data[:4] == _PARQUET_MAGIC or name.endswith((".parquet", ".pq")) \
+            or "parquet" in content_type:
+        return "Parquet"
+    if data[:6] == b"ARROW1" or data[:4] == b"\xff\xff\xff\xff" \
+            or name.endswith((".arrow", ".arrows", ".feather")) or "apache.arrow" in content_type:
+        return "Arrow"
+    return "CSV"
+
+
+def read_body(p, data: bytes, media_type: str, max_rows: int = 0) -> pd.DataFrame:
+    """A whole request body that is an Arrow IPC stream or a Parquet file (``media_type``),
+    as the DataFrame parameter ``p`` (:class:`Upload` or ``ParamSpec``) receives it: bounded by
+    ``max_rows`` as an upload is, validated against its ``Row`` when it declares one."""
+    if not columnar.available():
+        raise HTTPException(415, columnar.NEEDS_EXTRA)
+    try:
+        frame = columnar.read(data, media_type, _Bound(p.name, max_rows).check)
+    except columnar.ColumnarError as exc:
+        raise RequestValidationError([{"type": "file_format", "loc": ("body",), "msg": str(exc),
+                                       "input": media_type}]) from None
+    return _validate_rows(p, frame)
 
 
 def _read_csv(data: bytes, bound: _Bound) -> pd.DataFrame:
