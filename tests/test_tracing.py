@@ -4,6 +4,7 @@ logs, error ids on spans, OTLP export to a receiver, and nothing loaded when it 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -392,6 +393,7 @@ def test_tracing_on_without_the_sdk_says_how_to_install_it(make_notebook, monkey
                         lambda name, *a: None if name.startswith("opentelemetry.sdk")
                         else real(name, *a))
     monkeypatch.setattr(telemetry, "_warned", set())
+    caplog.set_level(logging.WARNING)  # whatever level an in-process CLI run left on the root
     app = create_app(make_notebook(SETUP, API), otel=True)
     assert app.state.runtime.tracing is None
     with TestClient(app) as client:  # serves, untraced
