@@ -72,3 +72,16 @@ def test_integers_past_64_bits_in_a_table_or_series_are_written_exactly():
     table = pd.DataFrame({"n": [big, -big], "s": pd.Series(["a", "\ud800"], dtype=object)})
     assert json.loads(frames.frame_json(table)) \
         == [{"n": big, "s": "a"}, {"n": -big, "s": "\ud800"}]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"columns": [[[]]], "data": [[1]]}, "'columns' must be a list of column names"),
+    ({"columns": [{"a": 1}], "data": [[1]]}, "'columns' must be a list of column names"),
+    ({"columns": ["a"], "data": [[1]], "index": [[1]]}, "'index' must be a list of labels"),
+])
+def test_split_form_labels_that_cannot_label_a_table_are_refused(body, message):
+    """Found by the property test of request bodies: a list as a column name was a 500."""
+    with pytest.raises(frames.FrameError, match=message):
+        frames.frame_from_json(body)
+    with pytest.raises(frames.FrameError, match=message):
+        frames.records_from_split(body)

@@ -81,7 +81,15 @@ def split_parts(value: Mapping[str, Any]) -> tuple[list[Any], list[Any], list[An
     if "index" in value and (not isinstance(index, list) or len(index) != len(data)):
         # As the schema says: "index" may be left out, but is a list when given (not null).
         raise FrameError(f"'index' must be a list of {len(data)} labels, one per row of 'data'")
+    if not all(isinstance(c, _LABEL) for c in columns):
+        # a list or an object cannot label a column (pandas would fail to hash it)
+        raise FrameError("'columns' must be a list of column names (strings or numbers)")
+    if index is not None and not all(isinstance(i, _LABEL) for i in index):
+        raise FrameError("'index' must be a list of labels (strings or numbers)")
     return columns, data, index
+
+
+_LABEL = (str, int, float, bool, type(None))
 
 
 def _check_row_lengths(data: list[Any], width: int) -> None:
@@ -99,9 +107,6 @@ def _check_row_lengths(data: list[Any], width: int) -> None:
 def records_from_split(value: Mapping[str, Any]) -> tuple[list[Any], list[Any] | None]:
     """The split form as records (and its index), so each row can be validated as a ``Row``."""
     columns, data, index = split_parts(value)
-    if not all(isinstance(c, (str, int, float, bool, type(None))) for c in columns):
-        # each row becomes a dict keyed by column: a list or object label cannot be a key
-        raise FrameError("'columns' must be a list of column names (strings or numbers)")
     _check_row_lengths(data, len(columns))
     return [dict(zip(columns, row, strict=True)) for row in data], index
 
