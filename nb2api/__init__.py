@@ -31,7 +31,7 @@ _SOURCES = {
     "RouteSpec": ".routes",
     "Settings": ".settings",
     "build_routes": ".routes",
-    "create_app": ".serve",
+    "create_app": ".mcp",  # the served app, with /mcp
     "load_notebook": ".load",
     "read_notebook": ".load",
 }
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .errors import NotebookError
     from .load import LoadedNotebook, ParsedNotebook, load_notebook, read_notebook
     from .routes import RouteSpec, build_routes
-    from .serve import create_app
+    from .mcp import create_app
     from .settings import Settings
 
 

@@ -265,7 +265,7 @@ def _write_or_print(text: str, output: Path | None, then: str = "") -> None:
 
 def _load(notebook: Path, settings: Settings | None = None, quiet: bool = True,
           log_format: LogFormat = "text") -> FastAPI:
-    from .serve import create_app
+    from .mcp import create_app
 
     try:
         return create_app(notebook, settings, progress=_progress(quiet, log_format))
@@ -345,7 +345,7 @@ def serve(
         from .serve.reload import ReloadingApp
 
         def load(path: Path) -> FastAPI:
-            from .serve import create_app
+            from .mcp import create_app
 
             return create_app(path, settings)
 
@@ -440,7 +440,7 @@ def app_from_environment():
     settings = Settings.model_validate_json(os.environ[_ENV_SETTINGS])
     notebook = os.environ[_ENV_NOTEBOOK]
     try:
-        from .serve import create_app
+        from .mcp import create_app
 
         application = create_app(notebook, settings)
     except NotebookError as error:  # the file changed since the parent loaded it

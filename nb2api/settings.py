@@ -122,6 +122,11 @@ class Settings(_Declared):
         description="Answer valid JSON requests to body-only routes without FastAPI's "
         "per-request handler (same answers, faster); off to compare or debug.",
     )
+    mcp: bool = Field(
+        True,
+        description="Serve the notebook's functions as MCP tools at /mcp (Streamable HTTP), for "
+        "LLM agents.",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -219,6 +224,7 @@ class SettingsKeywords(TypedDict, total=False):
     metrics: bool
     access_log: bool
     fast_path: bool
+    mcp: bool
 
 
 def env_var(name: str) -> str:

@@ -107,12 +107,13 @@ _ALLOWED = {
     "load": {"errors"},
     "routes": {"errors", "load", "types"},
     "serve": _BELOW | {"load", "routes"},
-    "cli": _BELOW | {"load", "routes", "serve", "export", "ray"},
+    "cli": _BELOW | {"load", "routes", "serve", "export", "ray", "mcp"},
     "export": _BELOW | {"load", "routes", "serve"},
     "ray": _BELOW | {"load", "routes", "serve"},
     "jupyter": _BELOW | {"load", "routes", "serve"},
+    "mcp": _BELOW | {"load", "routes", "serve"},
     "__main__": {"cli"},
-    "__init__": {"_version", "jupyter", "errors", "load", "routes", "serve", "settings"},
+    "__init__": {"_version", "jupyter", "errors", "load", "mcp", "routes", "serve", "settings"},
 }
 
 

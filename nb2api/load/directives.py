@@ -17,7 +17,7 @@ from typing import Literal
 
 CellKind = Literal["setup", "api"]
 MARKS: tuple[CellKind, ...] = ("setup", "api")
-FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor")
+FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor", "mcp")
 KNOWN_KEYS = (*MARKS, *FUNCTION_OPTIONS)
 
 # `#| key` or `#| key: value`, as in Quarto and nbdev; `# | key` is how black rewrites it.
@@ -103,6 +103,20 @@ def check_directives(directives: Sequence[Directive]) -> None:
                 "(for example '#| route: GET /species/{name}')",
                 d.line,
             )
+        if d.key == "mcp" and d.value.lower() not in _FLAGS:
+            raise DirectiveProblem(
+                f"'#| mcp: {d.value}' is not 'true' or 'false' ('#| mcp: false' keeps the "
+                "function out of the MCP tools)",
+                d.line,
+            )
+
+
+_FLAGS = {"true": True, "false": False}
+
+
+def option_flag(value: str | None, default: bool = True) -> bool:
+    """A yes/no function option (``#| mcp: false``) as a bool; ``default`` when it is absent."""
+    return default if value is None else _FLAGS[value.strip().lower()]
 
 
 def parse_route(value: str) -> tuple[str, str]:

@@ -1,0 +1,83 @@
+"""The MCP server of an app: ``tools/list`` and ``tools/call`` over the app's own routes.
+
+Built from a FastAPI app that :func:`nb2api.serve.create_app` made: its route specs, its runtime
+(pools, limits, metrics) and the endpoints FastAPI calls. The transports (:mod:`.http` for
+``/mcp``, :mod:`.stdio` for ``nb2api mcp``) drive the same server.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import mcp.types as types
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from mcp.server import Server, ServerRequestContext
+from mcp.shared.exceptions import MCPError
+
+from .._version import __version__
+from .calls import ToolCall
+from .tools import ToolSpec, build_tools
+
+
+class NotebookTools:
+    """The tools of one app and their calls, read from the app when first asked for (its OpenAPI
+    document is built then, once)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    @functools.cached_property
+    def tools(self) -> dict[str, ToolSpec]:
+        return build_tools(self.app.state.routes, self.app.openapi())
+
+    @functools.cached_property
+    def calls(self) -> dict[str, ToolCall]:
+        endpoints = {
+            (route.path, method): route.endpoint
+            for route in self.app.router.routes if isinstance(route, APIRoute)
+            for method in route.methods
+        }
+        runtime = self.app.state.runtime
+        return {
+            name: ToolCall(tool, endpoints[(tool.spec.path, tool.spec.method)], runtime)
+            for name, tool in self.tools.items()
+        }
+
+    @functools.cached_property
+    def listing(self) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[
+            types.Tool(name=t.name, description=t.description, input_schema=t.input_schema,
+                       output_schema=t.output_schema)
+            for t in self.tools.values()
+        ])
+
+
+def build_server(app: FastAPI) -> Server[Any]:
+    """A low-level MCP server whose tools are ``app``'s notebook routes."""
+    notebook = NotebookTools(app)
+
+    async def list_tools(ctx: ServerRequestContext[Any],
+                         params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        return notebook.listing
+
+    async def call_tool(ctx: ServerRequestContext[Any],
+                        params: types.CallToolRequestParams) -> types.CallToolResult:
+        call = notebook.calls.get(params.name)
+        if call is None:
+            known = ", ".join(notebook.tools) or "none"
+            raise MCPError(types.INVALID_PARAMS, f"no tool named {params.name!r} (tools: {known})")
+        return await call(params.arguments)
+
+    loaded = app.state.notebook
+    server: Server[Any] = Server(
+        app.title,
+        version=__version__,
+        instructions=f"Tools served by nb2api from the notebook {loaded.notebook.path.name}: "
+        "each tool is one of its functions.",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+    server.nb2api_tools = notebook  # type: ignore[attr-defined]
+    return server
