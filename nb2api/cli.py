@@ -56,6 +56,7 @@ CheckedNotebookArg = _notebook_arg("The notebook (.ipynb) to load and check.")
 DocumentedNotebookArg = _notebook_arg("The notebook (.ipynb) whose OpenAPI document to write.")
 ExportedNotebookArg = _notebook_arg("The notebook (.ipynb) to export.")
 DeployedNotebookArg = _notebook_arg("The notebook (.ipynb) to deploy on Ray Serve.")
+ToolsNotebookArg = _notebook_arg("The notebook (.ipynb) whose functions to serve as MCP tools.")
 
 
 def _plural(count: int, noun: str) -> str:
@@ -163,7 +164,8 @@ def with_settings(command: Callable[..., None]) -> Callable[..., None]:
     every value is validated by the same model, whatever its source.
     """
     signature = inspect.signature(command)
-    models = {"settings": Settings, "server": ServerOptions}
+    models = {name: model for name, model in (("settings", Settings), ("server", ServerOptions))
+              if name in signature.parameters}
     own = [p for p in signature.parameters.values() if p.name not in models]
     generated = [option for model in models.values() for option in settings_options(model)]
 
@@ -448,6 +450,21 @@ def app_from_environment():
         raise SystemExit(2) from None
     _freeze_startup_objects()
     return application
+
+
+@app.command("mcp")
+@with_settings
+def mcp_stdio(notebook: ToolsNotebookArg, *, settings: Settings) -> None:
+    """Serve NOTEBOOK's functions as MCP tools over stdio, for agents that start a local process
+    (only protocol messages go to stdout; what cells print goes to stderr)."""
+    from .mcp.stdio import divert_stdout, serve_stdio
+
+    protocol = divert_stdout()
+    _forget_token_variable()  # no HTTP here: the notebook's code has no use for it
+    _configure_logging("warning")
+    application = _load(notebook, settings.updated(mcp=False))  # no /mcp: stdio is the transport
+    os.chdir(notebook.resolve().parent)  # calls see the notebook's folder, as Jupyter would
+    serve_stdio(application, protocol)
 
 
 @app.command()

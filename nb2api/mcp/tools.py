@@ -30,7 +30,7 @@ class ToolSpec:
     description: str | None
     input_schema: dict[str, Any]
     output_schema: dict[str, Any] | None
-    wrapped: bool  # structured results are ``{"result": value}`` (the result is no JSON object)
+    wrapped: bool  # structured results are ``{"result": value}``: the schema is no JSON object
 
 
 def is_tool(spec: RouteSpec) -> bool:
@@ -59,7 +59,8 @@ def _tool(spec: RouteSpec, operation: dict[str, Any], components: dict[str, Any]
     )
     inputs = input_schema(operation, components)
     output = output_schema(operation, components)
-    wrapped = output is None or not _is_object(output)
+    # Without a declared schema, an object answer is given as is and anything else wrapped.
+    wrapped = output is not None and not _is_object(output)
     if output is not None:
         # MCP wants "type": "object" at the root of an output schema (until 2026-07-28).
         output = _wrap(output) if wrapped else _inlined_root(output)
