@@ -39,8 +39,8 @@ _SOURCES = {
 if TYPE_CHECKING:
     from .errors import NotebookError
     from .load import LoadedNotebook, ParsedNotebook, load_notebook, read_notebook
-    from .routes import RouteSpec, build_routes
     from .mcp import create_app
+    from .routes import RouteSpec, build_routes
     from .settings import Settings
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import EXAMPLES, code, md, notebook_path, serve, wait_until
+from conftest import EXAMPLES, md, notebook_path, serve, wait_until
+from mcp.shared.exceptions import MCPError
 from mcp_helpers import openapi_request, over_http, over_stdio, tool_input
 
 # Arguments for every route of the quickstart and core notebooks, in the order they are called
@@ -162,3 +163,232 @@ def test_tools_are_the_routes_and_answer_as_rest(name):
             assert tool.description.startswith(summary)
     for (route, _), rest, result in zip(calls, rest_answers, results, strict=True):
         _same_answer(route, rest, result)
+
+
+def _text(result: Any) -> Any:
+    return json.loads(result.content[0].text)
+
+
+def test_image_dataframe_and_errors(make_notebook):
+    path = make_notebook(
+        "#| setup\nimport pandas as pd\nimport matplotlib\nmatplotlib.use('Agg')\n"
+        "import matplotlib.pyplot as plt\nfrom fastapi import HTTPException",
+        md("Draws a line through the points."),
+        '#| api\ndef chart(points: list[float]) -> plt.Figure:\n'
+        '    """A line chart of the points."""\n'
+        '    figure, axes = plt.subplots(figsize=(2, 2))\n'
+        '    axes.plot(points)\n    return figure\n\n\n'
+        'def table(n: int) -> pd.DataFrame:\n'
+        '    return pd.DataFrame({"i": range(n), "half": [i / 2 for i in range(n)]})\n\n\n'
+        'def broken(x: int) -> int:\n    return {"a": 1}["b" * x]\n\n\n'
+        'def refused() -> str:\n    raise HTTPException(409, "already there")\n',
+    )
+    with serve(path) as server:
+        async def work(session):
+            tools = {t.name: t for t in (await session.list_tools()).tools}
+            return tools, [
+                await session.call_tool("chart", {"points": [1, 3, 2]}),
+                await session.call_tool("table", {"n": 3}),
+                await session.call_tool("broken", {"x": 1}),
+                await session.call_tool("refused", {}),
+                await session.call_tool("table", {"n": "three"}),
+                await session.call_tool("table", {}),
+            ]
+
+        tools, (chart, table, broken, refused, invalid, missing) = over_http(
+            f"{server.base_url}/mcp", work)
+        output = server.output()
+
+    assert tools["chart"].description == ("A line chart of the points.\n\n"
+                                          "Draws a line through the points.")
+    assert tools["chart"].output_schema is None  # an image: no JSON schema
+    image = chart.content[0]
+    assert not chart.is_error and image.type == "image" and image.mime_type == "image/png"
+    assert base64.b64decode(image.data).startswith(b"\x89PNG\r\n\x1a\n")
+
+    records = [{"i": 0, "half": 0.0}, {"i": 1, "half": 0.5}, {"i": 2, "half": 1.0}]
+    assert table.structured_content == {"result": records}
+    assert _text(table) == records
+    assert tools["table"].output_schema["type"] == "object"
+    assert tools["table"].output_schema["required"] == ["result"]
+
+    assert broken.is_error
+    detail = _text(broken)
+    assert detail["detail"] == "broken() raised KeyError: 'b'"
+    assert re.fullmatch(r"[0-9a-f]{12}", detail["error_id"])
+    assert "traceback" not in detail
+    # logged as a REST 500 is: the detail and the id, with the traceback
+    assert f"broken() raised KeyError: 'b' [error_id={detail['error_id']}]" in output
+    assert "Traceback" in output
+
+    assert refused.is_error and _text(refused) == {"detail": "already there", "status": 409}
+    assert invalid.is_error and _text(invalid)["detail"][0]["loc"] == ["body", "n"]
+    assert _text(invalid)["detail"][0]["type"] == "int_parsing"
+    assert missing.is_error and _text(missing)["detail"][0]["type"] == "missing"
+
+
+def test_token_guards_mcp(make_notebook):
+    path = make_notebook("#| api\ndef add(a: int, b: int) -> int:\n    return a + b")
+    with serve(path, "--token", "s3cret-token") as server:
+        url = f"{server.base_url}/mcp"
+        initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"}}}
+        accept = {"Accept": "application/json, text/event-stream"}
+        refused = httpx.post(url, json=initialize, headers=accept)
+        wrong = httpx.post(url, json=initialize,
+                           headers={**accept, "Authorization": "Bearer wrong"})
+
+        async def work(session):
+            return await session.call_tool("add", {"a": 2, "b": 3})
+
+        result = over_http(url, work, token="s3cret-token")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == "Bearer"
+    assert wrong.status_code == 401
+    assert result.structured_content == {"result": 5}
+
+
+def test_no_mcp_and_functions_kept_out(make_notebook):
+    path = make_notebook(
+        "#| api\ndef add(a: int, b: int) -> int:\n    return a + b\n\n\n"
+        "#| mcp: false\ndef admin() -> str:\n    return 'only over REST'\n",
+        "#| api\n#| mcp: false\ndef a() -> int:\n    return 1\n\n\ndef b() -> int:\n    return 2",
+    )
+    with serve(path) as server:
+        async def work(session):
+            tools = [t.name for t in (await session.list_tools()).tools]
+            with pytest.raises(MCPError) as hidden:  # an unknown tool: a protocol error
+                await session.call_tool("admin", {})
+            return tools, hidden.value
+
+        tools, hidden = over_http(f"{server.base_url}/mcp", work)
+        assert httpx.post(f"{server.base_url}/admin").json() == "only over REST"
+    assert tools == ["add"]  # '#| mcp: false' in a cell's header applies to all its functions
+    assert "no tool named 'admin' (tools: add)" in hidden.message
+
+    with serve(path, "--no-mcp") as server:
+        assert httpx.post(f"{server.base_url}/mcp", json={}).status_code == 404
+        assert httpx.post(f"{server.base_url}/add", json={"a": 1, "b": 2}).json() == 3
+
+
+def test_bad_mcp_directive_names_its_cell(make_notebook, tmp_path):
+    import subprocess
+    import sys
+
+    path = make_notebook("#| api\n#| mcp: nope\ndef a() -> int:\n    return 1")
+    done = subprocess.run([sys.executable, "-m", "nb2api", "check", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "cell 1" in done.stderr and "'#| mcp: nope' is not 'true' or 'false'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_tool_calls_count_under_their_route(make_notebook):
+    path = make_notebook("#| api\ndef add(a: int, b: int) -> int:\n    return a + b")
+    with serve(path) as server:
+        async def work(session):
+            for _ in range(3):
+                await session.call_tool("add", {"a": 1, "b": 1})
+            await session.call_tool("add", {"a": "x"})
+
+        over_http(f"{server.base_url}/mcp", work)
+        metrics = httpx.get(f"{server.base_url}/metrics").text
+    assert 'nb2api_requests_total{method="POST",route="/add",status="200"} 3.0' in metrics
+    assert 'nb2api_requests_total{method="POST",route="/add",status="422"} 1.0' in metrics
+
+
+def test_mcp_under_workers(make_notebook):
+    path = make_notebook("#| api\nimport os\n\ndef pid() -> int:\n    return os.getpid()")
+    with serve(path, "--workers", "2") as server:
+        seen: set[int] = set()
+
+        def answered_by_both() -> bool:
+            async def work(session):
+                return [(await session.call_tool("pid", {})).structured_content["result"]
+                        for _ in range(8)]
+
+            seen.update(over_http(f"{server.base_url}/mcp", work))
+            return len(seen) == 2
+
+        wait_until(answered_by_both, timeout=60, message="both workers answering tools")
+
+
+def test_create_app_has_mcp_within_its_lifespan(make_notebook):
+    from fastapi.testclient import TestClient
+
+    import nb2api
+
+    path = make_notebook("#| api\ndef twice(x: float) -> float:\n    return 2 * x")
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "twice", "arguments": {"x": 2.5}}}
+    headers = {"Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2025-11-25"}
+    app = nb2api.create_app(path)
+    for _ in range(2):  # a second lifespan runs a fresh session manager
+        with TestClient(app) as client:
+            answer = client.post("/mcp", json=call, headers=headers)
+            assert answer.status_code == 200
+            assert answer.json()["result"]["structuredContent"] == {"result": 5.0}
+    assert TestClient(app).post("/mcp", json=call, headers=headers).status_code == 503
+    assert "/mcp" not in app.openapi()["paths"]
+    without = nb2api.create_app(path, mcp=False)
+    with TestClient(without) as client:
+        assert client.post("/mcp", json=call, headers=headers).status_code == 404
+
+
+def test_stdio_serves_the_same_tools_and_keeps_stdout_clean(make_notebook, tmp_path):
+    path = make_notebook(
+        "#| setup\nimport subprocess\nprint('loading the model')\n"
+        "subprocess.run(['echo', 'from a child process'])",
+        "#| api\ndef shout(text: str) -> str:\n    print('shouting', text)\n"
+        "    return text.upper()\n\n\ndef fail() -> int:\n    raise ValueError('no')",
+    )
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as errlog:
+        async def work(session):
+            tools = [t.name for t in (await session.list_tools()).tools]
+            return (tools, await session.call_tool("shout", {"text": "hi"}),
+                    await session.call_tool("fail", {}), await session.call_tool("shout", {}))
+
+        tools, shouted, failed, invalid = over_stdio(path, work, errlog=errlog)
+    assert tools == ["shout", "fail"]
+    assert shouted.structured_content == {"result": "HI"} and _text(shouted) == "HI"
+    assert failed.is_error and _text(failed)["detail"] == "fail() raised ValueError: no"
+    assert invalid.is_error and _text(invalid)["detail"][0]["loc"] == ["body", "text"]
+    printed = errors.read_text()  # what the cells printed went to stderr, not into the protocol
+    assert "loading the model" in printed and "from a child process" in printed
+    assert "shouting hi" in printed
+
+
+def test_stdio_matches_openapi_for_the_quickstart():
+    from nb2api.cli import app as cli_app  # noqa: F401 (the command exists)
+
+    async def work(session):
+        tools = (await session.list_tools()).tools
+        return tools, await session.call_tool("list_species", {})
+
+    tools, listed = over_stdio(EXAMPLES / "quickstart.ipynb", work)
+    import nb2api
+
+    document = nb2api.create_app(EXAMPLES / "quickstart.ipynb").openapi()
+    operations = _operations(document)
+    assert [t.name for t in tools] == list(operations)
+    for tool in tools:
+        path, method, _ = operations[tool.name]
+        assert tool_input(tool) == openapi_request(document, path, method)
+    assert listed.structured_content == {"result": ["setosa", "versicolor", "virginica"]}
+
+
+def test_broken_notebook_fails_mcp_command_with_one_line(make_notebook):
+    import subprocess
+    import sys
+
+    path = make_notebook("#| setup\nraise RuntimeError('no data')")
+    done = subprocess.run([sys.executable, "-m", "nb2api", "mcp", str(path)],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "cell 1" in done.stderr and "no data" in done.stderr
+    assert "Traceback" not in done.stderr
+
