@@ -10,6 +10,8 @@ export interface IServedApp {
   /** URL path of the app, including the server's base URL. */
   url: string;
   docs_url: string;
+  /** URL path of its MCP endpoint (Streamable HTTP), where agents call its functions. */
+  mcp_url: string;
   status: 'running' | 'stopped';
   /** Why the last saved version could not be served (the previous one keeps serving). */
   error: string | null;
@@ -48,6 +50,11 @@ async function request<T>(endpoint: string, init: RequestInit = {}): Promise<T> 
 export function appUrl(app: IServedApp, page: string): string {
   const settings = ServerConnection.makeSettings();
   return URLExt.join(settings.baseUrl, 'nb2api', 'apps', app.id, page);
+}
+
+/** The absolute URL of a served app's MCP endpoint, for an agent's configuration. */
+export function mcpUrl(app: IServedApp): string {
+  return new URL(appUrl(app, 'mcp'), window.location.href).href;
 }
 
 export function listApps(): Promise<IServedApp[]> {
