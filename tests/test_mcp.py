@@ -314,7 +314,8 @@ def test_mcp_under_workers(make_notebook):
         wait_until(answered_by_both, timeout=60, message="both workers answering tools")
 
 
-def test_create_app_has_mcp_within_its_lifespan(make_notebook):
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_create_app_has_mcp_within_its_lifespan(make_notebook, fast_path):
     from fastapi.testclient import TestClient
 
     import nb2api
@@ -324,17 +325,45 @@ def test_create_app_has_mcp_within_its_lifespan(make_notebook):
             "params": {"name": "twice", "arguments": {"x": 2.5}}}
     headers = {"Accept": "application/json, text/event-stream",
                "MCP-Protocol-Version": "2025-11-25"}
-    app = nb2api.create_app(path)
+    app = nb2api.create_app(path, fast_path=fast_path)
     for _ in range(2):  # a second lifespan runs a fresh session manager
         with TestClient(app) as client:
             answer = client.post("/mcp", json=call, headers=headers)
             assert answer.status_code == 200
             assert answer.json()["result"]["structuredContent"] == {"result": 5.0}
+            assert client.post("/twice", json={"x": 2.5}).json() == 5.0
     assert TestClient(app).post("/mcp", json=call, headers=headers).status_code == 503
     assert "/mcp" not in app.openapi()["paths"]
     without = nb2api.create_app(path, mcp=False)
     with TestClient(without) as client:
         assert client.post("/mcp", json=call, headers=headers).status_code == 404
+
+
+def test_the_2026_protocol_client(make_notebook):
+    """``mcp.Client`` negotiates the newest protocol (2026-07-28, no handshake), which the
+    endpoint answers too."""
+    import asyncio
+
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    path = make_notebook("#| api\ndef add(a: int, b: int) -> int:\n    return a + b")
+    with serve(path, "--token", "tok") as server:
+        async def run():
+            async with httpx2.AsyncClient(headers={"Authorization": "Bearer tok"}) as http:
+                transport = streamable_http_client(f"{server.base_url}/mcp", http_client=http)
+                async with Client(transport) as client:
+                    tools = await client.list_tools()
+                    return (client.protocol_version, [t.name for t in tools.tools],
+                            await client.call_tool("add", {"a": 1, "b": 2}),
+                            await client.call_tool("add", {"a": 1}))
+
+        version, tools, added, invalid = asyncio.run(asyncio.wait_for(run(), 60))
+    assert version == "2026-07-28"
+    assert tools == ["add"]
+    assert added.structured_content == {"result": 3} and not added.is_error
+    assert invalid.is_error and _text(invalid)["detail"][0]["loc"] == ["body", "b"]
 
 
 def test_stdio_serves_the_same_tools_and_keeps_stdout_clean(make_notebook, tmp_path):
@@ -392,3 +421,26 @@ def test_broken_notebook_fails_mcp_command_with_one_line(make_notebook):
     assert "cell 1" in done.stderr and "no data" in done.stderr
     assert "Traceback" not in done.stderr
 
+
+
+def test_reload_serves_the_saved_functions_as_tools(tmp_path):
+    from conftest import write_notebook
+
+    path = write_notebook(tmp_path, "#| api\ndef one() -> int:\n    return 1")
+
+    async def names(session):
+        return [t.name for t in (await session.list_tools()).tools]
+
+    with serve(path, "--reload") as server:
+        url = f"{server.base_url}/mcp"
+        assert over_http(url, names) == ["one"]
+        write_notebook(tmp_path, "#| api\ndef two() -> int:\n    return 2")
+        wait_until(lambda: over_http(url, names) == ["two"], timeout=60, interval=0.2,
+                   message="the saved notebook's tools")
+
+        async def call(session):
+            return await session.call_tool("two", {})
+
+        assert over_http(url, call).structured_content == {"result": 2}
+        output = server.output()
+    assert "different task" not in output and "Traceback" not in output

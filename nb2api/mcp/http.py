@@ -10,6 +10,7 @@ limit, request ids, logs and metrics. The SDK's session manager lives inside the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,6 +53,37 @@ class MCPEndpoint:
         await manager.handle_request(scope, receive, send)
 
 
+@asynccontextmanager
+async def _running(endpoint: MCPEndpoint) -> AsyncIterator[None]:
+    """A fresh session manager for ``endpoint`` while the block runs. The manager runs in a task
+    of its own, so the block may end in another task than it began in (``--reload`` starts and
+    stops an app's lifespan from different tasks)."""
+    manager = endpoint.new_manager()
+    started = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        async with manager.run():
+            endpoint.manager = manager
+            started.set()
+            try:
+                await stop.wait()
+            finally:
+                endpoint.manager = None
+
+    task = asyncio.create_task(run(), name="nb2api-mcp")
+    waiting = asyncio.create_task(started.wait())
+    await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiting.cancel()
+        task.result()  # raises what stopped it
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 def mount_mcp(app: FastAPI) -> MCPEndpoint:
     """Add ``/mcp`` to ``app`` (built by :func:`nb2api.serve.build_app`), its session manager
     running within the app's lifespan."""
@@ -62,13 +94,8 @@ def mount_mcp(app: FastAPI) -> MCPEndpoint:
     @asynccontextmanager
     async def lifespan(application: Any) -> AsyncIterator[Any]:
         async with app_lifespan(application) as state:
-            manager = endpoint.new_manager()
-            async with manager.run():
-                endpoint.manager = manager
-                try:
-                    yield state
-                finally:
-                    endpoint.manager = None
+            async with _running(endpoint):
+                yield state
 
     app.router.lifespan_context = lifespan
     app.state.mcp = endpoint
