@@ -444,3 +444,62 @@ def test_reload_serves_the_saved_functions_as_tools(tmp_path):
         assert over_http(url, call).structured_content == {"result": 2}
         output = server.output()
     assert "different task" not in output and "Traceback" not in output
+
+
+def test_direct_tool_calls_answer_as_the_sdk_does(make_notebook, monkeypatch):
+    """A plain ``tools/call`` skips the SDK's per-request streams (:mod:`nb2api.mcp.direct`);
+    its answers are the SDK's, byte for byte but for the error id."""
+    from fastapi.testclient import TestClient
+
+    import nb2api
+
+    path = make_notebook(
+        "#| api\ndef add(a: int, b: int = 1) -> int:\n    return a + b\n\n\n"
+        "def fail() -> int:\n    raise ValueError('no')\n\n\n"
+        "def table() -> list[dict]:\n    return [{'x': float('nan'), 'y': 'é'}]")
+    app = nb2api.create_app(path)
+    from nb2api.mcp import direct as direct_path
+
+    answered_directly = []
+    answer = direct_path.answer
+
+    async def spy(*args):
+        found = await answer(*args)
+        answered_directly.append(found is not None)
+        return found
+
+    monkeypatch.setattr(direct_path, "answer", spy)
+
+    def call(id_, params, version="2025-11-25", method="tools/call"):
+        headers = {"Accept": "application/json, text/event-stream"}
+        if version:
+            headers["MCP-Protocol-Version"] = version
+        return client.post("/mcp", json={"jsonrpc": "2.0", "id": id_, "method": method,
+                                          "params": params}, headers=headers)
+
+    requests = [
+        (1, {"name": "add", "arguments": {"a": 2}}, "2025-11-25"),
+        ("x", {"name": "add", "arguments": {"a": 2, "b": 5}}, "2025-06-18"),
+        (2, {"name": "add", "arguments": {"a": "two"}}, "2025-03-26"),
+        (3, {"name": "add"}, None),
+        (4, {"name": "fail", "arguments": {}}, "2025-11-25"),
+        (5, {"name": "table", "arguments": {}}, "2025-11-25"),
+        (6, {"name": "nope", "arguments": {}}, "2025-11-25"),
+        (7, {"arguments": {}}, "2025-11-25"),
+        (8, {"name": "add", "arguments": []}, "2025-11-25"),
+    ]
+    answers = {}
+    with TestClient(app) as client:
+        for direct in (True, False):
+            app.state.mcp.direct = direct
+            answers[direct] = []
+            for id_, params, version in requests:
+                response = call(id_, params, version)
+                body = response.json()
+                text = json.dumps(body)
+                answers[direct].append((response.status_code,
+                                        re.sub(r'error_id\\\\?": ?\\\\?"[0-9a-f]{12}', "ID", text)))
+    assert answers[True] == answers[False]
+    # the valid calls of known tools were answered directly; the SDK said what was wrong
+    assert answered_directly == [True] * 6 + [False] * 3
+    assert json.loads(answers[True][0][1])["result"]["structuredContent"] == {"result": 3}

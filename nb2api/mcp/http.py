@@ -21,20 +21,24 @@ from fastapi.responses import JSONResponse
 from mcp.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from .server import build_server
+from . import direct
+from .server import NotebookTools, build_server
 
 MCP_PATH = "/mcp"
 _NO_LIMIT = 2**62  # the app's own body limit applies (--max-body-size)
 
 
 class MCPEndpoint:
-    """The ASGI app at ``/mcp``: the running session manager's, or a 503 outside the lifespan."""
+    """The ASGI app at ``/mcp``: the running session manager's, or a 503 outside the lifespan.
+    A plain ``tools/call`` is answered directly (:mod:`.direct`) unless ``direct`` is off."""
 
-    def __init__(self, server: Server[Any]) -> None:
+    def __init__(self, tools: NotebookTools, server: Server[Any]) -> None:
+        self.tools = tools
         self.server = server
         self.manager: StreamableHTTPSessionManager | None = None
+        self.direct = True
 
     def new_manager(self) -> StreamableHTTPSessionManager:
         """A session manager for one run of the app's lifespan (the SDK runs each only once)."""
@@ -50,7 +54,49 @@ class MCPEndpoint:
                                      "lifespan); run it with an ASGI server"}, 503)
             await response(scope, receive, send)
             return
+        if self.direct and scope["method"] == "POST":
+            version = direct.handshake_version(scope["headers"])
+            if version is not None:
+                body = await _read_body(receive)
+                answer = await direct.answer(self.tools.calls, body, version)
+                if answer is not None:
+                    await _send_json(send, answer)
+                    return
+                receive = _replay(body)
         await manager.handle_request(scope, receive, send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    """A ``receive`` that gives ``body`` again, then waits for the disconnect."""
+    given = False
+
+    async def receive() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # a request's body is read once; nothing else comes
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _send_json(send: Send, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 @asynccontextmanager
@@ -87,7 +133,8 @@ async def _running(endpoint: MCPEndpoint) -> AsyncIterator[None]:
 def mount_mcp(app: FastAPI) -> MCPEndpoint:
     """Add ``/mcp`` to ``app`` (built by :func:`nb2api.serve.build_app`), its session manager
     running within the app's lifespan."""
-    endpoint = MCPEndpoint(build_server(app))
+    tools = NotebookTools(app)
+    endpoint = MCPEndpoint(tools, build_server(app, tools))
     app.router.routes.append(Route(MCP_PATH, endpoint=endpoint, include_in_schema=False))
     app_lifespan = app.router.lifespan_context
 

@@ -54,9 +54,9 @@ class NotebookTools:
         ])
 
 
-def build_server(app: FastAPI) -> Server[Any]:
-    """A low-level MCP server whose tools are ``app``'s notebook routes."""
-    notebook = NotebookTools(app)
+def build_server(app: FastAPI, notebook: NotebookTools | None = None) -> Server[Any]:
+    """A low-level MCP server whose tools are ``app``'s notebook routes (``notebook``'s)."""
+    notebook = notebook if notebook is not None else NotebookTools(app)
 
     async def list_tools(ctx: ServerRequestContext[Any],
                          params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
@@ -71,7 +71,7 @@ def build_server(app: FastAPI) -> Server[Any]:
         return await call(params.arguments)
 
     loaded = app.state.notebook
-    server: Server[Any] = Server(
+    return Server(
         app.title,
         version=__version__,
         instructions=f"Tools served by nb2api from the notebook {loaded.notebook.path.name}: "
@@ -79,5 +79,3 @@ def build_server(app: FastAPI) -> Server[Any]:
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
-    server.nb2api_tools = notebook  # type: ignore[attr-defined]
-    return server
