@@ -135,7 +135,8 @@ def mount_mcp(app: FastAPI) -> MCPEndpoint:
     running within the app's lifespan."""
     tools = NotebookTools(app)
     endpoint = MCPEndpoint(tools, build_server(app, tools))
-    app.router.routes.append(Route(MCP_PATH, endpoint=endpoint, include_in_schema=False))
+    # First: no notebook route can be /mcp (a reserved path), and it is matched soonest.
+    app.router.routes.insert(0, Route(MCP_PATH, endpoint=endpoint, include_in_schema=False))
     app_lifespan = app.router.lifespan_context
 
     @asynccontextmanager

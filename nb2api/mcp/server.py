@@ -70,6 +70,10 @@ def build_server(app: FastAPI, notebook: NotebookTools | None = None) -> Server[
             raise MCPError(types.INVALID_PARAMS, f"no tool named {params.name!r} (tools: {known})")
         return await call(params.arguments)
 
+    def input_schema(name: str) -> dict[str, Any] | None:
+        tool = notebook.tools.get(name)
+        return tool.input_schema if tool is not None else None
+
     loaded = app.state.notebook
     return Server(
         app.title,
@@ -78,4 +82,6 @@ def build_server(app: FastAPI, notebook: NotebookTools | None = None) -> Server[
         "each tool is one of its functions.",
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        # For the 2026-07-28 protocol's header checks; else the SDK lists every tool per call.
+        get_tool_input_schema=input_schema,
     )
