@@ -267,7 +267,11 @@ def _write_or_print(text: str, output: Path | None, then: str = "") -> None:
 
 def _load(notebook: Path, settings: Settings | None = None, quiet: bool = True,
           log_format: LogFormat = "text") -> FastAPI:
-    from .mcp import create_app
+    # An app to serve gets /mcp (unless --no-mcp); one to inspect (check, openapi) needs none.
+    if settings is not None and settings.mcp:
+        from .mcp import create_app
+    else:
+        from .serve import create_app
 
     try:
         return create_app(notebook, settings, progress=_progress(quiet, log_format))

@@ -10,6 +10,5 @@ from __future__ import annotations
 
 from .app import create_app
 from .http import MCP_PATH, mount_mcp
-from .server import build_server
 
-__all__ = ["MCP_PATH", "build_server", "create_app", "mount_mcp"]
+__all__ = ["MCP_PATH", "create_app", "mount_mcp"]

@@ -3,61 +3,148 @@
 Stateless: every POST is answered on its own, with no session kept between requests, so the
 endpoint works the same under ``--workers N`` (any process may answer) and behind a proxy; both
 the initialize handshake (MCP 2025-11-25 and before) and the 2026-07-28 per-request protocol are
-answered. It sits
-behind the app's middleware like any route: the bearer token (401 without it), the body-size
-limit, request ids, logs and metrics. The SDK's session manager lives inside the app's lifespan.
+answered. It sits behind the app's middleware like any route: the bearer token (401 without it),
+the body-size limit, request ids, logs and metrics.
+
+The ``mcp`` SDK takes about as long to import as FastAPI, so the app does not wait for it: the
+app's lifespan starts importing it in a thread, and the first request to ``/mcp`` waits for that
+import, then starts the SDK's session manager, which runs until the lifespan ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from mcp.server import Server
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from . import direct
-from .server import NotebookTools, build_server
+if TYPE_CHECKING:
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    from .server import NotebookTools
 
 MCP_PATH = "/mcp"
 _NO_LIMIT = 2**62  # the app's own body limit applies (--max-body-size)
+_SDK_MODULES = ("nb2api.mcp.server", "nb2api.mcp.direct",
+                "mcp.server.streamable_http_manager")
+
+
+def _import_sdk() -> None:
+    for name in _SDK_MODULES:
+        importlib.import_module(name)
+    # The SDK says "Terminating session: None" at info level after every stateless request.
+    transport_log = logging.getLogger("mcp.server.streamable_http")
+    if transport_log.level == logging.NOTSET:
+        transport_log.setLevel(logging.WARNING)
 
 
 class MCPEndpoint:
-    """The ASGI app at ``/mcp``: the running session manager's, or a 503 outside the lifespan.
-    A plain ``tools/call`` is answered directly (:mod:`.direct`) unless ``direct`` is off."""
+    """The ASGI app at ``/mcp``: the SDK's session manager, started by the first request while
+    the app's lifespan runs (a 503 outside it). A plain ``tools/call`` is answered directly
+    (:mod:`.direct`) unless ``direct`` is off."""
 
-    def __init__(self, tools: NotebookTools, server: Server[Any]) -> None:
-        self.tools = tools
-        self.server = server
-        self.manager: StreamableHTTPSessionManager | None = None
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
         self.direct = True
+        self.tools: NotebookTools | None = None
+        self.manager: StreamableHTTPSessionManager | None = None
+        self._loading: asyncio.Future[None] | None = None  # the SDK's import, while alive
+        self._starting: asyncio.Lock | None = None
+        self._stop: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    def new_manager(self) -> StreamableHTTPSessionManager:
-        """A session manager for one run of the app's lifespan (the SDK runs each only once)."""
+    # -- lifespan ------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """The app's lifespan began: import the SDK in a thread, out of the event loop's way."""
+        self._starting = asyncio.Lock()  # of this lifespan's event loop
+        self._loading = asyncio.get_running_loop().run_in_executor(None, _import_sdk)
+
+    async def close(self) -> None:
+        """The app's lifespan ends: stop the session manager, if a request started one."""
+        loading, self._loading = self._loading, None
+        if self._task is not None:
+            assert self._stop is not None
+            self._stop.set()
+            await self._task
+            self._task = None
+        if loading is not None:
+            await asyncio.wait([loading])  # a thread cannot be stopped; let it finish
+
+    async def _ready(self) -> StreamableHTTPSessionManager | None:
+        """The running session manager, started now if this is the first request; None outside
+        the app's lifespan."""
+        if self.manager is not None:
+            return self.manager
+        if self._starting is None:
+            return None
+        async with self._starting:
+            loading = self._loading
+            if loading is None:
+                return None
+            await loading
+            if self.manager is None and self._loading is loading:
+                await self._start_manager()
+        return self.manager
+
+    async def _start_manager(self) -> None:
+        """Run a fresh session manager (the SDK runs each once) in a task of its own, so that
+        the lifespan may end in another task than the one it began in (``--reload``)."""
+        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+        from .server import NotebookTools, build_server
+
+        if self.tools is None:
+            self.tools = NotebookTools(self.app)
         # JSON answers, not an event stream per call: a third of the time per call, and a tool
         # call sends nothing before its result.
-        return StreamableHTTPSessionManager(self.server, stateless=True, json_response=True,
-                                            max_request_body_size=_NO_LIMIT)
+        manager = StreamableHTTPSessionManager(
+            build_server(self.app, self.tools), stateless=True, json_response=True,
+            max_request_body_size=_NO_LIMIT,
+        )
+        started = asyncio.Event()
+        stop = self._stop = asyncio.Event()
+
+        async def run() -> None:
+            async with manager.run():
+                self.manager = manager
+                started.set()
+                try:
+                    await stop.wait()
+                finally:
+                    self.manager = None
+
+        task = self._task = asyncio.create_task(run(), name="nb2api-mcp")
+        waiting = asyncio.create_task(started.wait())
+        await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiting.cancel()
+            self._task = None
+            task.result()  # raises what stopped it
+
+    # -- requests ------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        manager = self.manager
+        manager = await self._ready()
         if manager is None:
             response = JSONResponse({"detail": "/mcp answers once the app has started (its "
                                      "lifespan); run it with an ASGI server"}, 503)
             await response(scope, receive, send)
             return
         if self.direct and scope["method"] == "POST":
+            from . import direct
+
             version = direct.handshake_version(scope["headers"])
             if version is not None:
                 body = await _read_body(receive)
+                assert self.tools is not None
                 answer = await direct.answer(self.tools.calls, body, version)
                 if answer is not None:
                     await _send_json(send, answer)
@@ -99,42 +186,10 @@ async def _send_json(send: Send, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@asynccontextmanager
-async def _running(endpoint: MCPEndpoint) -> AsyncIterator[None]:
-    """A fresh session manager for ``endpoint`` while the block runs. The manager runs in a task
-    of its own, so the block may end in another task than it began in (``--reload`` starts and
-    stops an app's lifespan from different tasks)."""
-    manager = endpoint.new_manager()
-    started = asyncio.Event()
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        async with manager.run():
-            endpoint.manager = manager
-            started.set()
-            try:
-                await stop.wait()
-            finally:
-                endpoint.manager = None
-
-    task = asyncio.create_task(run(), name="nb2api-mcp")
-    waiting = asyncio.create_task(started.wait())
-    await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        waiting.cancel()
-        task.result()  # raises what stopped it
-    try:
-        yield
-    finally:
-        stop.set()
-        await task
-
-
 def mount_mcp(app: FastAPI) -> MCPEndpoint:
-    """Add ``/mcp`` to ``app`` (built by :func:`nb2api.serve.build_app`), its session manager
-    running within the app's lifespan."""
-    tools = NotebookTools(app)
-    endpoint = MCPEndpoint(tools, build_server(app, tools))
+    """Add ``/mcp`` to ``app`` (built by :func:`nb2api.serve.build_app`); it answers while the
+    app's lifespan runs."""
+    endpoint = MCPEndpoint(app)
     # First: no notebook route can be /mcp (a reserved path), and it is matched soonest.
     app.router.routes.insert(0, Route(MCP_PATH, endpoint=endpoint, include_in_schema=False))
     app_lifespan = app.router.lifespan_context
@@ -142,15 +197,12 @@ def mount_mcp(app: FastAPI) -> MCPEndpoint:
     @asynccontextmanager
     async def lifespan(application: Any) -> AsyncIterator[Any]:
         async with app_lifespan(application) as state:
-            async with _running(endpoint):
+            endpoint.open()
+            try:
                 yield state
+            finally:
+                await endpoint.close()
 
     app.router.lifespan_context = lifespan
     app.state.mcp = endpoint
     return endpoint
-
-
-# The SDK says "Terminating session: None" at info level after every stateless request.
-_transport_log = logging.getLogger("mcp.server.streamable_http")
-if _transport_log.level == logging.NOTSET:
-    _transport_log.setLevel(logging.WARNING)
