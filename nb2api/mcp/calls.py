@@ -39,6 +39,7 @@ logger = logging.getLogger("nb2api")
 # protocol shows: data first, then an image, then text an agent reads best.
 ACCEPT = (b"application/json, image/png, image/jpeg, image/svg+xml;q=0.9, text/markdown;q=0.8, "
           b"text/plain;q=0.7, text/html;q=0.5, */*;q=0.1")
+_AS_FASTAPI: dict[str, Any] = {"from_attributes": True}  # as FastAPI validates a request's parts
 _PARAMS_CONFIG = ConfigDict(protected_namespaces=(), arbitrary_types_allowed=True,
                             validate_by_name=True, validate_by_alias=True)
 
@@ -126,7 +127,7 @@ class ToolCall:
                         given[name] = arguments[spelling]
                         break
             try:
-                keywords.update(dict(self.single_model.model_validate(given)))
+                keywords.update(dict(self.single_model.model_validate(given, **_AS_FASTAPI)))
             except ValidationError as exc:
                 errors += [_located(e, (self.single_sources.get(str(e["loc"][0]), "query"),))
                            for e in exc.errors(include_url=False)]
@@ -138,7 +139,7 @@ class ToolCall:
                 continue
             given = {n: arguments[n] for n in names if n in arguments}
             try:
-                keywords[keyword] = model.model_validate(given)
+                keywords[keyword] = model.model_validate(given, **_AS_FASTAPI)
             except ValidationError as exc:
                 errors += [_located(e, (where,)) for e in exc.errors(include_url=False)]
         if errors:
