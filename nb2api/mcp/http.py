@@ -18,6 +18,7 @@ import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -45,56 +46,65 @@ def _import_sdk() -> None:
         transport_log.setLevel(logging.WARNING)
 
 
+@dataclass
+class _Run:
+    """One run of the app's lifespan, in one event loop: the SDK's import, then the session
+    manager that the first request starts."""
+
+    loading: asyncio.Future[None]
+    starting: asyncio.Lock = field(default_factory=asyncio.Lock)
+    manager: StreamableHTTPSessionManager | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    closed: bool = False
+
+
 class MCPEndpoint:
     """The ASGI app at ``/mcp``: the SDK's session manager, started by the first request while
     the app's lifespan runs (a 503 outside it). A plain ``tools/call`` is answered directly
-    (:mod:`.direct`) unless ``direct`` is off."""
+    (:mod:`.direct`) unless ``direct`` is off. Each event loop that runs the app's lifespan has
+    its own run (a test client and a schema tester may run one each, at once)."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self.direct = True
         self.tools: NotebookTools | None = None
-        self.manager: StreamableHTTPSessionManager | None = None
-        self._loading: asyncio.Future[None] | None = None  # the SDK's import, while alive
-        self._starting: asyncio.Lock | None = None
-        self._stop: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._runs: dict[asyncio.AbstractEventLoop, _Run] = {}
 
     # -- lifespan ------------------------------------------------------------------------------
 
-    def open(self) -> None:
+    def open(self) -> _Run:
         """The app's lifespan began: import the SDK in a thread, out of the event loop's way."""
-        self._starting = asyncio.Lock()  # of this lifespan's event loop
-        self._loading = asyncio.get_running_loop().run_in_executor(None, _import_sdk)
+        loop = asyncio.get_running_loop()
+        run = self._runs[loop] = _Run(loop.run_in_executor(None, _import_sdk))
+        return run
 
-    async def close(self) -> None:
+    async def close(self, run: _Run) -> None:
         """The app's lifespan ends: stop the session manager, if a request started one."""
-        loading, self._loading = self._loading, None
-        if self._task is not None:
-            assert self._stop is not None
-            self._stop.set()
-            await self._task
-            self._task = None
-        if loading is not None:
-            await asyncio.wait([loading])  # a thread cannot be stopped; let it finish
+        run.closed = True
+        loop = asyncio.get_running_loop()
+        if self._runs.get(loop) is run:
+            del self._runs[loop]
+        if run.task is not None:
+            run.stop.set()
+            await run.task
+        await asyncio.wait([run.loading])  # a thread cannot be stopped; let it finish
 
     async def _ready(self) -> StreamableHTTPSessionManager | None:
-        """The running session manager, started now if this is the first request; None outside
-        the app's lifespan."""
-        if self.manager is not None:
-            return self.manager
-        if self._starting is None:
+        """The running session manager of this event loop's lifespan, started now if this is
+        its first request; None outside the app's lifespan."""
+        run = self._runs.get(asyncio.get_running_loop())
+        if run is None:
             return None
-        async with self._starting:
-            loading = self._loading
-            if loading is None:
-                return None
-            await loading
-            if self.manager is None and self._loading is loading:
-                await self._start_manager()
-        return self.manager
+        if run.manager is not None:
+            return run.manager
+        async with run.starting:
+            await run.loading
+            if run.manager is None and not run.closed:
+                await self._start_manager(run)
+        return run.manager
 
-    async def _start_manager(self) -> None:
+    async def _start_manager(self, run: _Run) -> None:
         """Run a fresh session manager (the SDK runs each once) in a task of its own, so that
         the lifespan may end in another task than the one it began in (``--reload``)."""
         from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -110,23 +120,22 @@ class MCPEndpoint:
             max_request_body_size=_NO_LIMIT,
         )
         started = asyncio.Event()
-        stop = self._stop = asyncio.Event()
 
-        async def run() -> None:
+        async def serve() -> None:
             async with manager.run():
-                self.manager = manager
+                run.manager = manager
                 started.set()
                 try:
-                    await stop.wait()
+                    await run.stop.wait()
                 finally:
-                    self.manager = None
+                    run.manager = None
 
-        task = self._task = asyncio.create_task(run(), name="nb2api-mcp")
+        task = run.task = asyncio.create_task(serve(), name="nb2api-mcp")
         waiting = asyncio.create_task(started.wait())
         await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             waiting.cancel()
-            self._task = None
+            run.task = None
             task.result()  # raises what stopped it
 
     # -- requests ------------------------------------------------------------------------------
@@ -197,11 +206,11 @@ def mount_mcp(app: FastAPI) -> MCPEndpoint:
     @asynccontextmanager
     async def lifespan(application: Any) -> AsyncIterator[Any]:
         async with app_lifespan(application) as state:
-            endpoint.open()
+            run = endpoint.open()
             try:
                 yield state
             finally:
-                await endpoint.close()
+                await endpoint.close(run)
 
     app.router.lifespan_context = lifespan
     app.state.mcp = endpoint
