@@ -34,7 +34,7 @@ _SOURCES = {
     "Settings": ".settings",
     "build_routes": ".routes",
     "cancelled": ".serve.jobs",
-    "create_app": ".serve",
+    "create_app": ".mcp",  # the served app, with /mcp
     "load_notebook": ".load",
     "progress": ".serve.jobs",
     "read_notebook": ".load",
@@ -43,8 +43,8 @@ _SOURCES = {
 if TYPE_CHECKING:
     from .errors import NotebookError
     from .load import LoadedNotebook, ParsedNotebook, load_notebook, read_notebook
+    from .mcp import create_app
     from .routes import RouteSpec, build_routes
-    from .serve import create_app
     from .serve.jobs import cancelled, progress
     from .settings import Settings
 

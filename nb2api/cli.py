@@ -60,6 +60,7 @@ DocumentedNotebookArg = _notebook_arg("The notebook (.ipynb) whose OpenAPI docum
 ExportedNotebookArg = _notebook_arg("The notebook (.ipynb) to export.")
 DeployedNotebookArg = _notebook_arg("The notebook (.ipynb) to deploy on Ray Serve.")
 TestedNotebookArg = _notebook_arg("The notebook (.ipynb) whose examples to replay.")
+ToolsNotebookArg = _notebook_arg("The notebook (.ipynb) whose functions to serve as MCP tools.")
 
 
 def _plural(count: int, noun: str) -> str:
@@ -167,7 +168,8 @@ def with_settings(command: Callable[..., None]) -> Callable[..., None]:
     every value is validated by the same model, whatever its source.
     """
     signature = inspect.signature(command)
-    models = {"settings": Settings, "server": ServerOptions}
+    models = {name: model for name, model in (("settings", Settings), ("server", ServerOptions))
+              if name in signature.parameters}
     # The annotations are strings here (postponed); resolved, typer sees each Option's help.
     hints = typing.get_type_hints(command, include_extras=True)
     own = [p.replace(annotation=hints.get(p.name, p.annotation))
@@ -272,7 +274,11 @@ def _write_or_print(text: str, output: Path | None, then: str = "") -> None:
 
 def _load(notebook: Path, settings: Settings | None = None, quiet: bool = True,
           log_format: LogFormat = "text") -> FastAPI:
-    from .serve import create_app
+    # An app to serve gets /mcp (unless --no-mcp); one to inspect (check, openapi) needs none.
+    if settings is not None and settings.mcp:
+        from .mcp import create_app
+    else:
+        from .serve import create_app
 
     try:
         return create_app(notebook, settings, progress=_progress(quiet, log_format))
@@ -351,7 +357,7 @@ def serve(
         from .serve.reload import ReloadingApp
 
         def load(path: Path) -> FastAPI:
-            from .serve import create_app
+            from .mcp import create_app
 
             return create_app(path, settings)
 
@@ -480,7 +486,7 @@ def app_from_environment():
     settings = Settings.model_validate_json(os.environ[_ENV_SETTINGS])
     notebook = os.environ[_ENV_NOTEBOOK]
     try:
-        from .serve import create_app
+        from .mcp import create_app
 
         application = create_app(notebook, settings)
     except NotebookError as error:  # the file changed since the parent loaded it
@@ -488,6 +494,21 @@ def app_from_environment():
         raise SystemExit(2) from None
     _freeze_startup_objects()
     return application
+
+
+@app.command("mcp")
+@with_settings
+def mcp_stdio(notebook: ToolsNotebookArg, *, settings: Settings) -> None:
+    """Serve NOTEBOOK's functions as MCP tools over stdio, for agents that start a local process
+    (only protocol messages go to stdout; what cells print goes to stderr)."""
+    from .mcp.stdio import divert_stdout, serve_stdio
+
+    protocol = divert_stdout()
+    _forget_token_variable()  # no HTTP here: the notebook's code has no use for it
+    _configure_logging("warning")
+    application = _load(notebook, settings.updated(mcp=False))  # no /mcp: stdio is the transport
+    os.chdir(notebook.resolve().parent)  # calls see the notebook's folder, as Jupyter would
+    serve_stdio(application, protocol)
 
 
 @app.command()

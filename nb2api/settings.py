@@ -171,6 +171,11 @@ class Settings(_Declared):
         description="Hosts a Webhook-URL may name (host or host:port); several separated by "
         "commas or spaces, or the flag repeated. None: webhooks are refused (422).",
     )
+    mcp: bool = Field(
+        True,
+        description="Serve the notebook's functions as MCP tools at /mcp (Streamable HTTP), for "
+        "LLM agents.",
+    )
 
     @field_validator("cors_origins", "webhook_allow", mode="before")
     @classmethod
@@ -296,6 +301,7 @@ class SettingsKeywords(TypedDict, total=False):
     webhook_secret: str | None
     webhook_secret_file: Path | None
     webhook_allow: tuple[str, ...]
+    mcp: bool
 
 
 def env_var(name: str) -> str:

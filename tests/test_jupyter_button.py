@@ -151,6 +151,14 @@ def test_serve_as_api_opens_the_docs(lab, browser_context, tmp_path):
     with lab.client() as api:
         served = api.get("nb2api/api/apps").json()
         assert [app["path"] for app in served] == ["greeter.ipynb"]
+    # and the URL of its MCP tools, ready to copy for an agent's configuration
+    mcp_url = f"{lab.url.rstrip('/')}{served[0]['mcp_url']}"
+    toolbar.get_by_text("MCP URL").click()
+    shown = page.locator(".jp-Dialog input.nb2api-mcp-url")
+    shown.wait_for()
+    assert shown.input_value() == mcp_url
+    page.locator(".jp-Dialog").get_by_text("Copy", exact=True).click()
+    page.get_by_text(f"Copied the MCP URL: {mcp_url}").wait_for()
     toolbar.get_by_text("Stop API").click()
     serve.wait_for()
     with lab.client() as api:

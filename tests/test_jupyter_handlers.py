@@ -173,6 +173,25 @@ def test_serve_list_call_and_stop(server, api):
     assert not pid_alive(app["pid"])
 
 
+def test_served_notebook_answers_mcp_through_the_proxy(server, api):
+    from mcp_helpers import over_http
+
+    app = serve(api, "ok.ipynb").json()
+    assert app["mcp_url"] == f"/nb2api/apps/{app['id']}/mcp"
+    with server.client(token=False) as anonymous:  # Jupyter's own auth comes first
+        assert anonymous.post(app["mcp_url"].lstrip("/"), json={}).status_code in (302, 403)
+
+    async def work(session):
+        tools = [t.name for t in (await session.list_tools()).tools]
+        return tools, await session.call_tool("add", {"a": 2, "b": 5})
+
+    # an agent sends Jupyter's token as a bearer token, which Jupyter accepts
+    tools, added = over_http(server.url.rstrip("/") + app["mcp_url"], work, token=TOKEN)
+    assert tools == ["add", "hello"]
+    assert added.structured_content == {"result": 7}
+    assert api.delete(f"nb2api/api/apps/{app['id']}").status_code == 204
+
+
 def test_stop_with_post(api):
     app = serve(api, "ok.ipynb").json()
     assert api.post(f"nb2api/api/apps/{app['id']}").status_code == 204

@@ -107,14 +107,15 @@ _ALLOWED = {
     "load": {"errors"},
     "routes": {"errors", "load", "types"},
     "serve": _BELOW | {"load", "routes"},
-    "cli": _BELOW | {"load", "routes", "serve", "export", "ray", "contract"},
+    "cli": _BELOW | {"load", "routes", "serve", "export", "ray", "contract", "mcp"},
     "contract": _BELOW | {"load", "routes", "serve"},
     "export": _BELOW | {"load", "routes", "serve", "k8s"},
     "k8s": set(),
     "ray": _BELOW | {"load", "routes", "serve"},
     "jupyter": _BELOW | {"load", "routes", "serve"},
+    "mcp": _BELOW | {"load", "routes", "serve"},
     "__main__": {"cli"},
-    "__init__": {"_version", "jupyter", "errors", "load", "routes", "serve", "settings"},
+    "__init__": {"_version", "jupyter", "errors", "load", "mcp", "routes", "serve", "settings"},
 }
 
 

@@ -10,6 +10,8 @@ export interface IServedApp {
   /** URL path of the app, including the server's base URL. */
   url: string;
   docs_url: string;
+  /** URL path of its MCP endpoint (Streamable HTTP), where agents call its functions. */
+  mcp_url: string;
   status: 'running' | 'stopped';
   /** Why the last saved version could not be served (the previous one keeps serving). */
   error: string | null;
@@ -88,6 +90,11 @@ export async function fetchApp(app: IServedApp, page: string): Promise<Response>
     throw new Error(`${page}: HTTP ${response.status}`);
   }
   return response;
+}
+
+/** The absolute URL of a served app's MCP endpoint, for an agent's configuration. */
+export function mcpUrl(app: IServedApp): string {
+  return new URL(appUrl(app, 'mcp'), window.location.href).href;
 }
 
 export function listApps(): Promise<IServedApp[]> {

@@ -3,7 +3,11 @@ import {
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import {
+  Clipboard,
+  Dialog,
   ICommandPalette,
+  Notification,
+  showDialog,
   showErrorMessage,
   ToolbarButton
 } from '@jupyterlab/apputils';
@@ -14,15 +18,17 @@ import {
   NotebookPanel
 } from '@jupyterlab/notebook';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
+import { Widget } from '@lumino/widgets';
 
-import { appUrl, IServedApp, listApps, serve, stop } from './api';
+import { appUrl, IServedApp, listApps, mcpUrl, serve, stop } from './api';
 import { ApiPanel } from './panel';
 
 const SERVED_CLASS = 'nb2api-served';
 
 /**
  * The "Serve as API" controls of one notebook panel: a button that saves and serves
- * the notebook and opens its docs, and, while it is served, "API docs" and "Stop API".
+ * the notebook and opens its docs, and, while it is served, "API docs", "MCP URL" (copies
+ * the URL agents call its functions at) and "Stop API".
  * Saving a served notebook reloads it; a version that cannot be served is reported and
  * the previous one keeps serving.
  */
@@ -45,6 +51,12 @@ class ServeControls implements IDisposable {
       tooltip: "Open the served API's interactive docs",
       onClick: () => this.openDocs()
     });
+    this.mcpButton = new ToolbarButton({
+      className: 'nb2api-mcp-button',
+      label: 'MCP URL',
+      tooltip: "The URL of this notebook's functions as MCP tools, for an agent",
+      onClick: () => void this.showMcpUrl()
+    });
     this.stopButton = new ToolbarButton({
       className: 'nb2api-stop-button',
       label: 'Stop API',
@@ -54,7 +66,8 @@ class ServeControls implements IDisposable {
     const toolbar = panel.toolbar;
     toolbar.insertItem(10, 'nb2apiServe', this.serveButton);
     toolbar.insertItem(11, 'nb2apiDocs', this.docsButton);
-    toolbar.insertItem(12, 'nb2apiStop', this.stopButton);
+    toolbar.insertItem(12, 'nb2apiMcp', this.mcpButton);
+    toolbar.insertItem(13, 'nb2apiStop', this.stopButton);
     this.render();
 
     context.saveState.connect(this.onSaveState, this);
@@ -73,6 +86,7 @@ class ServeControls implements IDisposable {
     this.context.saveState.disconnect(this.onSaveState, this);
     this.serveButton.dispose();
     this.docsButton.dispose();
+    this.mcpButton.dispose();
     this.stopButton.dispose();
   }
 
@@ -150,6 +164,38 @@ class ServeControls implements IDisposable {
     }
   }
 
+  /** Show the MCP URL, selected and ready to copy, with a button that copies it. */
+  private async showMcpUrl(): Promise<void> {
+    if (!this.app) {
+      return;
+    }
+    const url = mcpUrl(this.app);
+    const body = document.createElement('div');
+    const input = document.createElement('input');
+    input.className = 'nb2api-mcp-url';
+    input.readOnly = true;
+    input.value = url;
+    input.style.width = '100%';
+    input.addEventListener('focus', () => input.select());
+    const note = document.createElement('p');
+    note.textContent =
+      "Add it to an agent's MCP servers (Streamable HTTP), with your Jupyter token " +
+      'as a bearer token: Authorization: Bearer <token>.';
+    body.append(input, note);
+    const result = await showDialog({
+      title: `MCP tools of ${this.path}`,
+      body: new Widget({ node: body }),
+      buttons: [
+        Dialog.cancelButton({ label: 'Close' }),
+        Dialog.okButton({ label: 'Copy' })
+      ]
+    });
+    if (result.button.accept) {
+      Clipboard.copyToSystem(url);
+      Notification.info(`Copied the MCP URL: ${url}`, { autoClose: 5000 });
+    }
+  }
+
   /** A save while served reloads the service (the server also watches the file). */
   private onSaveState(
     _: DocumentRegistry.IContext<INotebookModel>,
@@ -195,6 +241,7 @@ class ServeControls implements IDisposable {
     const served = this.app !== null;
     this.serveButton.setHidden(served);
     this.docsButton.setHidden(!served);
+    this.mcpButton.setHidden(!served);
     this.stopButton.setHidden(!served);
     this.serveButton.enabled = !this.busy;
     this.stopButton.enabled = !this.busy;
@@ -209,6 +256,7 @@ class ServeControls implements IDisposable {
   private _isDisposed = false;
   private serveButton: ToolbarButton;
   private docsButton: ToolbarButton;
+  private mcpButton: ToolbarButton;
   private stopButton: ToolbarButton;
 }
 

@@ -99,6 +99,7 @@ class ServedApp:
             "path": self.path,
             "url": self.prefix + "/",
             "docs_url": self.prefix + "/docs",
+            "mcp_url": self.prefix + "/mcp",  # its functions as MCP tools (Streamable HTTP)
             "status": "running" if running else "stopped",
             "pid": self.child.process.pid if running and self.child is not None else None,
             "error": error,

@@ -19,7 +19,7 @@ CellKind = Literal["setup", "api"]
 MARKS: tuple[CellKind, ...] = ("setup", "api")
 EXAMPLE = "example"  # a cell of calls that document the API; never run at serve time
 # `#| example: false` (a value) on a function; `#| example` alone marks an example cell.
-FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor", "batch", "job", EXAMPLE)
+FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor", "batch", "job", "mcp", EXAMPLE)
 NOTEBOOK_OPTIONS = ("max-workers",)  # on any line of a marked cell: the whole notebook's
 KNOWN_KEYS = (*MARKS, *FUNCTION_OPTIONS, *NOTEBOOK_OPTIONS)
 
@@ -138,6 +138,12 @@ def check_directives(directives: Sequence[Directive]) -> None:
                 "(for example '#| max-workers: 4')",
                 d.line,
             )
+        if d.key == "mcp" and d.value.lower() not in _FLAGS:
+            raise DirectiveProblem(
+                f"'#| mcp: {d.value}' is not 'true' or 'false' ('#| mcp: false' keeps the "
+                "function out of the MCP tools)",
+                d.line,
+            )
 
 
 def parse_batch(value: str) -> tuple[int, float]:
@@ -191,6 +197,14 @@ def parse_job(value: str) -> int:
     if not match:
         raise ValueError(value)
     return int(match.group(1) or 0)
+
+
+_FLAGS = {"true": True, "false": False}
+
+
+def option_flag(value: str | None, default: bool = True) -> bool:
+    """A yes/no function option (``#| mcp: false``) as a bool; ``default`` when it is absent."""
+    return default if value is None else _FLAGS[value.strip().lower()]
 
 
 def parse_route(value: str) -> tuple[str, str]:

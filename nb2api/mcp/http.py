@@ -1,0 +1,217 @@
+"""``/mcp``: the MCP Streamable HTTP endpoint, mounted on the notebook's own app.
+
+Stateless: every POST is answered on its own, with no session kept between requests, so the
+endpoint works the same under ``--workers N`` (any process may answer) and behind a proxy; both
+the initialize handshake (MCP 2025-11-25 and before) and the 2026-07-28 per-request protocol are
+answered. It sits behind the app's middleware like any route: the bearer token (401 without it),
+the body-size limit, request ids, logs and metrics.
+
+The ``mcp`` SDK takes about as long to import as FastAPI, so the app does not wait for it: the
+app's lifespan starts importing it in a thread, and the first request to ``/mcp`` waits for that
+import, then starts the SDK's session manager, which runs until the lifespan ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    from .server import NotebookTools
+
+MCP_PATH = "/mcp"
+_NO_LIMIT = 2**62  # the app's own body limit applies (--max-body-size)
+_SDK_MODULES = ("nb2api.mcp.server", "nb2api.mcp.direct",
+                "mcp.server.streamable_http_manager")
+
+
+def _import_sdk() -> None:
+    for name in _SDK_MODULES:
+        importlib.import_module(name)
+    # The SDK says "Terminating session: None" at info level after every stateless request.
+    transport_log = logging.getLogger("mcp.server.streamable_http")
+    if transport_log.level == logging.NOTSET:
+        transport_log.setLevel(logging.WARNING)
+
+
+@dataclass
+class _Run:
+    """One run of the app's lifespan, in one event loop: the SDK's import, then the session
+    manager that the first request starts."""
+
+    loading: asyncio.Future[None]
+    starting: asyncio.Lock = field(default_factory=asyncio.Lock)
+    manager: StreamableHTTPSessionManager | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    closed: bool = False
+
+
+class MCPEndpoint:
+    """The ASGI app at ``/mcp``: the SDK's session manager, started by the first request while
+    the app's lifespan runs (a 503 outside it). A plain ``tools/call`` is answered directly
+    (:mod:`.direct`) unless ``direct`` is off. Each event loop that runs the app's lifespan has
+    its own run (a test client and a schema tester may run one each, at once)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.direct = True
+        self.tools: NotebookTools | None = None
+        self._runs: dict[asyncio.AbstractEventLoop, _Run] = {}
+
+    # -- lifespan ------------------------------------------------------------------------------
+
+    def open(self) -> _Run:
+        """The app's lifespan began: import the SDK in a thread, out of the event loop's way."""
+        loop = asyncio.get_running_loop()
+        run = self._runs[loop] = _Run(loop.run_in_executor(None, _import_sdk))
+        return run
+
+    async def close(self, run: _Run) -> None:
+        """The app's lifespan ends: stop the session manager, if a request started one."""
+        run.closed = True
+        loop = asyncio.get_running_loop()
+        if self._runs.get(loop) is run:
+            del self._runs[loop]
+        if run.task is not None:
+            run.stop.set()
+            await run.task
+        await asyncio.wait([run.loading])  # a thread cannot be stopped; let it finish
+
+    async def _ready(self) -> StreamableHTTPSessionManager | None:
+        """The running session manager of this event loop's lifespan, started now if this is
+        its first request; None outside the app's lifespan."""
+        run = self._runs.get(asyncio.get_running_loop())
+        if run is None:
+            return None
+        if run.manager is not None:
+            return run.manager
+        async with run.starting:
+            await run.loading
+            if run.manager is None and not run.closed:
+                await self._start_manager(run)
+        return run.manager
+
+    async def _start_manager(self, run: _Run) -> None:
+        """Run a fresh session manager (the SDK runs each once) in a task of its own, so that
+        the lifespan may end in another task than the one it began in (``--reload``)."""
+        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+        from .server import NotebookTools, build_server
+
+        if self.tools is None:
+            self.tools = NotebookTools(self.app)
+        # JSON answers, not an event stream per call: a third of the time per call, and a tool
+        # call sends nothing before its result.
+        manager = StreamableHTTPSessionManager(
+            build_server(self.app, self.tools), stateless=True, json_response=True,
+            max_request_body_size=_NO_LIMIT,
+        )
+        started = asyncio.Event()
+
+        async def serve() -> None:
+            async with manager.run():
+                run.manager = manager
+                started.set()
+                try:
+                    await run.stop.wait()
+                finally:
+                    run.manager = None
+
+        task = run.task = asyncio.create_task(serve(), name="nb2api-mcp")
+        waiting = asyncio.create_task(started.wait())
+        await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiting.cancel()
+            run.task = None
+            task.result()  # raises what stopped it
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        manager = await self._ready()
+        if manager is None:
+            response = JSONResponse({"detail": "/mcp answers once the app has started (its "
+                                     "lifespan); run it with an ASGI server"}, 503)
+            await response(scope, receive, send)
+            return
+        if self.direct and scope["method"] == "POST":
+            from . import direct
+
+            version = direct.handshake_version(scope["headers"])
+            if version is not None:
+                body = await _read_body(receive)
+                assert self.tools is not None
+                answer = await direct.answer(self.tools.calls, body, version)
+                if answer is not None:
+                    await _send_json(send, answer)
+                    return
+                receive = _replay(body)
+        await manager.handle_request(scope, receive, send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    """A ``receive`` that gives ``body`` again, then waits for the disconnect."""
+    given = False
+
+    async def receive() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # a request's body is read once; nothing else comes
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _send_json(send: Send, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def mount_mcp(app: FastAPI) -> MCPEndpoint:
+    """Add ``/mcp`` to ``app`` (built by :func:`nb2api.serve.build_app`); it answers while the
+    app's lifespan runs."""
+    endpoint = MCPEndpoint(app)
+    # First: no notebook route can be /mcp (a reserved path), and it is matched soonest.
+    app.router.routes.insert(0, Route(MCP_PATH, endpoint=endpoint, include_in_schema=False))
+    app_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: Any) -> AsyncIterator[Any]:
+        async with app_lifespan(application) as state:
+            run = endpoint.open()
+            try:
+                yield state
+            finally:
+                await endpoint.close(run)
+
+    app.router.lifespan_context = lifespan
+    app.state.mcp = endpoint
+    return endpoint
