@@ -19,7 +19,9 @@ CellKind = Literal["setup", "api"]
 MARKS: tuple[CellKind, ...] = ("setup", "api")
 EXAMPLE = "example"  # a cell of calls that document the API; never run at serve time
 # `#| example: false` (a value) on a function; `#| example` alone marks an example cell.
-FUNCTION_OPTIONS = ("route", "timeout", "max-concurrency", "executor", "batch", "job", "mcp", EXAMPLE)
+FUNCTION_OPTIONS = (
+    "route", "timeout", "max-concurrency", "executor", "batch", "job", "mcp", EXAMPLE,
+)
 NOTEBOOK_OPTIONS = ("max-workers",)  # on any line of a marked cell: the whole notebook's
 KNOWN_KEYS = (*MARKS, *FUNCTION_OPTIONS, *NOTEBOOK_OPTIONS)
 
