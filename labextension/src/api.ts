@@ -20,8 +20,6 @@ export interface IServedApp {
   /** When the child serving now was started (seconds since the epoch). */
   started: number;
   reloaded: number | null;
-  /** URL path of the app's MCP endpoint, when it has one. */
-  mcp_url?: string | null;
 }
 
 /** A 500 of a served notebook, with its traceback (shown in the panel only). */
