@@ -782,6 +782,10 @@ def _serve_several(arguments: list[Path], settings: Settings, server: ServerOpti
         application = Notebooks.build(targets, settings, load, reload=server.reload)
     except NotebookError as error:
         raise _fail(error) from None
+    if settings.mcp:  # every notebook's tools at /mcp, named <name>_<function>
+        from .mcp import mount_mcp
+
+        mount_mcp(application)
     notebooks = application.state.notebooks
     where = (f"unix socket {server.uds}" if server.uds
              else f"http://{server.host}:{server.port}{settings.root_path}")
@@ -812,7 +816,7 @@ def _serve_several(arguments: list[Path], settings: Settings, server: ServerOpti
 def notebooks_from_environment():
     """The app factory that uvicorn calls in each worker process of ``serve`` with several
     notebooks."""
-    from .serve import create_app
+    from .mcp import create_app
 
     settings = Settings.model_validate_json(os.environ[_ENV_SETTINGS])
     notebooks = dict(json.loads(os.environ[_ENV_NOTEBOOKS]))

@@ -105,13 +105,15 @@ class KillableServer:
 
 def without_jobs(document: dict) -> dict:
     """An OpenAPI document as an exported app writes it, which runs no jobs: without the
-    ``/jobs`` endpoints, the 202 of every route, and the schemas only those used."""
+    ``/jobs`` endpoints (``/<name>/jobs`` in the combined document of several notebooks), the
+    202 of every route, and the schemas only those used."""
     import copy
     import json
+    import re
 
     document = copy.deepcopy(document)
     document["paths"] = {path: operations for path, operations in document["paths"].items()
-                         if not (path == "/jobs" or path.startswith("/jobs/"))}
+                         if not re.match(r"^(/[^/]+)?/jobs(/|$)", path)}
     for operations in document["paths"].values():
         for operation in operations.values():
             operation.get("responses", {}).pop("202", None)

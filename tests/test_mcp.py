@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import EXAMPLES, md, notebook_path, serve, wait_until
+from jobs_helpers import JOB_PATHS
 from mcp.shared.exceptions import MCPError
 from mcp_helpers import openapi_request, over_http, over_stdio, tool_input
 
@@ -87,10 +88,11 @@ def _notebook(name: str) -> Path:
 
 
 def _operations(document: dict[str, Any]) -> dict[str, tuple[str, str, dict[str, Any]]]:
-    """operationId -> (path, method, operation) for the notebook's routes."""
+    """operationId -> (path, method, operation) for the notebook's routes (not nb2api's own
+    job endpoints, which are no tools)."""
     return {
         operation["operationId"]: (path, method, operation)
-        for path, methods in document["paths"].items()
+        for path, methods in document["paths"].items() if path not in JOB_PATHS
         for method, operation in methods.items()
     }
 

@@ -14,6 +14,7 @@ from conftest import free_port, wait_until, wait_until_answers, write_notebook
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
+from jobs_helpers import JOB_PATHS, without_jobs
 
 import nb2api
 from nb2api.errors import DirectiveError, NotebookError
@@ -70,7 +71,7 @@ def test_a_folder_serves_each_marked_notebook_under_its_name(tmp_path):
         assert client.post("/add", json={"a": 2, "b": 3}).status_code == 404
         assert client.post("/scratch/add", json={}).status_code == 404
         own = client.get("/maths/openapi.json").json()
-        assert list(own["paths"]) == ["/add"] and own["servers"] == [{"url": "/maths"}]
+        assert routes_of(own) == ["/add"] and own["servers"] == [{"url": "/maths"}]
         assert 'href="/maths/_nb2api/static/' in client.get("/maths/docs").text
         assert client.get("/maths/_nb2api/static/swagger-ui/swagger-ui.css").status_code == 200
         docs = client.get("/maths", follow_redirects=False)
@@ -120,7 +121,7 @@ def test_the_combined_document_prefixes_only_colliding_models(tmp_path):
     assert "price" in schemas["pricing_Sale"]["properties"]
     assert "units" in schemas["stock_Sale"]["properties"]
     assert [tag["name"] for tag in document["tags"]] == ["maths", "pricing", "stock"]
-    operations = {path: item["post"] for path, item in document["paths"].items()}
+    operations = {path: document["paths"][path]["post"] for path in routes_of(document)}
     assert set(operations) == {"/maths/add", "/pricing/predict", "/stock/predict"}
     assert operations["/maths/add"]["tags"] == ["maths"]
     assert operations["/maths/add"]["operationId"] == "add"  # no collision: short
@@ -417,9 +418,10 @@ def test_export_of_a_folder_writes_one_project_serving_each_notebook(tmp_path):
         process.wait(timeout=15)
     with _client(nb2api.create_app(folder)) as client:
         served = client.get("/openapi.json").json()
-    assert set(exported["paths"]) == set(served["paths"]) == {"/pricing/predict",
-                                                              "/stock/predict"}
-    assert set(exported["components"]["schemas"]) == set(served["components"]["schemas"])
+    assert set(exported["paths"]) == set(routes_of(served)) == {"/pricing/predict",
+                                                                "/stock/predict"}
+    assert set(exported["components"]["schemas"]) == set(
+        without_jobs(served)["components"]["schemas"])
     assert [t["name"] for t in exported["tags"]] == ["pricing", "stock"]
 
 
@@ -445,7 +447,7 @@ def test_check_and_openapi_of_a_folder(tmp_path):
     result = _nb2api("openapi", str(tmp_path))
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    assert set(document["paths"]) == {"/a/add", "/b/ping"}
+    assert set(routes_of(document)) == {"/a/add", "/b/ping"}
 
 
 def test_the_root_answers_cors_for_the_combined_document(tmp_path):
@@ -509,3 +511,10 @@ def test_a_folder_without_a_marked_notebook_is_one_error(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {tmp_path}: no notebook to serve: none has a cell marked setup "
                       "or api"]
+
+
+def routes_of(document: dict) -> list[str]:
+    """The paths of a document that are notebook routes: not the job endpoints every notebook
+    has too (``/jobs...``, or ``/<name>/jobs...`` in the combined document)."""
+    return [path for path in document["paths"]
+            if not any(path == job or path.endswith(job) for job in JOB_PATHS)]

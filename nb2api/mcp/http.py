@@ -21,15 +21,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
+
+from ..serve.auth import TokenAuth, require_token
 
 if TYPE_CHECKING:
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
-    from .server import NotebookTools
+    from .server import CombinedTools, NotebookTools
 
 MCP_PATH = "/mcp"
 _NO_LIMIT = 2**62  # the app's own body limit applies (--max-body-size)
@@ -68,7 +71,7 @@ class MCPEndpoint:
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self.direct = True
-        self.tools: NotebookTools | None = None
+        self.tools: NotebookTools | CombinedTools | None = None
         self._runs: dict[asyncio.AbstractEventLoop, _Run] = {}
 
     # -- lifespan ------------------------------------------------------------------------------
@@ -162,6 +165,23 @@ class MCPEndpoint:
         await manager.handle_request(scope, receive, send)
 
 
+class _Guarded:
+    """``/mcp`` of the root of several notebooks, behind the bearer token (401 without it)."""
+
+    def __init__(self, app: MCPEndpoint, auth: TokenAuth) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.auth.verify(HTTPConnection(scope))
+        except HTTPException as exc:
+            response = JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 async def _read_body(receive: Receive) -> bytes:
     chunks = []
     while True:
@@ -197,10 +217,20 @@ async def _send_json(send: Send, body: bytes) -> None:
 
 def mount_mcp(app: FastAPI) -> MCPEndpoint:
     """Add ``/mcp`` to ``app`` (built by :func:`nb2api.serve.build_app`); it answers while the
-    app's lifespan runs."""
+    app's lifespan runs. On the root app of several notebooks (``app.state.notebooks``), the
+    tools are every notebook's, named ``<prefix>_<function>``, behind the same token."""
     endpoint = MCPEndpoint(app)
+    notebooks = getattr(app.state, "notebooks", None)
+    served: Any = endpoint
+    if notebooks is not None:
+        from .server import CombinedTools
+
+        endpoint.tools = CombinedTools(notebooks)
+        token = app.state.settings.bearer_token()
+        if token:  # the notebooks' apps check it themselves; the root's /mcp does here
+            served = _Guarded(endpoint, require_token(token))
     # First: no notebook route can be /mcp (a reserved path), and it is matched soonest.
-    app.router.routes.insert(0, Route(MCP_PATH, endpoint=endpoint, include_in_schema=False))
+    app.router.routes.insert(0, Route(MCP_PATH, endpoint=served, include_in_schema=False))
     app_lifespan = app.router.lifespan_context
 
     @asynccontextmanager

@@ -7,6 +7,7 @@ Built from a FastAPI app that :func:`nb2api.serve.create_app` made: its route sp
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -34,27 +35,74 @@ class NotebookTools:
 
     @functools.cached_property
     def calls(self) -> dict[str, ToolCall]:
-        endpoints = {
-            (route.path, method): route.endpoint
-            for route in self.app.router.routes if isinstance(route, APIRoute)
-            for method in route.methods
-        }
-        runtime = self.app.state.runtime
-        return {
-            name: ToolCall(tool, endpoints[(tool.spec.path, tool.spec.method)], runtime)
-            for name, tool in self.tools.items()
-        }
+        return _calls(self.app, self.tools)
 
     @functools.cached_property
     def listing(self) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[
-            types.Tool(name=t.name, description=t.description, input_schema=t.input_schema,
-                       output_schema=t.output_schema)
-            for t in self.tools.values()
-        ])
+        return _listing(self.tools)
 
 
-def build_server(app: FastAPI, notebook: NotebookTools | None = None) -> Server[Any]:
+class CombinedTools:
+    """The tools of several notebooks served under prefixes (:mod:`nb2api.serve.multi`), named
+    ``<prefix>_<function>``, read from the notebooks served now: a notebook added, reloaded or
+    removed under ``--reload`` changes them at the next request."""
+
+    def __init__(self, notebooks: Any) -> None:
+        self.notebooks = notebooks  # a nb2api.serve.multi.Notebooks
+        self._key: tuple[tuple[str, int], ...] | None = None
+        self._built: tuple[dict[str, ToolSpec], dict[str, ToolCall], types.ListToolsResult]
+
+    @property
+    def tools(self) -> dict[str, ToolSpec]:
+        return self._current()[0]
+
+    @property
+    def calls(self) -> dict[str, ToolCall]:
+        return self._current()[1]
+
+    @property
+    def listing(self) -> types.ListToolsResult:
+        return self._current()[2]
+
+    def _current(self) -> tuple[dict[str, ToolSpec], dict[str, ToolCall], types.ListToolsResult]:
+        live = sorted(self.notebooks.live.items())
+        key = tuple((name, id(serving.app)) for name, serving in live)
+        if key != self._key:
+            tools: dict[str, ToolSpec] = {}
+            calls: dict[str, ToolCall] = {}
+            for prefix, serving in live:
+                own = NotebookTools(serving.app).tools
+                renamed = {f"{prefix}_{name}": dataclasses.replace(tool, name=f"{prefix}_{name}")
+                           for name, tool in own.items()}
+                tools.update(renamed)
+                calls.update(_calls(serving.app, renamed))
+            self._built = (tools, calls, _listing(tools))
+            self._key = key
+        return self._built
+
+
+def _calls(app: FastAPI, tools: dict[str, ToolSpec]) -> dict[str, ToolCall]:
+    """Each tool's call: the endpoint FastAPI calls for its route, on ``app``'s runtime."""
+    endpoints = {
+        (route.path, method): route.endpoint
+        for route in app.router.routes if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    runtime = app.state.runtime
+    return {name: ToolCall(tool, endpoints[(tool.spec.path, tool.spec.method)], runtime)
+            for name, tool in tools.items()}
+
+
+def _listing(tools: dict[str, ToolSpec]) -> types.ListToolsResult:
+    return types.ListToolsResult(tools=[
+        types.Tool(name=t.name, description=t.description, input_schema=t.input_schema,
+                   output_schema=t.output_schema)
+        for t in tools.values()
+    ])
+
+
+def build_server(app: FastAPI,
+                 notebook: NotebookTools | CombinedTools | None = None) -> Server[Any]:
     """A low-level MCP server whose tools are ``app``'s notebook routes (``notebook``'s)."""
     notebook = notebook if notebook is not None else NotebookTools(app)
 
@@ -74,12 +122,14 @@ def build_server(app: FastAPI, notebook: NotebookTools | None = None) -> Server[
         tool = notebook.tools.get(name)
         return tool.input_schema if tool is not None else None
 
-    loaded = app.state.notebook
+    loaded = getattr(app.state, "notebook", None)
+    source = (f"the notebook {loaded.notebook.path.name}: each tool is one of its functions"
+              if loaded is not None else "several notebooks: each tool is one function of one "
+              "notebook, named <notebook>_<function>")
     return Server(
         app.title,
         version=__version__,
-        instructions=f"Tools served by nb2api from the notebook {loaded.notebook.path.name}: "
-        "each tool is one of its functions.",
+        instructions=f"Tools served by nb2api from {source}.",
         on_list_tools=list_tools,
         on_call_tool=call_tool,
         # For the 2026-07-28 protocol's header checks; else the SDK lists every tool per call.
