@@ -130,6 +130,9 @@ def test_the_panel_shows_the_urls_and_live_traffic(lab, context):
     assert base == f"{lab.url}nb2api/apps/{app['id']}/"
     assert panel.locator("dd[data-link='docs'] a").get_attribute("href") == (
         f"{lab.url}nb2api/apps/{app['id']}/docs")
+    assert panel.locator("dd[data-link='mcp'] code").inner_text() == (
+        f"{lab.url}nb2api/apps/{app['id']}/mcp")
+    assert re.fullmatch(r"[0-9a-f]{12}", panel.locator(".nb2api-version code").inner_text())
     assert "Add two numbers." in panel.locator("li[data-route='POST /add']").inner_text()
     assert "The saved version serves" in panel.locator(".nb2api-reload-state").inner_text()
     pause = browser_pause(page)
