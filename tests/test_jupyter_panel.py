@@ -154,6 +154,12 @@ def test_the_panel_shows_the_urls_and_live_traffic(lab, context):
         wait_until(lambda: requests("POST /add") >= 15, pause=pause, timeout=60,
                    message="the counts to move")
     assert "thread pool" in panel.locator(".nb2api-pools").inner_text()
+    with lab.client() as api:  # a job, through the proxy: the panel counts jobs by status
+        accepted = api.post(f"{app['url']}add", json={"a": 1}, headers={"Prefer": "respond-async"})
+        assert accepted.status_code == 202, accepted.text
+    jobs = panel.locator(".nb2api-jobs")
+    wait_until(lambda: jobs.count() and "succeeded 1" in jobs.inner_text(), pause=pause,
+               timeout=60, message="the panel to count the job")
 
     # copy buttons put the URL on the clipboard
     panel.locator("dd[data-link='docs'] .nb2api-copy").click()
