@@ -7,6 +7,7 @@ its own config, runtime and temporary directories so nothing leaks between tests
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -113,6 +114,22 @@ def start_jupyter(
         server.stop()
         raise
     return server
+
+
+def start_lab(workdir: Path, *, env: dict | None = None, **options) -> JupyterServer:
+    """``jupyter lab`` (see :func:`start_jupyter`) with its own settings and workspaces, and
+    without the news pop-up and the update check: they would cover the toolbar and go online."""
+    settings = workdir / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    lab_env = {
+        "JUPYTERLAB_SETTINGS_DIR": str(workdir / "lab-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(workdir / "workspaces"),
+        **(env or {}),
+    }
+    return start_jupyter(workdir, app="lab", env=lab_env, **options)
 
 
 def pid_alive(pid: int) -> bool:

@@ -6,7 +6,6 @@ a missing browser fails the test instead of skipping it.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import wait_until
 from jobs_helpers import JOB_PATHS
-from jupyter_helpers import BROKEN, GREETER, TOKEN, put_notebook, start_jupyter
+from jupyter_helpers import BROKEN, GREETER, TOKEN, put_notebook, start_lab
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -46,22 +45,8 @@ def _require_browser():
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    work = tmp_path_factory.mktemp("lab")
-    settings = work / "lab-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    # no news pop-up and no update check: they would cover the toolbar and go online
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
-    server = start_jupyter(
-        work,
-        app="lab",
-        poll_interval=0,  # no file watching: a reload on save must come from the button
-        env={
-            "JUPYTERLAB_SETTINGS_DIR": str(work / "lab-settings"),
-            "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
-        },
-    )
+    # no file watching: a reload on save must come from the button
+    server = start_lab(tmp_path_factory.mktemp("lab"), poll_interval=0)
     put_notebook(server.root / "greeter.ipynb", *GREETER)
     put_notebook(server.root / "broken.ipynb", *BROKEN)
     put_notebook(server.root / "edited.ipynb", *GREETER)

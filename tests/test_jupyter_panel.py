@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import md, notebook_node, wait_until
-from jupyter_helpers import TOKEN, put_notebook, start_jupyter
+from jupyter_helpers import TOKEN, put_notebook, start_jupyter, start_lab
 from test_jupyter_button import (
     CHROMIUM,
     CHROMIUM_FLAGS,
@@ -38,22 +38,8 @@ PRICING = (
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    work = tmp_path_factory.mktemp("panel")
-    settings = work / "lab-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
-    server = start_jupyter(
-        work,
-        app="lab",
-        base_url=BASE_URL,
-        poll_interval=0.3,  # a save from anywhere reloads the served notebook
-        env={
-            "JUPYTERLAB_SETTINGS_DIR": str(work / "lab-settings"),
-            "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
-        },
-    )
+    # a save from anywhere reloads the served notebook
+    server = start_lab(tmp_path_factory.mktemp("panel"), base_url=BASE_URL, poll_interval=0.3)
     yield server
     server.stop()
 
