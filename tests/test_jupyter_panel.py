@@ -120,6 +120,9 @@ def test_the_panel_shows_the_urls_and_live_traffic(lab, context):
         f"{lab.url}nb2api/apps/{app['id']}/mcp")
     assert re.fullmatch(r"[0-9a-f]{12}", panel.locator(".nb2api-version code").inner_text())
     assert "Add two numbers." in panel.locator("li[data-route='POST /add']").inner_text()
+    routes = panel.locator("li.nb2api-route").evaluate_all(
+        "items => items.map(item => item.dataset.route)")
+    assert routes == ["POST /add", "POST /quote"]  # the notebook's, not nb2api's job endpoints
     assert "The saved version serves" in panel.locator(".nb2api-reload-state").inner_text()
     pause = browser_pause(page)
 

@@ -13,10 +13,16 @@ export interface IOperation {
 
 const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options'];
 
-/** Every operation of an OpenAPI document, in the document's order. */
+/** A path of nb2api's own job endpoints, which every app has beside the notebook's routes. */
+const JOBS = /^\/jobs(\/|$)/;
+
+/** The notebook's operations in an OpenAPI document, in the document's order. */
 export function operations(document: any): IOperation[] {
   const result: IOperation[] = [];
   for (const [path, item] of Object.entries<any>(document?.paths ?? {})) {
+    if (JOBS.test(path)) {
+      continue;
+    }
     for (const method of METHODS) {
       const operation = item?.[method];
       if (operation) {
