@@ -163,9 +163,13 @@ def test_a_raise_answers_every_request_of_the_batch_with_one_error_id(client, se
     bodies = [a.json() for a in answers]
     assert {b["detail"] for b in bodies} == {"tag() raised ValueError: minus one"}
     (error_id,) = {b["error_id"] for b in bodies}
-    logged = [line for line in server.output().splitlines() if error_id in line
-              and "minus one" in line]
-    assert len(logged) == 1 and "a batch of 4 requests, 4 items" in logged[0]
+
+    def logged() -> list[str]:  # the log is written by a thread of its own: wait for the line
+        return [line for line in server.output().splitlines()
+                if error_id in line and "minus one" in line]
+
+    wait_until(logged, message="the batch's error in the log")
+    assert len(logged()) == 1 and "a batch of 4 requests, 4 items" in logged()[0]
 
 
 def test_a_result_of_the_wrong_length_is_a_500_that_says_so(client):

@@ -199,7 +199,12 @@ def test_image_dataframe_and_errors(make_notebook):
 
         tools, (chart, table, broken, refused, invalid, missing) = over_http(
             f"{server.base_url}/mcp", work)
-        output = server.output()
+
+        def logged() -> str | None:  # the log is written by a thread of its own
+            text = server.output()
+            return text if "Traceback" in text else None
+
+        output = wait_until(logged, message="the tool's 500 in the log")
 
     assert tools["chart"].description == ("A line chart of the points.\n\n"
                                           "Draws a line through the points.")
