@@ -371,8 +371,7 @@ def serve(
     # Several processes: each builds its own app from the settings.
     del application
     os.environ[_ENV_NOTEBOOK] = str(notebook)
-    with _token_for_workers(settings) as worker_settings, \
-            _webhook_secret_for_workers(worker_settings) as worker_settings, \
+    with _secrets_for_workers(settings) as worker_settings, \
             _multiprocess_metrics(settings.metrics):
         os.environ[_ENV_SETTINGS] = worker_settings.model_dump_json()
         uvicorn.run("nb2api.cli:app_from_environment", factory=True, workers=server.workers,
@@ -400,40 +399,38 @@ def _forget_token_variable() -> None:
     os.environ.pop(env_var("webhook_secret"), None)
 
 
+# Each secret setting, the setting of a file to read it from instead, and a name for that file.
+_SECRETS = (("token", "token_file", "nb2api-token-"),
+            ("webhook_secret", "webhook_secret_file", "nb2api-webhook-"))
+
+
 @contextlib.contextmanager
-def _token_for_workers(settings: Settings) -> Iterator[Settings]:
+def _secrets_for_workers(settings: Settings) -> Iterator[Settings]:
     """``settings`` for worker processes, which read them from their environment, where a
-    token must not be: a ``--token`` goes to them in a private file (mode 0600, removed at the
-    end), a ``--token-file`` as its absolute path."""
-    if settings.token_file is not None:
-        yield settings.updated(token_file=settings.token_file.resolve())
-        return
-    if settings.token is None:
+    secret must not be: a secret given inline goes to them in a private file (mode 0600,
+    removed at the end), one given as a file as its absolute path."""
+    with contextlib.ExitStack() as files:
+        for secret, file_setting, prefix in _SECRETS:
+            settings = files.enter_context(_in_a_file(settings, secret, file_setting, prefix))
         yield settings
-        return
-    descriptor, name = tempfile.mkstemp(prefix="nb2api-token-")  # mode 0600
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(settings.token)
-        yield settings.updated(token=None, token_file=Path(name))
-    finally:
-        Path(name).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def _webhook_secret_for_workers(settings: Settings) -> Iterator[Settings]:
-    """As :func:`_token_for_workers`, for the webhook secret."""
-    if settings.webhook_secret_file is not None:
-        yield settings.updated(webhook_secret_file=settings.webhook_secret_file.resolve())
+def _in_a_file(settings: Settings, secret: str, file_setting: str,
+               prefix: str) -> Iterator[Settings]:
+    given: Path | None = getattr(settings, file_setting)
+    if given is not None:
+        yield settings.updated(**{file_setting: given.resolve()})
         return
-    if settings.webhook_secret is None:
+    value: str | None = getattr(settings, secret)
+    if value is None:
         yield settings
         return
-    descriptor, name = tempfile.mkstemp(prefix="nb2api-webhook-")  # mode 0600
+    descriptor, name = tempfile.mkstemp(prefix=prefix)  # mode 0600
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(settings.webhook_secret)
-        yield settings.updated(webhook_secret=None, webhook_secret_file=Path(name))
+            file.write(value)
+        yield settings.updated(**{secret: None, file_setting: Path(name)})
     finally:
         Path(name).unlink(missing_ok=True)
 
@@ -806,7 +803,7 @@ def _serve_several(arguments: list[Path], settings: Settings, server: ServerOpti
     del application, notebooks
     os.environ[_ENV_NOTEBOOKS] = json.dumps(
         [[target.name, str(target.path.resolve())] for target in targets.notebooks])
-    with _token_for_workers(settings) as worker_settings, \
+    with _secrets_for_workers(settings) as worker_settings, \
             _multiprocess_metrics(settings.metrics):
         os.environ[_ENV_SETTINGS] = worker_settings.model_dump_json()
         uvicorn.run("nb2api.cli:notebooks_from_environment", factory=True,

@@ -40,11 +40,13 @@ def wait_status(client, job_id: str, *statuses: str, timeout: float = 60) -> dic
 
 
 def gated(gate) -> str:
-    """Notebook code that waits until the file ``gate`` exists (the test opens it)."""
+    """Notebook code that waits until the file ``gate`` exists (the test opens it), for at most
+    two minutes, so that a failed test leaves no worker waiting for ever."""
     return (f"GATE = {str(gate)!r}\n"
             "def _wait_for_gate():\n"
             "    import os, time\n"
-            "    while not os.path.exists(GATE):\n"
+            "    deadline = time.monotonic() + 120\n"
+            "    while not os.path.exists(GATE) and time.monotonic() < deadline:\n"
             "        time.sleep(0.01)\n")
 
 

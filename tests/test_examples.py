@@ -149,11 +149,13 @@ def test_no_examples_and_example_false_show_requests_without_calling(make_notebo
 
 
 def test_answering_at_load_stops_at_the_time_budget(make_notebook, caplog):
-    api = API.source + "\nimport time\n\ndef slow(x: float) -> float:\n    time.sleep(0.5)\n" \
-                       "    return x\n"
+    # slow() waits for an event the test sets only after the budget ran out: no race with it
+    api = API.source + "\nimport threading\nRELEASE = threading.Event()\n\n" \
+                       "def slow(x: float) -> float:\n    RELEASE.wait(60)\n    return x\n"
     path = make_notebook(SETUP, code(api), code("#| example\nslow(1.0)\ndouble(4)"))
     with caplog.at_level(logging.WARNING, logger="nb2api"):
         app = create_app(path, examples_budget=0.05)
+    app.state.notebook.module.RELEASE.set()
     assert any("budget" in r.getMessage() for r in caplog.records)
     get = app.openapi()["paths"]["/double/{x}"]["get"]
     assert "examples" not in get["responses"]["200"]["content"]["application/json"]

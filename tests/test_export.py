@@ -8,37 +8,18 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import httpx
 import pytest
 from columnar_helpers import without_columnar
 from conftest import code, free_port, notebook_path, serve, wait_until_answers
+from export_helpers import RUN_APP
 from jobs_helpers import without_jobs
 from typer.testing import CliRunner
 
 from nb2api.cli import app as cli
 from nb2api.export import export_notebook, imported_modules
-
-# Runs the exported app with every import of nb2api refused, as on a machine without it.
-_BLOCKED_RUN = textwrap.dedent(
-    """
-    import sys
-
-    class RefuseNb2api:
-        def find_spec(self, name, path=None, target=None):
-            if name == "nb2api" or name.startswith("nb2api."):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
-            return None
-
-    sys.meta_path.insert(0, RefuseNb2api())
-    sys.modules.pop("nb2api", None)
-    import uvicorn
-
-    uvicorn.run(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
-    """
-)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +35,7 @@ def exported_server(project):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     log = project.folder / "server.log"
     process = subprocess.Popen(
-        [sys.executable, "-c", _BLOCKED_RUN, f"app:{project.app_name}", str(port)],
+        [sys.executable, "-c", RUN_APP, f"app:{project.app_name}", str(port)],
         cwd=project.folder, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"

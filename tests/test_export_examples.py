@@ -6,35 +6,16 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 from conftest import code
+from export_helpers import RUN_TESTS
 
 from nb2api.export import export_notebook
-
-# pytest on the exported tests with every import of nb2api refused, as on a machine without it.
-_BLOCKED_PYTEST = textwrap.dedent(
-    """
-    import sys
-
-    class RefuseNb2api:
-        def find_spec(self, name, path=None, target=None):
-            if name == "nb2api" or name.startswith("nb2api."):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
-            return None
-
-    sys.meta_path.insert(0, RefuseNb2api())
-    sys.modules.pop("nb2api", None)
-    import pytest
-
-    sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "tests"]))
-    """
-)
 
 
 def _pytest(folder) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([sys.executable, "-c", _BLOCKED_PYTEST], cwd=folder, env=env,
+    return subprocess.run([sys.executable, "-c", RUN_TESTS], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=240)
 
 

@@ -70,7 +70,7 @@ def test_the_deployment_probes_scrapes_and_sizes_the_pod(project):
     startup = container["startupProbe"]
     assert startup["httpGet"]["path"] == "/healthz"
     setup_seconds = float(deployment["metadata"]["annotations"]["nb2api.io/setup-seconds"])
-    assert setup_seconds > 0  # measured when the export ran the cells
+    assert setup_seconds >= 0  # measured when the export ran the cells (0.00 on a fast one)
     assert startup["failureThreshold"] == startup_failures(setup_seconds)
     assert startup["failureThreshold"] * startup["periodSeconds"] >= 3 * setup_seconds + 30
     requests = container["resources"]["requests"]

@@ -11,6 +11,7 @@ import sys
 import httpx
 import pytest
 from conftest import free_port, wait_until, wait_until_answers, write_notebook
+from export_helpers import RUN_APP
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
@@ -370,21 +371,6 @@ def test_serve_refuses_two_notebooks_on_one_prefix_and_ray_options_it_cannot_hon
     assert "--ray runs replicas itself" in result.stderr and "Traceback" not in result.stderr
 
 
-# Runs an exported app with every import of nb2api refused, as on a machine without it.
-_BLOCKED_RUN = """
-import sys
-
-class RefuseNb2api:
-    def find_spec(self, name, path=None, target=None):
-        if name == "nb2api" or name.startswith("nb2api."):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
-        return None
-
-sys.meta_path.insert(0, RefuseNb2api())
-import uvicorn
-
-uvicorn.run("app:app", host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
-"""
 
 
 def test_export_of_a_folder_writes_one_project_serving_each_notebook(tmp_path):
@@ -401,7 +387,7 @@ def test_export_of_a_folder_writes_one_project_serving_each_notebook(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     log = tmp_path / "server.log"
-    process = subprocess.Popen([sys.executable, "-c", _BLOCKED_RUN, str(port)], cwd=out, env=env,
+    process = subprocess.Popen([sys.executable, "-c", RUN_APP, "app:app", str(port)], cwd=out, env=env,
                                stdout=log.open("w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -201,3 +201,21 @@ def test_the_webhook_secret_reaches_no_environment_the_notebook_sees(make_notebo
         assert SECRET not in response.text
         assert "NB2API_WEBHOOK_SECRET" not in response.json()["own"]
         assert SECRET not in server.output()
+
+
+@pytest.mark.parametrize("secret", ["webhook", "token"])
+def test_several_notebooks_under_workers_keep_secrets_out_of_the_environment(tmp_path, secret):
+    """The workers of a folder's server read their settings from their environment: the secrets
+    go to them in a private file, as for one notebook."""
+    from conftest import serve, write_notebook
+
+    folder = tmp_path / "team"
+    write_notebook(folder, ENVIRONMENT, name="a.ipynb")
+    write_notebook(folder, "#| api\ndef ping() -> str:\n    return 'pong'", name="b.ipynb")
+    flag = ["--webhook-secret", SECRET] if secret == "webhook" else ["--token", SECRET]
+    headers = {"Authorization": f"Bearer {SECRET}"} if secret == "token" else {}
+    with serve(folder, "--workers", "2", *flag) as server, server.client() as client:
+        response = client.post("/a/environment", headers=headers)
+        assert response.status_code == 200, response.text
+        assert SECRET not in response.text
+        assert SECRET not in server.output()

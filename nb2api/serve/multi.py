@@ -45,7 +45,7 @@ from .docs import mount_docs
 from .health import not_ready_reason
 from .metrics import CONTENT_TYPE, metrics_notebook
 from .middleware import RequestMiddleware, RootPath
-from .reload import _Serving as Serving
+from .reload import Serving
 
 logger = logging.getLogger("nb2api")
 
@@ -382,14 +382,7 @@ class NotebookDispatch:
             await RedirectResponse(root + "/docs")(scope, receive, self._versioned(send))
             return
         scope = {**scope, "root_path": root, "path": root + "/" + rest}
-        serving.active += 1
-        serving.idle.clear()
-        try:
-            await serving.app(scope, receive, send)
-        finally:
-            serving.active -= 1
-            if not serving.active:
-                serving.idle.set()
+        await serving(scope, receive, send)
 
     def _versioned(self, send: Send) -> Send:
         """The root's answers carry the version of the set of notebooks being served."""

@@ -24,7 +24,7 @@ from ..errors import NotebookError
 logger = logging.getLogger("nb2api")
 
 
-class _Serving:
+class Serving:
     """One version of the app, its lifespan, and the requests it is answering."""
 
     def __init__(self, app: FastAPI) -> None:
@@ -41,6 +41,17 @@ class _Serving:
         await self.idle.wait()  # its requests finish first
         await self.lifespan.aclose()
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer with this version, counted, so that :meth:`stop` waits for the answer."""
+        self.active += 1
+        self.idle.clear()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+            if not self.active:
+                self.idle.set()
+
 
 class ReloadingApp:
     """The notebook's app, replaced by :func:`load` 's next result each time the file changes.
@@ -51,7 +62,7 @@ class ReloadingApp:
 
     def __init__(self, app: FastAPI, notebook: Path, load: Callable[[Path], FastAPI],
                  changes: Callable[[Path], Any] | None = None) -> None:
-        self.current = _Serving(app)
+        self.current = Serving(app)
         self.notebook = notebook
         self.load = load
         self.changes = changes or _saves
@@ -62,15 +73,7 @@ class ReloadingApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        serving = self.current
-        serving.active += 1
-        serving.idle.clear()
-        try:
-            await serving.app(scope, receive, send)
-        finally:
-            serving.active -= 1
-            if not serving.active:
-                serving.idle.set()
+        await self.current(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
@@ -100,7 +103,7 @@ class ReloadingApp:
         except NotebookError as error:
             logger.error("nb2api: %s; still serving the last version that loaded", error)
             return False
-        serving = _Serving(app)
+        serving = Serving(app)
         try:
             await serving.start()
         except Exception:

@@ -406,6 +406,31 @@ class Tracing:
         request.events.append((name, time_ns, {**attributes, "nb2api.error_id": error_id}))
 
 
+@contextlib.contextmanager
+def _call_span(request: Any, span_name: str) -> Iterator[None]:
+    """The ``call`` span of ``request`` around the notebook function, made current so that
+    spans the notebook makes nest under it (and are unsampled when the request is)."""
+    if not request.sampled:
+        token = otel_context.attach(_as_current(request.trace_id, request.span_id, False))
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+        return
+    start = time.time_ns()
+    request.end_wait(start)
+    span_id = _span_id()
+    token = otel_context.attach(_as_current(request.trace_id, span_id))
+    try:
+        yield
+    except BaseException as exc:
+        request.child(span_name, start, time.time_ns(), span_id=span_id, **_failure(exc))
+        raise
+    finally:
+        otel_context.detach(token)
+    request.child(span_name, start, time.time_ns(), span_id=span_id)
+
+
 def _thread_call(func: Callable[..., Any], name: str) -> Callable[..., Any]:
     span_name = f"call {name}"
 
@@ -414,25 +439,8 @@ def _thread_call(func: Callable[..., Any], name: str) -> Callable[..., Any]:
         request = _current.get()
         if request is None:
             return func(*args, **kwargs)
-        if not request.sampled:  # spans the notebook makes are not sampled either
-            token = otel_context.attach(_as_current(request.trace_id, request.span_id, False))
-            try:
-                return func(*args, **kwargs)
-            finally:
-                otel_context.detach(token)
-        start = time.time_ns()
-        request.end_wait(start)
-        span_id = _span_id()
-        token = otel_context.attach(_as_current(request.trace_id, span_id))
-        try:
-            result = func(*args, **kwargs)
-        except BaseException as exc:
-            request.child(span_name, start, time.time_ns(), span_id=span_id, **_failure(exc))
-            raise
-        finally:
-            otel_context.detach(token)
-        request.child(span_name, start, time.time_ns(), span_id=span_id)
-        return result
+        with _call_span(request, span_name):
+            return func(*args, **kwargs)
 
     return call
 
@@ -445,25 +453,8 @@ def _async_call(func: Callable[..., Any], name: str) -> Callable[..., Any]:
         request = _current.get()
         if request is None:
             return await func(*args, **kwargs)
-        if not request.sampled:  # spans the notebook makes are not sampled either
-            token = otel_context.attach(_as_current(request.trace_id, request.span_id, False))
-            try:
-                return await func(*args, **kwargs)
-            finally:
-                otel_context.detach(token)
-        start = time.time_ns()
-        request.end_wait(start)
-        span_id = _span_id()
-        token = otel_context.attach(_as_current(request.trace_id, span_id))
-        try:
-            result = await func(*args, **kwargs)
-        except BaseException as exc:
-            request.child(span_name, start, time.time_ns(), span_id=span_id, **_failure(exc))
-            raise
-        finally:
-            otel_context.detach(token)
-        request.child(span_name, start, time.time_ns(), span_id=span_id)
-        return result
+        with _call_span(request, span_name):
+            return await func(*args, **kwargs)
 
     return call
 
