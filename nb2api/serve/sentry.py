@@ -58,7 +58,7 @@ def report(route: str, exc: BaseException, error_id: str, *,
         scope.set_tag("route", route)
         for key, value in found.items():
             if value is not None:
-                scope.set_tag(key, value)
+                scope.set_tag(key, str(value))
         for name, values in (context or {}).items():
             scope.set_context(name, values)
         scope.capture_exception(exc)
