@@ -372,3 +372,71 @@ def test_an_invalid_tool_call_has_a_failed_validate_span(make_notebook, spans):
     validate = children(spans, tool)["validate"]
     assert validate.status.status_code is StatusCode.ERROR
     assert "call add" not in children(spans, tool)
+
+
+# --- links on the wire ----------------------------------------------------------------------
+
+
+def test_links_are_written_in_otlp_as_the_protobuf_classes_read_them():
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from nb2api.serve.otlp import SpanRecord, encode_request
+
+    linked = [(int(TRACE, 16), int(PARENT, 16), {}),
+              (2**128 - 1, 2**64 - 1, {"nb2api.note": "last", "n": 3})]
+    record = SpanRecord("batch double", 7, 8, 0, 1_000, 2_000,
+                        attributes={"nb2api.batch.size": 4}, links=linked)
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(encode_request([record, SpanRecord("plain", 7, 9, 8, 1, 2)],
+                                           {"service.name": "s"}, "nb2api", "1"))
+    [batch, plain] = request.resource_spans[0].scope_spans[0].spans
+    assert [(link.trace_id.hex(), link.span_id.hex()) for link in batch.links] == [
+        (TRACE, PARENT), ("f" * 32, "f" * 16)]
+    assert {a.key: a.value for a in batch.links[1].attributes}["n"].int_value == 3
+    assert batch.links[0].flags & 0x1  # sampled
+    assert batch.attributes[0].value.int_value == 4
+    assert batch.end_time_unix_nano == 2_000
+    assert not plain.links
+
+
+def test_a_batch_a_job_and_a_tool_call_reach_an_otlp_receiver_linked(make_notebook):
+    from conftest import serve
+    from telemetry_helpers import Receiver, otlp_attributes, otlp_spans
+
+    notebook = make_notebook(BATCHED, API)
+    with Receiver() as receiver:
+        environment = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        with serve(notebook, env=environment) as server, server.client() as client:
+            with ThreadPoolExecutor(3) as threads:
+                list(threads.map(lambda xs: client.post("/double", json={"xs": xs}),
+                                 [[1], [2], [3, 4]]))
+            job_id = client.post("/add", json={"a": 1, "b": 2}, headers=ASYNC).json()["id"]
+            assert wait_status(client, job_id)["status"] == "succeeded"
+            assert tool_call(client, "add", {"a": 1, "b": 2}).status_code == 200
+
+            def exported() -> list:
+                found = [span for _, span in otlp_spans(receiver.bodies("/v1/traces"))]
+                names = [span.name for span in found]
+                complete = (names.count("POST /double") == 3 and "batch double" in names
+                            and "job add" in names and "tools/call add" in names
+                            and "POST /mcp" in names and names.count("call add") == 2)
+                return found if complete else []
+
+            found = wait_until(exported, message="the spans at the receiver")
+    [batch] = [span for span in found if span.name == "batch double"]
+    servers = [span for span in found if span.name == "POST /double"]
+    assert ({(link.trace_id, link.span_id) for link in batch.links}
+            == {(span.trace_id, span.span_id) for span in servers})
+    assert otlp_attributes(batch)["nb2api.batch.size"] == 4
+    [submit] = [span for span in found if span.name == "POST /add"]
+    [run] = [span for span in found if span.name == "job add"]
+    assert [(link.trace_id, link.span_id) for link in run.links] == [(submit.trace_id,
+                                                                      submit.span_id)]
+    assert otlp_attributes(run)["nb2api.job.id"] == job_id
+    [mcp] = [span for span in found if span.name == "POST /mcp"]
+    [tool] = [span for span in found if span.name == "tools/call add"]
+    assert tool.parent_span_id == mcp.span_id
+    calls = {span.parent_span_id for span in found if span.name == "call add"}
+    assert calls == {run.span_id, tool.span_id}
