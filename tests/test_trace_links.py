@@ -198,6 +198,7 @@ def test_a_job_runs_in_its_own_span_linked_to_the_request_that_submitted_it(
     assert run.attributes["nb2api.job.id"] == job_id
     assert run.attributes["nb2api.job.status"] == "succeeded"
     assert run.attributes["nb2api.job.attempt"] == 1
+    assert run.attributes["nb2api.route"] == "/add"
     assert run.status.status_code is StatusCode.UNSET
     assert {"queue", "call add", "encode"} <= set(children(spans, run))
     assert run.end_time >= children(spans, run)["call add"].end_time

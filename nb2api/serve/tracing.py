@@ -420,9 +420,11 @@ class Tracing:
         flags = "01" if request.sampled else "00"
         return f"00-{request.trace_id:032x}-{request.span_id:016x}-{flags}"
 
-    def job(self, route: str, job_id: str, traceparent: str | None, attempt: int) -> JobSpan:
-        """The span of one run of a job, current until :meth:`JobSpan.end`."""
-        return JobSpan(self, route, job_id, traceparent, attempt)
+    def job(self, route: str, path: str, job_id: str, traceparent: str | None,
+            attempt: int) -> JobSpan:
+        """The span of one run of a job of ``route`` (served at ``path``), current until
+        :meth:`JobSpan.end`."""
+        return JobSpan(self, route, path, job_id, traceparent, attempt)
 
     def tool_call(self, tool: str, path: str) -> ToolSpan:
         """The span of one MCP ``tools/call``, current until :meth:`ToolSpan.end`."""
@@ -814,10 +816,11 @@ class JobSpan:
     ``call`` and ``encode`` spans are its children, and a 500's error id and exception go on
     it."""
 
-    def __init__(self, tracing: Tracing, route: str, job_id: str, traceparent: str | None,
-                 attempt: int) -> None:
+    def __init__(self, tracing: Tracing, route: str, path: str, job_id: str,
+                 traceparent: str | None, attempt: int) -> None:
         self.sink = tracing.sink
         self.route = route
+        self.path = path
         self.job_id = job_id
         self.attempt = attempt
         self.link = (_parent([(b"traceparent", traceparent.encode("latin-1"))])
@@ -838,7 +841,8 @@ class JobSpan:
         if not request.sampled:
             return
         attributes = {"nb2api.job.id": self.job_id, "nb2api.job.status": status,
-                      "nb2api.job.attempt": self.attempt, "nb2api.route": self.route,
+                      "nb2api.job.attempt": self.attempt, "nb2api.route": self.path,
+                      "code.function.name": self.route,
                       **request.attributes}
         failure = None
         if error is not None:

@@ -297,8 +297,11 @@ class Jobs:
     async def _run(self, claimed: Claimed, ctx: JobContext) -> None:
         started = time.monotonic()
         current_job.set(ctx)  # this task's own context, copied to the worker thread
-        span = (self.tracing.job(claimed.route, claimed.id, claimed.traceparent,
-                                 claimed.attempts) if self.tracing is not None else None)
+        span = None
+        if self.tracing is not None:
+            spec = self.specs.get(claimed.route)
+            span = self.tracing.job(claimed.route, spec.path if spec else f"/{claimed.route}",
+                                    claimed.id, claimed.traceparent, claimed.attempts)
         try:
             result, error = await self._answer(claimed)
         except BaseException:
