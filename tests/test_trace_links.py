@@ -132,10 +132,13 @@ def test_the_batch_span_is_current_in_the_batched_call(make_notebook, spans):
     assert current == [list(hex_ids(batch))]
 
 
+@pytest.mark.parametrize("executor", ["thread", "process"])
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "fastapi"])
 def test_a_failed_batch_records_its_error_id_and_cell_on_the_batch_span(make_notebook, spans,
-                                                                       fast_path):
-    app = create_app(make_notebook(BATCHED), otel=True, fast_path=fast_path)
+                                                                       fast_path, executor):
+    cells = BATCHED if executor == "thread" else BATCHED.replace(
+        "#| api\n", "#| api\n#| executor: process\n", 1)
+    app = create_app(make_notebook(cells), otel=True, fast_path=fast_path, processes=1)
     with TestClient(app, raise_server_exceptions=False) as client:
         spans.clear()
         answers = post_together(client, "/double", [{"xs": [1]}, {"xs": [-1]}, {"xs": [3, 4]}])
@@ -149,11 +152,25 @@ def test_a_failed_batch_records_its_error_id_and_cell_on_the_batch_span(make_not
     assert event.attributes["exception.type"] == "ValueError"
     assert event.attributes["nb2api.error_id"] == error_id
     assert event.attributes["nb2api.cell"] == 1
-    assert event.attributes["nb2api.cell.line"] == 5
+    assert event.attributes["nb2api.cell.line"] == (5 if executor == "thread" else 6)
     for server in named(spans, "POST /double"):
         assert server.attributes["nb2api.error_id"] == error_id
         assert server.status.status_code is StatusCode.ERROR
         assert server.attributes["nb2api.batch.span_id"] == hex_ids(batch)[1]
+
+
+def test_a_request_larger_than_a_batch_is_a_batch_of_its_own(make_notebook, spans):
+    app = create_app(make_notebook(BATCHED), otel=True)
+    with TestClient(app) as client:
+        spans.clear()
+        assert client.post("/double", json={"xs": [1, 2, 3, 4, 5]}).json() == [2, 4, 6, 8, 10]
+    [batch] = named(spans, "batch double")
+    [server] = named(spans, "POST /double")
+    [link] = batch.links
+    assert link.context.span_id == server.context.span_id
+    assert batch.attributes["nb2api.batch.requests"] == 1
+    assert batch.attributes["nb2api.batch.size"] == 5
+    assert server.attributes["nb2api.batch.span_id"] == hex_ids(batch)[1]
 
 
 def test_a_request_that_times_out_waiting_for_its_batch_has_a_queue_span(make_notebook, spans):
