@@ -410,15 +410,20 @@ class Tracing:
         """``encode`` making the request's ``encode`` span."""
         return _encoder(encode)
 
-    def job_submitted(self, job_id: str) -> str | None:
-        """The request that submits ``job_id`` names it on its span; its span context, as a
-        ``traceparent`` value, is stored with the job for the job's span to link to."""
+    def traceparent(self) -> str | None:
+        """The span context of the request being answered, as a ``traceparent`` value (stored
+        with a job it submits, for the job's span to link to), or None outside one."""
         request = _current.get()
         if request is None:
             return None
-        request.attributes["nb2api.job.id"] = job_id
         flags = "01" if request.sampled else "00"
         return f"00-{request.trace_id:032x}-{request.span_id:016x}-{flags}"
+
+    def job_submitted(self, job_id: str) -> None:
+        """The request being answered queued ``job_id``: its span names the job."""
+        request = _current.get()
+        if request is not None:
+            request.attributes["nb2api.job.id"] = job_id
 
     def job(self, route: str, path: str, job_id: str, traceparent: str | None,
             attempt: int) -> JobSpan:

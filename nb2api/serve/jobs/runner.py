@@ -167,8 +167,7 @@ class Jobs:
             if store is None:
                 raise OSError("the server is stopping")
             job_id = secrets.token_urlsafe(18)  # 144 random bits
-            traceparent = (self.tracing.job_submitted(job_id) if self.tracing is not None
-                           else None)
+            traceparent = self.tracing.traceparent() if self.tracing is not None else None
             created = store.add(job_id, spec.name, arguments, retries=spec.options.retries,
                                 webhook=webhook, max_active=self.settings.max_jobs,
                                 traceparent=traceparent)
@@ -181,6 +180,8 @@ class Jobs:
                 503, f"too many jobs queued or running (--max-jobs {self.settings.max_jobs}); "
                 "retry later", headers={"Retry-After": "5"},
             )
+        if self.tracing is not None:
+            self.tracing.job_submitted(job_id)
         self._count(spec.name, "queued")
         self._wake_up()
         self._notify()
