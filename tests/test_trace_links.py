@@ -458,3 +458,39 @@ def test_a_batch_a_job_and_a_tool_call_reach_an_otlp_receiver_linked(make_notebo
     assert tool.parent_span_id == mcp.span_id
     calls = {span.parent_span_id for span in found if span.name == "call add"}
     assert calls == {run.span_id, tool.span_id}
+
+
+def test_a_job_cancelled_while_it_runs_ends_its_span_as_cancelled(make_notebook, spans,
+                                                                  tmp_path):
+    started = tmp_path / "started"
+    cells = ("#| api\nimport pathlib, time, nb2api\n"
+             "def polite() -> int:\n"
+             f"    pathlib.Path({str(started)!r}).touch()\n"
+             "    deadline = time.monotonic() + 60\n"
+             "    while not nb2api.cancelled() and time.monotonic() < deadline:\n"
+             "        time.sleep(0.01)\n"
+             "    return 1")
+    app = create_app(make_notebook(cells), otel=True, jobs_db=tmp_path / "jobs.db")
+    with TestClient(app) as client:
+        job_id = client.post("/polite", headers=ASYNC).json()["id"]
+        wait_until(started.exists, message="the job to start")
+        assert client.delete(f"/jobs/{job_id}").status_code == 200
+        [run] = wait_until(lambda: named(spans, "job polite"), message="the job's span")
+    assert run.attributes["nb2api.job.status"] == "cancelled"
+    assert run.attributes["nb2api.job.id"] == job_id
+    assert "call polite" in children(spans, run)
+
+
+def test_a_tool_call_outside_a_request_is_a_trace_of_its_own(make_notebook, spans):
+    """As over stdio (``nb2api mcp``), where no HTTP request carries the call."""
+    from nb2api.mcp.server import NotebookTools
+
+    app = create_app(make_notebook(API), otel=True)
+    with TestClient(app) as client:
+        spans.clear()
+        call = NotebookTools(app).calls["add"]
+        result = client.portal.call(call, {"a": 1, "b": 2})
+    assert result.structured_content == {"result": 3}
+    [tool] = named(spans, "tools/call add")
+    assert tool.parent is None
+    assert set(children(spans, tool)) == {"validate", "queue", "call add", "encode"}
