@@ -53,6 +53,8 @@ class ToolCall:
         self.endpoint = endpoint
         self.metrics = runtime.metrics
         self.debug = runtime.settings.debug
+        self.tracing = runtime.tracing  # a span per call, when on
+        self.reported = runtime.reporter(spec)
         self.body_names = [p.name for p in spec.params if p.source == "body"]
         self.query_names = [p.name for p in spec.params if p.source == "query" and p.marker is None]
         self.body_model = spec.body_model
@@ -93,6 +95,7 @@ class ToolCall:
             metrics.request_started()
         status = 500
         scope_token = current_scope.set(None)  # the /mcp request's headers are not the call's
+        span = self.tracing.tool_call(self.tool.name, spec.path) if self.tracing else None
         try:
             try:
                 keywords = self._parse(arguments or {})
@@ -105,10 +108,13 @@ class ToolCall:
                 status = exc.status_code
                 return _error({"detail": exc.detail, "status": exc.status_code})
             except Exception as exc:  # the endpoint answers failures itself; this is a bug
-                response = error_response(spec.name, exc, debug=self.debug, logger=logger)
+                response = error_response(spec.name, exc, debug=self.debug, logger=logger,
+                                          reported=self.reported)
             status, media_type, body = await _answer(response)
             return self._result(status, media_type, body)
         finally:
+            if span is not None:
+                span.end(status)
             current_scope.reset(scope_token)
             if metrics is not None:
                 metrics.request_finished(spec.path, spec.method, status,

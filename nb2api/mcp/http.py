@@ -72,6 +72,7 @@ class MCPEndpoint:
         self.app = app
         self.direct = True
         self.tools: NotebookTools | CombinedTools | None = None
+        self.route: Route | None = None  # named in the request's scope, as FastAPI's routes are
         self._runs: dict[asyncio.AbstractEventLoop, _Run] = {}
 
     # -- lifespan ------------------------------------------------------------------------------
@@ -144,6 +145,8 @@ class MCPEndpoint:
     # -- requests ------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.route is not None:
+            scope["route"] = self.route  # the request's span is "POST /mcp", its http.route /mcp
         manager = await self._ready()
         if manager is None:
             response = JSONResponse({"detail": "/mcp answers once the app has started (its "
@@ -230,7 +233,8 @@ def mount_mcp(app: FastAPI) -> MCPEndpoint:
         if token:  # the notebooks' apps check it themselves; the root's /mcp does here
             served = _Guarded(endpoint, require_token(token))
     # First: no notebook route can be /mcp (a reserved path), and it is matched soonest.
-    app.router.routes.insert(0, Route(MCP_PATH, endpoint=served, include_in_schema=False))
+    endpoint.route = Route(MCP_PATH, endpoint=served, include_in_schema=False)
+    app.router.routes.insert(0, endpoint.route)
     app_lifespan = app.router.lifespan_context
 
     @asynccontextmanager

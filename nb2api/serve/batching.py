@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -41,8 +41,12 @@ from ..types.encoding import Encoder, make_encoder
 from ..types.errors import CallFailed, error_response, respond
 from .context import request_receive
 from .limits import Busy, TimedOut, route_limits
+from .logs import request_id
 from .metrics import Metrics
 from .pools import WorkerPool
+
+if TYPE_CHECKING:
+    from .tracing import BatchSpan, BatchSpans, Tracing
 
 np = LazyModule("numpy")
 pd = LazyModule("pandas")
@@ -180,6 +184,8 @@ class _Request:
     watch: asyncio.Future | None = None  # the server's next message: the client going away
     started: bool = False
     gone: bool = False  # left before its batch started: timed out, or its client went away
+    traced: Any = None  # its traced request, when tracing is on and samples it
+    request_id: str | None = None
 
 
 class _Failure:
@@ -190,6 +196,15 @@ class _Failure:
 
     def response(self) -> Response:
         return Response(self.body, status_code=500, media_type="application/json")
+
+
+class _Timed:
+    """A part encoded on the worker, with when (for the request's ``encode`` span)."""
+
+    __slots__ = ("body", "start", "end")
+
+    def __init__(self, body: Any, start: int, end: int) -> None:
+        self.body, self.start, self.end = body, start, end
 
 
 class _Unencodable:
@@ -219,12 +234,16 @@ class Batcher:
         self.pool, self.limiter, self.timeout = route_limits(spec, settings, pools, metrics)
         assert self.pool is not None  # routes refuse '#| batch' on 'async def'
         encoder = make_encoder(spec.returns)
+        self.path = spec.path
+        self.batch_call, self.encoder = call, encoder
         if self.pool.kind == "thread":
             # Parts are encoded on the worker too: a big table never holds the event loop.
             self.call: Callable[..., Any] = _encoding(call, encoder)
             self.encode: Encoder | None = None
         else:
             self.call, self.encode = call, encoder
+        self.spans: BatchSpans | None = None  # with tracing on (see observe)
+        self.sentry = False
         # The queue bound counts requests (here), not the batches waiting for a slot.
         self.max_waiting = self.batch.max_size + settings.max_queue
         self.limiter.max_queue = sys.maxsize
@@ -238,15 +257,33 @@ class Batcher:
         self.started = metrics.batch_hook(spec.path) if metrics is not None else None
         self._tasks: set[asyncio.Task] = set()  # held here: the loop keeps only weak references
 
+    def observe(self, tracing: Tracing | None, sentry: bool) -> None:
+        """Trace the route's requests and batches (when ``tracing``); send a failed batch to
+        Sentry (when ``sentry``), once, with its error id and size."""
+        self.sentry = sentry
+        if tracing is None:
+            return
+        self.spans = tracing.batches(self.name, self.path)
+        if self.encode is not None:
+            self.encode = tracing.encoder(self.encode)  # encoded in the request's task
+        else:
+            self.call = _encoding(self.batch_call, self.encoder, timed=True)
+
     async def answer(self, arguments: dict[str, Any],
-                     failed: Callable[[Exception], None] | None = None) -> Response:
-        """The answer to one validated request (``arguments`` by parameter name)."""
+                     failed: Callable[[Exception], None] | None = None,
+                     reported: Callable[[BaseException, str], None] | None = None) -> Response:
+        """The answer to one validated request (``arguments`` by parameter name); ``failed``
+        and ``reported`` hear of its 500s as the endpoint's do."""
         values = {name: arguments.pop(name) for name, _ in self.batch.batched}
         count = self._count(values)
         loop = asyncio.get_running_loop()
         request = _Request(values, count, time.perf_counter(), loop.create_future(), failed)
         if self.waiting >= self.max_waiting:
             raise Busy(self.name, self.limiter.retry_after())
+        if self.spans is not None:
+            request.traced = self.spans.waiting()
+        if self.sentry:
+            request.request_id = request_id.get()
         key = self._key(arguments, values)
         if key is None or count is None or count == 0 or count >= self.batch.max_size:
             self._queued(1)
@@ -258,8 +295,12 @@ class Batcher:
             return outcome.response()
         if isinstance(outcome, Response):
             return outcome
+        if isinstance(outcome, _Timed):
+            if request.traced is not None and self.spans is not None:
+                self.spans.encoded(request.traced, outcome.start, outcome.end)
+            outcome = outcome.body
         return await respond(self.name, _ready(outcome), self.encode, media_type=self.media_type,
-                             debug=self.debug, logger=logger, failed=failed)
+                             debug=self.debug, logger=logger, failed=failed, reported=reported)
 
     # -- a request's wait ----------------------------------------------------------------------
 
@@ -283,6 +324,8 @@ class Batcher:
         finally:
             if request.watch is not None:
                 request.watch.cancel()
+            if request.traced is not None and self.spans is not None and not request.started:
+                self.spans.left(request.traced, time.time_ns())
 
     def _watch(self, request: _Request, receive: Receive) -> None:
         """Hear the client go away while the request waits: its body has been read, so the
@@ -399,12 +442,15 @@ class Batcher:
         began = time.perf_counter()
         if self.started is not None:
             self.started(items, began - requests[0].arrived)
+        span = (self.spans.started([r.traced for r in requests], items)
+                if self.spans is not None else None)
+        call = span.run(self.call) if span is not None and pool.kind == "thread" else self.call
         try:
-            future = pool.submit(self.call, [r.values for r in requests],
+            future = pool.submit(call, [r.values for r in requests],
                                  [r.count for r in requests], shared)
         except Exception as exc:  # noqa: BLE001 - a pool that is shutting down
             limiter.leave(None)
-            self._failed(requests, items, exc)
+            self._failed(requests, items, exc, span)
             return
         future.add_done_callback(lambda done: limiter.leave(
             None if done.cancelled() else time.perf_counter() - began))
@@ -413,21 +459,43 @@ class Batcher:
         except HTTPException as exc:  # raised by the notebook on purpose: every request's answer
             for request in requests:
                 _settle(request, exc)
+            if span is not None:
+                span.end()
             return
         except Exception as exc:  # noqa: BLE001 - the function failed: one 500 for the batch
-            self._failed(requests, items, exc)
+            self._failed(requests, items, exc, span)
             return
+        if span is not None:
+            span.end()
         for request, part in zip(requests, parts, strict=True):
             _settle(request, part)
 
-    def _failed(self, requests: list[_Request], items: int, exc: Exception) -> None:
-        """Every request of the batch answers the same 500, logged once, with one error id."""
+    def _failed(self, requests: list[_Request], items: int, exc: Exception,
+                span: BatchSpan | None = None) -> None:
+        """Every request of the batch answers the same 500, logged once, with one error id,
+        reported once (on the batch's span, to Sentry)."""
         if requests[0].failed is not None:
             requests[0].failed(exc)
         what = exc.what if isinstance(exc, CallFailed) else None
         log = _BatchLog(logger, {"batch_requests": len(requests), "batch_size": items})
+
+        def reported(exc: BaseException, error_id: str) -> None:
+            if span is not None:
+                span.failed(exc, error_id)
+            if self.sentry:
+                from . import sentry
+
+                ids = [r.request_id for r in requests if r.request_id is not None]
+                sentry.report(self.name, exc, error_id, tags={
+                    "batch_size": items, "batch_requests": len(requests),
+                    "request_id": ids[0] if len(ids) == 1 else None,
+                    "trace_id": f"{span.trace_id:032x}" if span is not None else None,
+                }, context={"batch": {"size": items, "request_ids": ids}})
+
         failure = _Failure(error_response(self.name, exc, debug=self.debug, logger=log,
-                                          what=what))
+                                          what=what, reported=reported))
+        if span is not None:
+            span.end()
         for request in requests:
             _settle(request, failure)
 
@@ -490,17 +558,21 @@ async def _ready(part: Any) -> Any:
     return part
 
 
-def _encoding(call: BatchCall, encode: Encoder) -> Callable[..., list[Any]]:
-    """``call``, then each part encoded (on the worker), or kept as :class:`_Unencodable`."""
+def _encoding(call: BatchCall, encode: Encoder, timed: bool = False) -> Callable[..., list[Any]]:
+    """``call``, then each part encoded (on the worker), or kept as :class:`_Unencodable`;
+    ``timed``: each encoded part as :class:`_Timed`."""
 
     def encoded(parts: list[dict[str, Any]], counts: list[int | None],
                 shared: dict[str, Any]) -> list[Any]:
         results = []
         for part in call(parts, counts, shared):
+            start = time.time_ns() if timed else 0
             try:
-                results.append(encode(part))
+                body = encode(part)
             except Exception as exc:  # noqa: BLE001 - answered by respond, for this request
                 results.append(_Unencodable(exc))
+                continue
+            results.append(_Timed(body, start, time.time_ns()) if timed else body)
         return results
 
     encoded.__name__ = encoded.__qualname__ = call.__name__

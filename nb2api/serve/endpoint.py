@@ -55,6 +55,8 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
         run = tracing.wrap_call(spec, run, settings)
     reported = runtime.reporter(spec)
     run_job = runtime.job_call(spec)
+    if tracing is not None:  # a job's wait for a worker, under its job span
+        run_job = tracing.wrap_call(spec, run_job, settings)
     positional = [p.name for p in spec.params if p.positional_only]
     body_names = [p.name for p in spec.params if p.source == "body"]
     query_names = [p.name for p in spec.params if p.source == "query" and p.marker is None]
@@ -77,7 +79,8 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
         if stream is not None:
             return await stream.collect(args, kwargs)
         return await respond(spec.name, run_job(args, kwargs), encode, media_type=media_type,
-                             debug=settings.debug, logger=logger, failed=failed)
+                             debug=settings.debug, logger=logger, failed=failed,
+                             reported=reported)
 
     jobs = runtime.jobs
     jobs.register(spec, answer)
@@ -97,7 +100,7 @@ def make_endpoint(spec: RouteSpec, runtime: Runtime, settings: Settings,
         if tables:
             await uploads.receive(tables, arguments, settings.max_upload_rows)
         if batched is not None:
-            return await batched.answer(arguments, failed)
+            return await batched.answer(arguments, failed, reported)
         args = tuple(arguments.pop(name) for name in positional) if positional else ()
         if jobs.wanted(spec):
             return await jobs.submit(spec, args, arguments)

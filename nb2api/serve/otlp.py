@@ -40,13 +40,14 @@ class SpanRecord:
     """One finished span: ids as integers, times in nanoseconds since the epoch."""
 
     __slots__ = ("name", "trace_id", "span_id", "parent_id", "remote_parent", "start", "end",
-                 "kind", "attributes", "events", "error", "extra", "shared")
+                 "kind", "attributes", "events", "error", "extra", "shared", "links")
 
     def __init__(self, name: str, trace_id: int, span_id: int, parent_id: int, start: int,
                  end: int, *, kind: int = KIND_INTERNAL, attributes: dict[str, Any] | None = None,
                  events: list[tuple[str, int, dict[str, Any]]] | None = None,
                  error: str | None = None, remote_parent: bool = False,
-                 extra: dict[str, Any] | None = None, shared: Any = None) -> None:
+                 extra: dict[str, Any] | None = None, shared: Any = None,
+                 links: list[tuple[int, int, dict[str, Any]]] | None = None) -> None:
         self.name = name
         self.trace_id = trace_id
         self.span_id = span_id
@@ -62,6 +63,7 @@ class SpanRecord:
         # encoded once. ``extra`` holds the attributes of this span alone.
         self.extra = extra
         self.shared = shared
+        self.links = links  # (trace id, span id, attributes) of spans this one serves or follows
 
     def all_attributes(self) -> dict[str, Any]:
         return {**(self.attributes or {}), **(self.extra or {})}
@@ -168,6 +170,10 @@ def encode_span(span: SpanRecord, trace_id: bytes | None = None) -> bytes:
     for event_name, time, attributes in span.events or ():
         parts.append(_field(11, b"\x09" + struct.pack("<Q", time)
                             + _field(2, event_name.encode()) + _attributes(3, attributes)))
+    for link_trace, link_span, attributes in span.links or ():
+        parts.append(_field(13, b"\x0a\x10" + link_trace.to_bytes(16, "big") + b"\x12\x08"
+                            + link_span.to_bytes(8, "big") + _attributes(4, attributes)
+                            + b"\x35" + struct.pack("<I", 0x101)))  # flags: sampled
     if span.error is not None:
         parts.append(_field(15, _field(2, span.error.encode("utf-8", "replace"))
                             + b"\x18" + _SMALL[_STATUS_ERROR]))

@@ -45,6 +45,8 @@ class Runtime:
         self.auth: TokenAuth | None = require_token(token) if token else None
         self.tracing = tracing_for(settings, loaded.notebook.name)  # None when off
         self.error_tracking = error_tracking()
+        for batcher in self.batchers.values():  # batches' spans, failed batches to Sentry
+            batcher.observe(self.tracing, self.error_tracking)
         # A process claims at most one job per thread worker: they may all wait for a route.
         self._job_settings = settings.updated(
             timeout=None, max_queue=max(settings.max_queue, self.pool.max_workers))
@@ -52,6 +54,7 @@ class Runtime:
                          loaded.notebook.path.name, slots=self.pool.max_workers,
                          metrics_on=self.metrics is not None,
                          registry=self.metrics.registry if self.metrics is not None else None)
+        self.jobs.tracing = self.tracing  # a job's run: a span linked to the request's
 
     def start(self) -> None:
         """Fork the process pool (after setup, before the first request)."""

@@ -10,12 +10,14 @@ on, the trace id.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import sentry_sdk
 from sentry_sdk.integrations.atexit import AtexitIntegration
 from sentry_sdk.integrations.dedupe import DedupeIntegration
 
 from .._version import __version__
+from .jobs.current import current_job
 from .logs import request_id, trace_id
 
 _started_pid: int | None = None
@@ -41,15 +43,22 @@ def start() -> None:
     _started_pid = os.getpid()
 
 
-def report(route: str, exc: BaseException, error_id: str) -> None:
-    """Send ``exc``, which ``route()`` raised and which its client got as the 500 ``error_id``."""
+def report(route: str, exc: BaseException, error_id: str, *,
+           tags: dict[str, Any] | None = None,
+           context: dict[str, dict[str, Any]] | None = None) -> None:
+    """Send ``exc``, which ``route()`` raised and which its client got as the 500 ``error_id``.
+    ``tags`` replace the request's own (None: no such tag), as a batched call's do: it serves
+    several requests; ``context`` adds named contexts."""
+    job = current_job.get()
+    found: dict[str, Any] = {"request_id": request_id.get(), "trace_id": trace_id.get(),
+                             "job_id": job.job_id if job is not None else None}
+    found.update(tags or {})
     with sentry_sdk.new_scope() as scope:
         scope.set_tag("error_id", error_id)
         scope.set_tag("route", route)
-        rid = request_id.get()
-        if rid is not None:
-            scope.set_tag("request_id", rid)
-        tid = trace_id.get()
-        if tid is not None:
-            scope.set_tag("trace_id", tid)
+        for key, value in found.items():
+            if value is not None:
+                scope.set_tag(key, str(value))
+        for name, values in (context or {}).items():
+            scope.set_context(name, values)
         scope.capture_exception(exc)

@@ -55,7 +55,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._version import __version__
@@ -209,9 +209,11 @@ def _readable(span: SpanRecord, resource: Resource, scope: InstrumentationScope)
               if span.parent_id else None)
     status = Status(StatusCode.ERROR, span.error) if span.error is not None else Status()
     events = [Event(name, attributes, time) for name, time, attributes in span.events or ()]
+    links = [Link(SpanContext(trace_id, span_id, False, _SAMPLED), attributes)
+             for trace_id, span_id, attributes in span.links or ()]
     return ReadableSpan(
         name=span.name, context=context, parent=parent, resource=resource,
-        attributes=span.all_attributes(), events=events,
+        attributes=span.all_attributes(), events=events, links=links,
         kind=SpanKind.SERVER if span.kind == KIND_SERVER else SpanKind.INTERNAL,
         status=status, start_time=span.start, end_time=span.end, instrumentation_scope=scope,
     )
@@ -236,6 +238,8 @@ class _RecordingProcessor(SpanProcessor):
             attributes=dict(span.attributes or {}), events=events or None,
             error=(span.status.description or "") if span.status.status_code is StatusCode.ERROR
             else None, remote_parent=bool(parent and parent.is_remote),
+            links=[(link.context.trace_id, link.context.span_id, dict(link.attributes or {}))
+                   for link in span.links] or None,
         )])
 
 
@@ -394,6 +398,42 @@ class Tracing:
             request.validated = True
             if request.sampled:
                 request.child("validate", request.started, time.time_ns())
+
+    # --- batched calls, jobs and tool calls (see :class:`BatchSpans`, :class:`JobSpan`,
+    # :class:`ToolSpan`) ----------------------------------------------------------------------
+
+    def batches(self, name: str, path: str) -> BatchSpans:
+        """The spans of the ``#| batch`` route ``name``."""
+        return BatchSpans(self, name, path)
+
+    def encoder(self, encode: Encoder) -> Encoder:
+        """``encode`` making the request's ``encode`` span."""
+        return _encoder(encode)
+
+    def traceparent(self) -> str | None:
+        """The span context of the request being answered, as a ``traceparent`` value (stored
+        with a job it submits, for the job's span to link to), or None outside one."""
+        request = _current.get()
+        if request is None:
+            return None
+        flags = "01" if request.sampled else "00"
+        return f"00-{request.trace_id:032x}-{request.span_id:016x}-{flags}"
+
+    def job_submitted(self, job_id: str) -> None:
+        """The request being answered queued ``job_id``: its span names the job."""
+        request = _current.get()
+        if request is not None:
+            request.attributes["nb2api.job.id"] = job_id
+
+    def job(self, route: str, path: str, job_id: str, traceparent: str | None,
+            attempt: int) -> JobSpan:
+        """The span of one run of a job of ``route`` (served at ``path``), current until
+        :meth:`JobSpan.end`."""
+        return JobSpan(self, route, path, job_id, traceparent, attempt)
+
+    def tool_call(self, tool: str, path: str) -> ToolSpan:
+        """The span of one MCP ``tools/call``, current until :meth:`ToolSpan.end`."""
+        return ToolSpan(self, tool, path)
 
     def reported(self, exc: BaseException, error_id: str) -> None:
         """A 500 for ``exc``: its error id, and the exception with cell and line, on the
@@ -674,3 +714,191 @@ def _error_attributes(exc: BaseException) -> dict[str, Any]:
             return {"nb2api.cell": int(cell), "nb2api.cell.line": int(line),
                     "code.file.path": filename, "code.line.number": int(line)}
     return {}
+
+
+# --- batched calls, jobs and tool calls ----------------------------------------------------------
+
+
+class BatchSpans:
+    """The spans of one ``#| batch`` route. Each request keeps its own trace: its server span,
+    ``validate``, ``queue`` (its wait for a batch to take it) and ``encode``, and the attributes
+    ``nb2api.batch.trace_id`` and ``nb2api.batch.span_id`` naming the batch that served it.
+    Each call of the function is one ``batch <function>`` span, in a trace of its own, linked to
+    the server span of every request it serves."""
+
+    def __init__(self, tracing: Tracing, name: str, path: str) -> None:
+        self.sink = tracing.sink
+        self.span_name = f"batch {name}"
+        self.attributes = {"nb2api.route": path, "code.function.name": name}
+
+    def waiting(self) -> _Request | None:
+        """The request being answered starts waiting for its batch: its traced request."""
+        request = _current.get()
+        if request is None or not request.sampled:
+            return None
+        request.waiting_since = time.time_ns()
+        return request
+
+    def started(self, requests: Sequence[_Request | None], items: int) -> BatchSpan | None:
+        """A batch of ``requests`` (``items`` in all) starts: their waits end. Its span, or
+        None when none of its requests is traced."""
+        traced = [request for request in requests if request is not None]
+        if not traced:
+            return None
+        batch = BatchSpan(self, traced, items, len(requests))
+        trace_id, span_id = f"{batch.trace_id:032x}", f"{batch.span_id:016x}"
+        for request in traced:
+            request.end_wait(batch.start)
+            request.attributes.update({"nb2api.batch.trace_id": trace_id,
+                                       "nb2api.batch.span_id": span_id,
+                                       "nb2api.batch.size": items})
+        return batch
+
+    @staticmethod
+    def left(request: _Request, now: int) -> None:
+        """The request stopped waiting without a batch (it timed out, its client left)."""
+        request.end_wait(now)
+
+    @staticmethod
+    def encoded(request: _Request, start: int, end: int) -> None:
+        """The request's part was encoded (on the worker, from ``start`` to ``end``)."""
+        request.child("encode", start, end)
+
+
+class BatchSpan:
+    """One call of a batched function: a root span linked to the requests it serves."""
+
+    def __init__(self, spans: BatchSpans, requests: list[_Request], items: int,
+                 count: int) -> None:
+        self.sink = spans.sink
+        self.name = spans.span_name
+        self.requests = requests
+        self.trace_id = getrandbits(128) or 1
+        self.span_id = _span_id()
+        self.start = time.time_ns()
+        self.attributes: dict[str, Any] = {**spans.attributes, "nb2api.batch.size": items,
+                                           "nb2api.batch.requests": count}
+        self.events: list[tuple[str, int, dict[str, Any]]] = []
+        self.error: str | None = None
+
+    def run(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """``func`` (run on a worker thread) with the batch span current, so that spans the
+        notebook code makes nest under it."""
+        context = _as_current(self.trace_id, self.span_id)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            token = otel_context.attach(context)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                otel_context.detach(token)
+
+        return call
+
+    def failed(self, exc: BaseException, error_id: str) -> None:
+        """The call raised: every request of the batch answers the 500 ``error_id``; the
+        exception, with its cell and line, goes on the batch span."""
+        failure = _failure(exc)
+        self.error = failure["error"]
+        self.attributes.update(failure["attributes"])
+        self.attributes["nb2api.error_id"] = error_id
+        name, time_ns, attributes = failure["events"][0]
+        self.events.append((name, time_ns, {**attributes, "nb2api.error_id": error_id}))
+        for request in self.requests:
+            request.attributes["nb2api.error_id"] = error_id
+
+    def end(self) -> None:
+        links = [(request.trace_id, request.span_id, {}) for request in self.requests]
+        self.sink([SpanRecord(self.name, self.trace_id, self.span_id, 0, self.start,
+                              time.time_ns(), attributes=self.attributes,
+                              events=self.events or None, error=self.error, links=links)])
+
+
+class JobSpan:
+    """One run of a job (``job <route>``), in a trace of its own, linked to the span of the
+    request that submitted it (from the ``traceparent`` stored with the job: a job run again
+    after a restart keeps its link). Current while the job runs, so the route's ``queue``,
+    ``call`` and ``encode`` spans are its children, and a 500's error id and exception go on
+    it."""
+
+    def __init__(self, tracing: Tracing, route: str, path: str, job_id: str,
+                 traceparent: str | None, attempt: int) -> None:
+        self.sink = tracing.sink
+        self.route = route
+        self.path = path
+        self.job_id = job_id
+        self.attempt = attempt
+        self.link = (_parent([(b"traceparent", traceparent.encode("latin-1"))])
+                     if traceparent else None)
+        trace_id = getrandbits(128) or 1
+        # Sampled as the submitting request was, when it is known.
+        sampled = tracing.sampler.sampled(trace_id, self.link[2] if self.link else None)
+        self.request = _Request(trace_id, _span_id(), sampled, time.time_ns())
+        self.token = _current.set(self.request)
+        self.trace_token = trace_id_var.set(f"{trace_id:032x}")  # in the job's log lines
+
+    def end(self, status: str, error: dict[str, str] | None) -> None:
+        """The run ended with ``status`` (``succeeded``, ``failed``, ``cancelled``,
+        ``interrupted``) and ``error`` (the job's ``{detail, error_id}``)."""
+        _current.reset(self.token)
+        trace_id_var.reset(self.trace_token)
+        request = self.request
+        if not request.sampled:
+            return
+        attributes = {"nb2api.job.id": self.job_id, "nb2api.job.status": status,
+                      "nb2api.job.attempt": self.attempt, "nb2api.route": self.path,
+                      "code.function.name": self.route,
+                      **request.attributes}
+        failure = None
+        if error is not None:
+            attributes.setdefault("nb2api.error_id", error.get("error_id"))
+            failure = str(error.get("detail") or "")[:200]
+        links = [(self.link[0], self.link[1], {})] if self.link else None
+        span = SpanRecord(f"job {self.route}", request.trace_id, request.span_id, 0,
+                          request.started, time.time_ns(), attributes=attributes,
+                          events=request.events or None, error=failure, links=links)
+        self.sink([*request.children, span])
+
+
+class ToolSpan:
+    """One MCP ``tools/call`` (``tools/call <tool>``): a child of the ``/mcp`` request's server
+    span (a root span over stdio), current while the tool runs, so the route's ``validate``,
+    ``queue``, ``call`` and ``encode`` spans are its children, as they are a REST request's."""
+
+    def __init__(self, tracing: Tracing, tool: str, path: str) -> None:
+        self.sink = tracing.sink
+        self.tool = tool
+        self.path = path
+        self.outer = outer = _current.get()
+        if outer is None:
+            trace_id = getrandbits(128) or 1
+            sampled = tracing.sampler.sampled(trace_id, None)
+        else:
+            trace_id, sampled = outer.trace_id, outer.sampled
+        self.request = _Request(trace_id, _span_id(), sampled, time.time_ns())
+        self.token = _current.set(self.request)
+
+    def end(self, status: int) -> None:
+        """The call was answered as a request answered ``status`` would be."""
+        _current.reset(self.token)
+        request, outer = self.request, self.outer
+        if not request.sampled:
+            return
+        attributes = {"mcp.method.name": "tools/call", "gen_ai.operation.name": "execute_tool",
+                      "gen_ai.tool.name": self.tool, "nb2api.route": self.path,
+                      "nb2api.tool.status": status, **request.attributes}
+        error = None
+        if status >= 500:
+            attributes["error.type"] = str(status)
+            error = ""
+        elif status >= 400 and not request.validated:
+            request.child("validate", request.started, time.time_ns(),
+                          error=f"answered {status}")
+        span = SpanRecord(f"tools/call {self.tool}", request.trace_id, request.span_id,
+                          outer.span_id if outer is not None else 0, request.started,
+                          time.time_ns(), attributes=attributes, events=request.events or None,
+                          error=error)
+        if outer is not None:
+            outer.children += [*request.children, span]  # sent with the server span
+        else:
+            self.sink([*request.children, span])

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
@@ -38,6 +38,9 @@ from ..context import current_scope
 from .current import JobContext, current_job
 from .store import TERMINAL, Claimed, JobStore, Result, iso
 from .webhooks import Webhooks
+
+if TYPE_CHECKING:
+    from ..tracing import Tracing
 
 logger = logging.getLogger("nb2api")
 
@@ -94,6 +97,7 @@ class Jobs:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counted: Any = None
         self._durations: Any = None
+        self.tracing: Tracing | None = None  # set by the runtime when tracing is on
         if metrics_on:
             self._counted, self._durations = job_metrics(registry)
 
@@ -163,8 +167,10 @@ class Jobs:
             if store is None:
                 raise OSError("the server is stopping")
             job_id = secrets.token_urlsafe(18)  # 144 random bits
+            traceparent = self.tracing.traceparent() if self.tracing is not None else None
             created = store.add(job_id, spec.name, arguments, retries=spec.options.retries,
-                                webhook=webhook, max_active=self.settings.max_jobs)
+                                webhook=webhook, max_active=self.settings.max_jobs,
+                                traceparent=traceparent)
         except (sqlite3.Error, OSError) as exc:
             logger.error("cannot queue a job in %s: %s", self.path, exc)
             raise HTTPException(503, f"jobs are unavailable: cannot write {self.path.name}: "
@@ -174,6 +180,8 @@ class Jobs:
                 503, f"too many jobs queued or running (--max-jobs {self.settings.max_jobs}); "
                 "retry later", headers={"Retry-After": "5"},
             )
+        if self.tracing is not None:
+            self.tracing.job_submitted(job_id)
         self._count(spec.name, "queued")
         self._wake_up()
         self._notify()
@@ -290,8 +298,17 @@ class Jobs:
     async def _run(self, claimed: Claimed, ctx: JobContext) -> None:
         started = time.monotonic()
         current_job.set(ctx)  # this task's own context, copied to the worker thread
+        span = None
+        if self.tracing is not None:
+            spec = self.specs.get(claimed.route)
+            span = self.tracing.job(claimed.route, spec.path if spec else f"/{claimed.route}",
+                                    claimed.id, claimed.traceparent, claimed.attempts)
         try:
             result, error = await self._answer(claimed)
+        except BaseException:
+            if span is not None:
+                span.end("interrupted", None)  # the server stops
+            raise
         finally:
             self.active.pop(claimed.id, None)
             self._wake_up()  # a slot is free
@@ -299,7 +316,11 @@ class Jobs:
         store = self.store()
         if store is not None and (ctx.fraction is not None or ctx.message):
             store.set_progress(claimed.id, self.owner, ctx.fraction, ctx.message)  # the last
-        if store is None or not store.finish(claimed.id, self.owner, status, result, error):
+        finished = store is not None and store.finish(claimed.id, self.owner, status, result,
+                                                      error)
+        if span is not None:
+            span.end(status if finished else "cancelled", error)
+        if not finished:
             return  # cancelled (or taken back) meanwhile: the late result is discarded
         self._count(claimed.route, status, time.monotonic() - started)
         self._notify()

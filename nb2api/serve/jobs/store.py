@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     retries INTEGER NOT NULL DEFAULT 0,
     owner TEXT,
-    heartbeat REAL
+    heartbeat REAL,
+    traceparent TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (notebook, status, created);
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (notebook, created);
@@ -78,6 +79,7 @@ class Claimed:
     arguments: bytes
     attempts: int
     webhook: str | None
+    traceparent: str | None = None  # the submitting request's span, when tracing was on
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class JobStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        _add_traceparent(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -108,14 +111,17 @@ class JobStore:
     # -- writes ---------------------------------------------------------------------------
 
     def add(self, job_id: str, route: str, arguments: bytes, *, retries: int,
-            webhook: str | None, max_active: int) -> float | None:
+            webhook: str | None, max_active: int,
+            traceparent: str | None = None) -> float | None:
         """Queue a job, unless ``max_active`` jobs are queued or running already; the time it
         was created, or None."""
         created = time.time()
         cursor = self.db.execute(
             "INSERT INTO jobs (id, notebook, route, status, created, arguments, retries, "
-            "webhook) SELECT ?, ?, ?, 'queued', ?, ?, ?, ? WHERE (SELECT n FROM active) < ?",
-            (job_id, self.notebook, route, created, arguments, retries, webhook, max_active),
+            "webhook, traceparent) SELECT ?, ?, ?, 'queued', ?, ?, ?, ?, ? "
+            "WHERE (SELECT n FROM active) < ?",
+            (job_id, self.notebook, route, created, arguments, retries, webhook, traceparent,
+             max_active),
         )
         return created if cursor.rowcount == 1 else None
 
@@ -128,7 +134,8 @@ class JobStore:
             "attempts = attempts + 1 "
             "WHERE id IN (SELECT id FROM jobs WHERE notebook = ? AND status = 'queued' "
             "ORDER BY created LIMIT ?) "
-            "AND status = 'queued' RETURNING id, route, arguments, attempts, webhook, created",
+            "AND status = 'queued' "
+            "RETURNING id, route, arguments, attempts, webhook, traceparent, created",
             (owner, now, now, self.notebook, most),
         ).fetchall()
         rows.sort(key=lambda row: row[-1])  # oldest first
@@ -260,6 +267,16 @@ class JobStore:
             f"SELECT id, status, owner FROM jobs WHERE id IN ({marks})", job_ids
         ).fetchall()
         return {job_id: (status, owner) for job_id, status, owner in rows}
+
+
+def _add_traceparent(db: sqlite3.Connection) -> None:
+    """A file written before jobs kept their request's span context gets the column."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if "traceparent" not in columns:
+        try:
+            db.execute("ALTER TABLE jobs ADD COLUMN traceparent TEXT")
+        except sqlite3.OperationalError:  # another process added it meanwhile
+            pass
 
 
 def _document(row: tuple) -> dict[str, Any]:
