@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 __all__ = ["ChildJob", "JobContext", "cancelled", "current_job", "progress"]
+
+RECENT_REPORTS = 64  # how many of a worker process's reports come back with its result
 
 
 class JobContext:
@@ -29,19 +32,21 @@ class JobContext:
         self._report = report  # called on any thread; the runner hands it to its loop
         self._cancelled = threading.Event()
         self._seq = 0
+        self._ordered = threading.Lock()  # a worker's reports come from two threads at its end
         self.on_cancel: list[Callable[[], None]] = []  # a process pool stops its child here
 
     def progress(self, fraction: float | None, message: str = "", seq: int | None = None
                  ) -> None:
         """A report; ``seq`` numbers those of a worker process, which may arrive late and out
         of order with its result: an older one than the last is dropped."""
-        if seq is not None:
-            if seq <= self._seq:
-                return
-            self._seq = seq
-        self.fraction = fraction
-        self.message = message
-        self._report(self)
+        with self._ordered:
+            if seq is not None:
+                if seq <= self._seq:
+                    return
+                self._seq = seq
+            self.fraction = fraction
+            self.message = message
+            self._report(self)
 
     def cancel(self) -> None:
         if self._cancelled.is_set():
@@ -62,11 +67,14 @@ class ChildJob:
         self.job_id = job_id
         self._send = send
         self.cancelled = False  # the server stops the process instead
-        self.last: tuple[int, float | None, str] | None = None  # returned with the result
+        self.last: tuple[int, float | None, str] | None = None
+        # The latest reports, returned with the result: the queue may deliver them after it.
+        self.recent: deque[tuple[int, float | None, str]] = deque(maxlen=RECENT_REPORTS)
 
     def progress(self, fraction: float | None, message: str = "") -> None:
         seq = self.last[0] + 1 if self.last else 1
         self.last = (seq, fraction, message)
+        self.recent.append(self.last)
         self._send((self.job_id, *self.last))
 
 

@@ -1,0 +1,118 @@
+"""MCP progress: ``nb2api.progress(...)`` in a tool's function reaches the official client's
+``progress_callback``, in order and before the result, over Streamable HTTP and over stdio, for
+``async def``, ``def`` (thread pool) and ``#| executor: process`` functions."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from conftest import serve
+from mcp_helpers import over_http, over_stdio
+
+STEPS = "[(0.25, 'loading'), (0.5, 'fitting'), (1.0, 'done')]"
+REPORTS = [(0.25, 1.0, "loading"), (0.5, 1.0, "fitting"), (1.0, 1.0, "done")]
+ROUTES = ["on_loop", "on_thread", "on_process"]
+
+
+def _notebook(make_notebook):
+    return make_notebook(
+        "#| setup\nimport nb2api",
+        "#| api\n"
+        "async def on_loop(n: int) -> int:\n"
+        f"    for fraction, message in {STEPS}:\n"
+        "        nb2api.progress(fraction, message)\n"
+        "    return n + 1\n\n\n"
+        "def on_thread(n: int) -> int:\n"
+        f"    for fraction, message in {STEPS}:\n"
+        "        nb2api.progress(fraction, message)\n"
+        "    return n + 2\n\n\n"
+        "#| executor: process\n"
+        "def on_process(n: int) -> int:\n"
+        f"    for fraction, message in {STEPS}:\n"
+        "        nb2api.progress(fraction, message)\n"
+        "    return n + 3\n",
+    )
+
+
+async def _calls(session):
+    """Each route called with a progress callback, then without one: what the callback heard
+    (and whether the result had come yet) and the results."""
+    heard: dict[str, list] = {}
+    results: dict[str, object] = {}
+    for route in ROUTES:
+        heard[route] = []
+
+        async def callback(progress, total, message, route=route):
+            heard[route].append((progress, total, message, route in results))
+
+        results[route] = await session.call_tool(route, {"n": 1}, progress_callback=callback)
+    plain = [await session.call_tool(route, {"n": 1}) for route in ROUTES]
+    return heard, results, plain
+
+
+def _check(heard, results, plain):
+    for expected, route in enumerate(ROUTES, start=2):
+        assert heard[route] == [(*report, False) for report in REPORTS], route
+        assert results[route].structured_content == {"result": expected}
+        assert not results[route].is_error
+    assert [r.structured_content for r in plain] == [{"result": n} for n in (2, 3, 4)]
+
+
+def test_progress_over_http(make_notebook):
+    with serve(_notebook(make_notebook)) as server:
+        heard, results, plain = over_http(f"{server.base_url}/mcp", _calls)
+    _check(heard, results, plain)
+
+
+def test_progress_over_stdio(make_notebook):
+    heard, results, plain = over_stdio(_notebook(make_notebook), _calls)
+    _check(heard, results, plain)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_call_with_a_token_is_answered_as_an_event_stream(make_notebook, fast_path):
+    """On the wire: a ``tools/call`` with ``_meta.progressToken`` gets ``text/event-stream``
+    with the notifications, then the result; without a token, one JSON body as before; a
+    client that takes no event stream gets JSON (its progress has nowhere to go)."""
+    from fastapi.testclient import TestClient
+
+    import nb2api
+
+    app = nb2api.create_app(_notebook(make_notebook), fast_path=fast_path)
+    both = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+
+    def call(meta, headers=both):
+        params = {"name": "on_thread", "arguments": {"n": 1}}
+        if meta is not None:
+            params["_meta"] = meta
+        return client.post("/mcp", json={"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                                          "params": params}, headers=headers)
+
+    with TestClient(app) as client:
+        streamed = call({"progressToken": "tok-1"})
+        plain = call(None)
+        json_only = call({"progressToken": "tok-2"},
+                         {**both, "Accept": "application/json"})
+        boolean = call({"progressToken": True})  # not a token (MCP: a string or a number)
+        rest = client.post("/on_thread", json={"n": 1})
+
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    messages = [json.loads(line[len("data: "):]) for line in streamed.text.splitlines()
+                if line.startswith("data: ") and line != "data: "]
+    notes = [m["params"] for m in messages if m.get("method") == "notifications/progress"]
+    assert notes == [{"progressToken": "tok-1", "progress": p, "total": t, "message": m}
+                     for p, t, m in REPORTS]
+    assert messages[-1]["id"] == 9
+    assert messages[-1]["result"]["structuredContent"] == {"result": 3}
+    assert len(messages) == len(REPORTS) + 1
+
+    assert plain.headers["content-type"] == "application/json"
+    assert plain.json()["result"]["structuredContent"] == {"result": 3}
+    assert json_only.headers["content-type"].startswith("application/json")
+    assert json_only.json()["result"]["structuredContent"] == {"result": 3}
+    assert boolean.headers["content-type"] == "application/json"
+    assert boolean.json()["result"]["structuredContent"] == {"result": 3}
+    assert rest.json() == 3
+    assert httpx.codes.OK == streamed.status_code
