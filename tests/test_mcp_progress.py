@@ -32,7 +32,12 @@ def _notebook(make_notebook):
         "def on_process(n: int) -> int:\n"
         f"    for fraction, message in {STEPS}:\n"
         "        nb2api.progress(fraction, message)\n"
-        "    return n + 3\n",
+        "    return n + 3\n\n\n"
+        "#| executor: process\n"
+        "def many(n: int) -> int:\n"
+        "    for step in range(1, n + 1):\n"
+        "        nb2api.progress(step / n, f'step {step}')\n"
+        "    return n\n",
     )
 
 
@@ -64,6 +69,29 @@ def test_progress_over_http(make_notebook):
     with serve(_notebook(make_notebook)) as server:
         heard, results, plain = over_http(f"{server.base_url}/mcp", _calls)
     _check(heard, results, plain)
+
+
+def test_many_reports_of_a_worker_process_arrive_all_and_in_order(make_notebook):
+    """A worker process's reports come over a pipe of their own, which the server may read after
+    the result: the latest come back with the result, so none is lost or out of order."""
+    with serve(_notebook(make_notebook)) as server:
+        async def work(session):
+            heard = []
+
+            async def callback(progress, total, message):
+                heard.append((progress, message))
+
+            rounds = []
+            for _ in range(3):
+                heard.clear()
+                result = await session.call_tool("many", {"n": 40}, progress_callback=callback)
+                rounds.append((list(heard), result.structured_content))
+            return rounds
+
+        rounds = over_http(f"{server.base_url}/mcp", work)
+    for heard, result in rounds:
+        assert heard == [(step / 40, f"step {step}") for step in range(1, 41)]
+        assert result == {"result": 40}
 
 
 def test_progress_over_stdio(make_notebook):

@@ -3,12 +3,14 @@
 Stateless: every POST is answered on its own, with no session kept between requests, so the
 endpoint works the same under ``--workers N`` (any process may answer) and behind a proxy; both
 the initialize handshake (MCP 2025-11-25 and before) and the 2026-07-28 per-request protocol are
-answered. It sits behind the app's middleware like any route: the bearer token (401 without it),
-the body-size limit, request ids, logs and metrics.
+answered. A tool call that carries a progress token gets its progress notifications, then its
+result, as an event stream; every other request gets one JSON body. It sits behind the app's
+middleware like any route: the bearer token (401 without it), the body-size limit, request ids,
+logs and metrics.
 
 The ``mcp`` SDK takes about as long to import as FastAPI, so the app does not wait for it: the
 app's lifespan starts importing it in a thread, and the first request to ``/mcp`` waits for that
-import, then starts the SDK's session manager, which runs until the lifespan ends.
+import, then starts the SDK's session managers, which run until the lifespan ends.
 """
 
 from __future__ import annotations
@@ -67,8 +69,10 @@ class _Run:
 class MCPEndpoint:
     """The ASGI app at ``/mcp``: the SDK's session manager, started by the first request while
     the app's lifespan runs (a 503 outside it). A plain ``tools/call`` is answered directly
-    (:mod:`.direct`) unless ``direct`` is off. Each event loop that runs the app's lifespan has
-    its own run (a test client and a schema tester may run one each, at once)."""
+    (:mod:`.direct`) unless ``direct`` is off; one that asks for progress notifications (a
+    ``_meta.progressToken``) is answered by a second manager, with an event stream. Each event
+    loop that runs the app's lifespan has its own run (a test client and a schema tester may
+    run one each, at once)."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
