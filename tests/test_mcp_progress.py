@@ -4,12 +4,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
 import pytest
-from conftest import serve
+from conftest import serve, write_notebook
+from hypothesis import given
+from hypothesis import strategies as st
 from mcp_helpers import over_http, over_stdio
+
+from nb2api.mcp.http import _asks_progress
 
 STEPS = "[(0.25, 'loading'), (0.5, 'fitting'), (1.0, 'done')]"
 REPORTS = [(0.25, 1.0, "loading"), (0.5, 1.0, "fitting"), (1.0, 1.0, "done")]
@@ -37,7 +42,10 @@ def _notebook(make_notebook):
         "def many(n: int) -> int:\n"
         "    for step in range(1, n + 1):\n"
         "        nb2api.progress(step / n, f'step {step}')\n"
-        "    return n\n",
+        "    return n\n\n\n"
+        "def halfway(n: int) -> int:\n"
+        "    nb2api.progress(0.5, 'half way')\n"
+        "    raise ValueError('stuck')\n",
     )
 
 
@@ -144,3 +152,101 @@ def test_a_call_with_a_token_is_answered_as_an_event_stream(make_notebook, fast_
     assert boolean.json()["result"]["structuredContent"] == {"result": 3}
     assert rest.json() == 3
     assert httpx.codes.OK == streamed.status_code
+
+
+def test_reports_before_a_failure_then_the_error_result(make_notebook):
+    with serve(_notebook(make_notebook)) as server:
+        async def work(session):
+            heard = []
+
+            async def callback(progress, total, message):
+                heard.append((progress, total, message))
+
+            return heard, await session.call_tool("halfway", {"n": 1}, progress_callback=callback)
+
+        heard, result = over_http(f"{server.base_url}/mcp", work)
+        alive = httpx.post(f"{server.base_url}/on_thread", json={"n": 1}).json()
+    assert heard == [(0.5, 1.0, "half way")]
+    assert result.is_error and json.loads(result.content[0].text)["detail"] == (
+        "halfway() raised ValueError: stuck")
+    assert alive == 3
+
+
+def test_progress_with_the_2026_protocol_client(make_notebook):
+    """``mcp.Client`` speaks the 2026-07-28 per-request protocol: its progress comes the same."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    with serve(_notebook(make_notebook), "--token", "tok") as server:
+        async def run():
+            heard = []
+
+            async def callback(progress, total, message):
+                heard.append((progress, total, message))
+
+            async with httpx2.AsyncClient(headers={"Authorization": "Bearer tok"}) as http:
+                transport = streamable_http_client(f"{server.base_url}/mcp", http_client=http)
+                async with Client(transport) as client:
+                    result = await client.call_tool("on_process", {"n": 1},
+                                                    progress_callback=callback)
+                    return client.protocol_version, heard, result
+
+        version, heard, result = asyncio.run(asyncio.wait_for(run(), 60))
+    assert version == "2026-07-28"
+    assert heard == REPORTS
+    assert result.structured_content == {"result": 4}
+
+
+def test_progress_from_the_root_mcp_of_several_notebooks(tmp_path):
+    folder = tmp_path / "team"
+    write_notebook(folder, "#| setup\nimport nb2api",
+                   "#| api\ndef fit(n: int) -> int:\n"
+                   f"    for fraction, message in {STEPS}:\n"
+                   "        nb2api.progress(fraction, message)\n    return n",
+                   name="model.ipynb")
+    write_notebook(folder, "#| api\ndef ping() -> str:\n    return 'pong'", name="other.ipynb")
+    with serve(folder, "--token", "team-token") as server:
+        async def work(session):
+            heard = []
+
+            async def callback(progress, total, message):
+                heard.append((progress, total, message))
+
+            return heard, await session.call_tool("model_fit", {"n": 5},
+                                                  progress_callback=callback)
+
+        heard, result = over_http(f"{server.base_url}/mcp", work, token="team-token")
+        anonymous = httpx.post(f"{server.base_url}/mcp", json={
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "model_fit", "arguments": {"n": 5},
+                       "_meta": {"progressToken": 1}}},
+            headers={"Accept": "application/json, text/event-stream"})
+    assert heard == REPORTS and result.structured_content == {"result": 5}
+    assert anonymous.status_code == 401
+
+
+BOTH = [(b"accept", b"application/json, text/event-stream")]
+
+
+@given(st.binary(max_size=200) | st.builds(
+    lambda value: json.dumps(value).encode(),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                 lambda inner: st.lists(inner, max_size=3)
+                 | st.dictionaries(st.sampled_from(["method", "params", "_meta", "progressToken",
+                                                    "name", "x"]), inner, max_size=4),
+                 max_leaves=8)))
+def test_any_body_is_checked_for_a_progress_token_without_failing(body):
+    assert _asks_progress(body, BOTH) in (True, False)
+
+
+@given(st.integers() | st.text(max_size=20))
+def test_a_tools_call_with_a_token_asks_for_progress(token):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "f", "_meta": {"progressToken": token}}}).encode()
+    assert _asks_progress(body, BOTH)
+    assert not _asks_progress(body, [(b"accept", b"application/json")])
+    other = body.replace(b'"tools/call"', b'"tools/list"')
+    assert not _asks_progress(other, BOTH)
+    boolean = json.dumps({"method": "tools/call", "params": {"_meta": {"progressToken": True}}})
+    assert not _asks_progress(boolean.encode(), BOTH)

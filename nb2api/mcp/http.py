@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
@@ -216,9 +216,9 @@ def _asks_progress(body: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
     accept = b",".join(value for name, value in headers if name == b"accept").lower()
     if b"text/event-stream" not in accept:
         return False
-    try:
-        message = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    try:  # json, not orjson: the SDK takes a token of any size, as JSON allows
+        message = json.loads(body)
+    except (ValueError, RecursionError):
         return False
     if not isinstance(message, dict) or message.get("method") != "tools/call":
         return False
