@@ -250,3 +250,47 @@ def test_a_tools_call_with_a_token_asks_for_progress(token):
     assert not _asks_progress(other, BOTH)
     boolean = json.dumps({"method": "tools/call", "params": {"_meta": {"progressToken": True}}})
     assert not _asks_progress(boolean.encode(), BOTH)
+
+
+def test_a_client_that_goes_away_mid_call_leaves_the_server_serving(make_notebook):
+    """The event stream is closed after the first report: the call runs to its end (counted as
+    answered), its further reports go nowhere, and the next calls are answered."""
+    from conftest import wait_until
+
+    path = make_notebook(
+        "#| setup\nimport time\nimport nb2api",
+        "#| api\ndef slow(n: int) -> int:\n    for step in range(n):\n"
+        "        nb2api.progress((step + 1) / n, f'step {step + 1}')\n"
+        "        time.sleep(0.005)  # the work between two reports\n    return n",
+    )
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"n": 200}, "_meta": {"progressToken": 7}}}
+    headers = {"Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2025-11-25"}
+    with serve(path) as server:
+        with httpx.Client(timeout=60) as client, \
+                client.stream("POST", f"{server.base_url}/mcp", json=call,
+                              headers=headers) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            first = next(line for line in stream.iter_lines() if line.startswith("data: "))
+        assert json.loads(first[len("data: "):])["params"]["progress"] == 0.005
+
+        def finished() -> bool:
+            metrics = httpx.get(f"{server.base_url}/metrics").text
+            return 'route="/slow",status="200"} 1.0' in metrics
+
+        wait_until(finished, timeout=60, message="the abandoned call to finish")
+
+        async def work(session):
+            heard = []
+
+            async def callback(progress, total, message):
+                heard.append(message)
+
+            return heard, await session.call_tool("slow", {"n": 3}, progress_callback=callback)
+
+        heard, result = over_http(f"{server.base_url}/mcp", work)
+        output = server.output()
+    assert heard == ["step 1", "step 2", "step 3"]
+    assert result.structured_content == {"result": 3}
+    assert "Traceback" not in output
