@@ -22,7 +22,8 @@ RECENT_REPORTS = 64  # how many of a worker process's reports come back with its
 
 
 class JobContext:
-    """One running job, seen from the thread or task that runs its function."""
+    """One running job, seen from the thread or task that runs its function. An MCP tool call
+    that reports progress runs with one too: ``report`` is what reaches its client."""
 
     def __init__(self, job_id: str, report: Callable[[JobContext], None]) -> None:
         self.job_id = job_id
@@ -84,8 +85,10 @@ current_job: ContextVar[JobContext | ChildJob | None] = ContextVar("nb2api_job",
 def progress(fraction: float | None, message: str = "") -> None:
     """Report how far the job running this function is: ``fraction`` from 0 to 1 (or None when
     unknown) and a short ``message``. ``GET /jobs/{id}`` and its events show the latest report.
+    In an MCP tool call whose client asked for progress (a ``progressToken``), each report is
+    sent to the client as a progress notification.
 
-    Outside a job (a plain request, a Jupyter kernel) it does nothing.
+    Elsewhere (a plain request, a Jupyter kernel) it does nothing.
     """
     job = current_job.get()
     if job is None:
