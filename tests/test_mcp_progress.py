@@ -294,3 +294,38 @@ def test_a_client_that_goes_away_mid_call_leaves_the_server_serving(make_noteboo
     assert heard == ["step 1", "step 2", "step 3"]
     assert result.structured_content == {"result": 3}
     assert "Traceback" not in output
+
+
+def test_reporting_sends_each_report_in_order_from_the_loop_and_a_thread():
+    """The relay alone: reports from the event loop and then from a pool thread are sent in the
+    order they were made, all before the block ends; a report without a fraction keeps the last
+    fraction (MCP's progress is a number), an empty message is none."""
+    import nb2api
+    from nb2api.mcp.progress import reporting
+
+    sent = []
+
+    async def send(progress, total, message):
+        await asyncio.sleep(0)  # a real send yields to the loop
+        sent.append((progress, total, message))
+
+    def work() -> None:
+        for step in range(1, 51):
+            nb2api.progress(step / 100, f"thread {step}")
+        nb2api.progress(None, "")
+
+    async def run():
+        async with reporting(send):
+            nb2api.progress(0.0, "on the loop")
+            nb2api.progress(None, "still starting")
+            await asyncio.to_thread(work)  # copies the context, as the worker pool does
+        ended = list(sent)
+        nb2api.progress(1.0, "after the block")  # no tool call any more: goes nowhere
+        await asyncio.sleep(0)
+        return ended
+
+    ended = asyncio.run(run())
+    assert ended == sent
+    assert sent == [(0.0, 1.0, "on the loop"), (0.0, 1.0, "still starting"),
+                    *[(step / 100, 1.0, f"thread {step}") for step in range(1, 51)],
+                    (0.5, 1.0, None)]
