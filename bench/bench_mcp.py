@@ -11,7 +11,9 @@ time, ``POST /add`` and the tool ``add`` with the same arguments, in alternating
   handshake protocol (MCP 2025-11-25, after ``initialize``) sends it to a stateless server;
 - ``mcp 2026``: the same with the 2026-07-28 per-request protocol (no handshake);
 - ``ClientSession``: the official ``mcp`` client's ``call_tool`` over Streamable HTTP (its own
-  validation and streams included: what an agent written with the SDK pays).
+  validation and streams included: what an agent written with the SDK pays);
+- ``+ progress``: the same with a ``progress_callback``, so the call carries a progress token
+  and is answered as an event stream (``add`` reports none: the cost of the stream itself).
 
 The report gives the median latency of each way and its ratio to REST (medians of per-round
 ratios). The target: a tool call within 1.5x of the REST call.
@@ -117,7 +119,15 @@ async def _round(url: str, calls: int, order: list[str]) -> dict[str, float]:
             result = await session.call_tool("add", ARGUMENTS)
             assert not result.is_error
 
-        ways = {"rest": rest, "mcp 2025": mcp_2025, "mcp 2026": mcp_2026, "ClientSession": sdk}
+        async def heard(progress: float, total: float | None, message: str | None) -> None:
+            pass
+
+        async def sdk_progress():
+            result = await session.call_tool("add", ARGUMENTS, progress_callback=heard)
+            assert not result.is_error
+
+        ways = {"rest": rest, "mcp 2025": mcp_2025, "mcp 2026": mcp_2026, "ClientSession": sdk,
+                "+ progress": sdk_progress}
         for name in order:
             await _timed(calls // 10 + 5, ways[name])  # warm up
             medians[name] = statistics.median(await _timed(calls, ways[name]))
@@ -130,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     rounds, calls = (3, 100) if args.quick else (5, 300)
     process, url = _start(BENCH / "bench.ipynb")
-    ways = ["rest", "mcp 2025", "mcp 2026", "ClientSession"]
+    ways = ["rest", "mcp 2025", "mcp 2026", "ClientSession", "+ progress"]
     results: list[dict[str, float]] = []
     try:
         for n in range(rounds):

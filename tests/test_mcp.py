@@ -137,8 +137,11 @@ def _same_answer(name: str, rest: httpx.Response, result: Any) -> None:
                                          else {"result": expected})
 
 
-@pytest.mark.parametrize("name", sorted(CALLS))
-def test_tools_are_the_routes_and_answer_as_rest(name):
+def _same_tools_as_rest(name: str, transport: str) -> None:
+    """The tools of notebook ``name`` over ``transport`` (its server's ``/mcp``, or ``nb2api
+    mcp`` over stdio, a process of its own) are its server's routes, with their request schemas,
+    and each call answers what the REST call answers (each side sees the same calls in the
+    same order, so state-changing routes agree)."""
     with serve(_notebook(name)) as server:
         document = httpx.get(f"{server.base_url}/openapi.json").json()
         operations = _operations(document)
@@ -154,7 +157,10 @@ def test_tools_are_the_routes_and_answer_as_rest(name):
                 results.append(await session.call_tool(route, arguments))
             return listed, results
 
-        tools, results = over_http(f"{server.base_url}/mcp", work)
+        if transport == "http":
+            tools, results = over_http(f"{server.base_url}/mcp", work)
+        else:
+            tools, results = over_stdio(_notebook(name), work)
 
     assert [t.name for t in tools] == list(operations)  # one per route, in notebook order
     for tool in tools:
@@ -165,6 +171,16 @@ def test_tools_are_the_routes_and_answer_as_rest(name):
             assert tool.description.startswith(summary)
     for (route, _), rest, result in zip(calls, rest_answers, results, strict=True):
         _same_answer(route, rest, result)
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_tools_are_the_routes_and_answer_as_rest(name):
+    _same_tools_as_rest(name, "http")
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_stdio_tools_are_the_routes_and_answer_as_rest(name):
+    _same_tools_as_rest(name, "stdio")
 
 
 def _text(result: Any) -> Any:
@@ -395,25 +411,6 @@ def test_stdio_serves_the_same_tools_and_keeps_stdout_clean(make_notebook, tmp_p
     printed = errors.read_text()  # what the cells printed went to stderr, not into the protocol
     assert "loading the model" in printed and "from a child process" in printed
     assert "shouting hi" in printed
-
-
-def test_stdio_matches_openapi_for_the_quickstart():
-    from nb2api.cli import app as cli_app  # noqa: F401 (the command exists)
-
-    async def work(session):
-        tools = (await session.list_tools()).tools
-        return tools, await session.call_tool("list_species", {})
-
-    tools, listed = over_stdio(EXAMPLES / "quickstart.ipynb", work)
-    import nb2api
-
-    document = nb2api.create_app(EXAMPLES / "quickstart.ipynb").openapi()
-    operations = _operations(document)
-    assert [t.name for t in tools] == list(operations)
-    for tool in tools:
-        path, method, _ = operations[tool.name]
-        assert tool_input(tool) == openapi_request(document, path, method)
-    assert listed.structured_content == {"result": ["setosa", "versicolor", "virginica"]}
 
 
 def test_broken_notebook_fails_mcp_command_with_one_line(make_notebook):

@@ -3,18 +3,21 @@
 Stateless: every POST is answered on its own, with no session kept between requests, so the
 endpoint works the same under ``--workers N`` (any process may answer) and behind a proxy; both
 the initialize handshake (MCP 2025-11-25 and before) and the 2026-07-28 per-request protocol are
-answered. It sits behind the app's middleware like any route: the bearer token (401 without it),
-the body-size limit, request ids, logs and metrics.
+answered. A tool call that carries a progress token gets its progress notifications, then its
+result, as an event stream; every other request gets one JSON body. It sits behind the app's
+middleware like any route: the bearer token (401 without it), the body-size limit, request ids,
+logs and metrics.
 
 The ``mcp`` SDK takes about as long to import as FastAPI, so the app does not wait for it: the
 app's lifespan starts importing it in a thread, and the first request to ``/mcp`` waits for that
-import, then starts the SDK's session manager, which runs until the lifespan ends.
+import, then starts the SDK's session managers, which run until the lifespan ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -57,6 +60,7 @@ class _Run:
     loading: asyncio.Future[None]
     starting: asyncio.Lock = field(default_factory=asyncio.Lock)
     manager: StreamableHTTPSessionManager | None = None
+    streaming: StreamableHTTPSessionManager | None = None  # answers with an event stream
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     closed: bool = False
@@ -65,8 +69,10 @@ class _Run:
 class MCPEndpoint:
     """The ASGI app at ``/mcp``: the SDK's session manager, started by the first request while
     the app's lifespan runs (a 503 outside it). A plain ``tools/call`` is answered directly
-    (:mod:`.direct`) unless ``direct`` is off. Each event loop that runs the app's lifespan has
-    its own run (a test client and a schema tester may run one each, at once)."""
+    (:mod:`.direct`) unless ``direct`` is off; one that asks for progress notifications (a
+    ``_meta.progressToken``) is answered by a second manager, with an event stream. Each event
+    loop that runs the app's lifespan has its own run (a test client and a schema tester may
+    run one each, at once)."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
@@ -94,19 +100,19 @@ class MCPEndpoint:
             await run.task
         await asyncio.wait([run.loading])  # a thread cannot be stopped; let it finish
 
-    async def _ready(self) -> StreamableHTTPSessionManager | None:
-        """The running session manager of this event loop's lifespan, started now if this is
-        its first request; None outside the app's lifespan."""
+    async def _ready(self) -> _Run | None:
+        """This event loop's lifespan run with its session managers running, started now if
+        this is its first request; None outside the app's lifespan."""
         run = self._runs.get(asyncio.get_running_loop())
         if run is None:
             return None
         if run.manager is not None:
-            return run.manager
+            return run
         async with run.starting:
             await run.loading
             if run.manager is None and not run.closed:
                 await self._start_manager(run)
-        return run.manager
+        return run if run.manager is not None else None
 
     async def _start_manager(self, run: _Run) -> None:
         """Run a fresh session manager (the SDK runs each once) in a task of its own, so that
@@ -118,21 +124,24 @@ class MCPEndpoint:
         if self.tools is None:
             self.tools = NotebookTools(self.app)
         # JSON answers, not an event stream per call: a third of the time per call, and a tool
-        # call sends nothing before its result.
-        manager = StreamableHTTPSessionManager(
-            build_server(self.app, self.tools), stateless=True, json_response=True,
-            max_request_body_size=_NO_LIMIT,
+        # call sends nothing before its result. A call that asks for progress notifications
+        # is answered by the second manager, with an event stream that carries them first.
+        server = build_server(self.app, self.tools)
+        manager, streaming = (
+            StreamableHTTPSessionManager(server, stateless=True, json_response=json_response,
+                                         max_request_body_size=_NO_LIMIT)
+            for json_response in (True, False)
         )
         started = asyncio.Event()
 
         async def serve() -> None:
-            async with manager.run():
-                run.manager = manager
+            async with manager.run(), streaming.run():
+                run.manager, run.streaming = manager, streaming
                 started.set()
                 try:
                     await run.stop.wait()
                 finally:
-                    run.manager = None
+                    run.manager = run.streaming = None
 
         task = run.task = asyncio.create_task(serve(), name="nb2api-mcp")
         waiting = asyncio.create_task(started.wait())
@@ -147,24 +156,29 @@ class MCPEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.route is not None:
             scope["route"] = self.route  # the request's span is "POST /mcp", its http.route /mcp
-        manager = await self._ready()
-        if manager is None:
+        run = await self._ready()
+        if run is None:
             response = JSONResponse({"detail": "/mcp answers once the app has started (its "
                                      "lifespan); run it with an ASGI server"}, 503)
             await response(scope, receive, send)
             return
-        if self.direct and scope["method"] == "POST":
+        manager = run.manager
+        if scope["method"] == "POST":
             from . import direct
 
-            version = direct.handshake_version(scope["headers"])
-            if version is not None:
-                body = await _read_body(receive)
-                assert self.tools is not None
-                answer = await direct.answer(self.tools.calls, body, version)
-                if answer is not None:
-                    await _send_json(send, answer)
-                    return
-                receive = _replay(body)
+            body = await _read_body(receive)
+            receive = _replay(body)
+            if _asks_progress(body, scope["headers"]):
+                manager = run.streaming
+            elif self.direct:
+                version = direct.handshake_version(scope["headers"])
+                if version is not None:
+                    assert self.tools is not None
+                    answer = await direct.answer(self.tools.calls, body, version)
+                    if answer is not None:
+                        await _send_json(send, answer)
+                        return
+        assert manager is not None
         await manager.handle_request(scope, receive, send)
 
 
@@ -195,6 +209,26 @@ async def _read_body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+def _asks_progress(body: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a POST is a ``tools/call`` with a ``_meta.progressToken`` from a client that
+    takes an event stream (others are answered in JSON, where progress has no place)."""
+    if b"progressToken" not in body:  # the common case, at the cost of one scan
+        return False
+    accept = b",".join(value for name, value in headers if name == b"accept").lower()
+    if b"text/event-stream" not in accept:
+        return False
+    try:  # json, not orjson: the SDK takes a token of any size, as JSON allows
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(message, dict) or message.get("method") != "tools/call":
+        return False
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    return isinstance(token, int | str) and not isinstance(token, bool)
 
 
 def _replay(body: bytes) -> Receive:

@@ -19,6 +19,7 @@ from mcp.shared.exceptions import MCPError
 
 from .._version import __version__
 from .calls import ToolCall
+from .progress import reporting
 from .tools import ToolSpec, build_tools
 
 
@@ -116,7 +117,10 @@ def build_server(app: FastAPI,
         if call is None:
             known = ", ".join(notebook.tools) or "none"
             raise MCPError(types.INVALID_PARAMS, f"no tool named {params.name!r} (tools: {known})")
-        return await call(params.arguments)
+        if params.meta is None or params.meta.get("progress_token") is None:
+            return await call(params.arguments)
+        async with reporting(ctx.session.report_progress):  # the client asked for progress
+            return await call(params.arguments)
 
     def input_schema(name: str) -> dict[str, Any] | None:
         tool = notebook.tools.get(name)

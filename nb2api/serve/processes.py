@@ -71,12 +71,12 @@ def _die_with_parent(parent: int) -> None:
 
 
 class _JobResult:
-    """A job call's result with its last progress report, which the queue may deliver after
-    the result: the job then still ends with it."""
+    """A job call's result with its latest progress reports, which the queue may deliver after
+    the result: the job then still gets them, in order, before the result."""
 
-    def __init__(self, value: Any, last: tuple[int, float | None, str] | None) -> None:
+    def __init__(self, value: Any, reports: list[tuple[int, float | None, str]]) -> None:
         self.value = value
-        self.last = last
+        self.reports = reports
 
 
 def _call(key: str, args: tuple, kwargs: dict, job_id: str | None = None) -> Any:
@@ -91,7 +91,7 @@ def _call(key: str, args: tuple, kwargs: dict, job_id: str | None = None) -> Any
     finally:
         if job is not None:
             current_job.set(None)
-    return value if job is None or job.last is None else _JobResult(value, job.last)
+    return value if job is None or job.last is None else _JobResult(value, list(job.recent))
 
 
 def _noop() -> int:
@@ -254,8 +254,9 @@ class ProcessPool(WorkerPool):
                 result = done.result()
                 if isinstance(result, _JobResult):
                     job = self._jobs.get(job_id or "")
-                    if job is not None:
-                        job.progress(result.last[1], result.last[2], result.last[0])
+                    if job is not None:  # those the queue has not delivered yet
+                        for seq, fraction, message in result.reports:
+                            job.progress(fraction, message, seq)
                     result = result.value
                 future.set_result(result)
         self._dispatch()
