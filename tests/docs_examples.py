@@ -149,6 +149,7 @@ def normalize(text: str) -> str:
     # spans as OpenTelemetry's console exporter writes them: random ids, clocks
     text = re.sub(r'"0x[0-9a-f]{16}"', '"0x…"', text)
     text = re.sub(r'("nb2api\.error_id": ?")[0-9a-f]+"', r'\1…"', text)
+    text = re.sub(r"\[error_id=[0-9a-f]+\]", "[error_id=…]", text)  # in a log line's message
     return text
 
 
@@ -199,7 +200,7 @@ class Session:
         words = shlex.split(command.text.replace("\\\n", " "))
         serve = serve_command(words)
         if serve is not None:
-            output = self._serve(serve.args, serve.env, serve.stdout)
+            output = self._serve(serve.args, serve.env, serve.stdout, serve.stderr)
         else:
             text = re.sub(rf"\blocalhost:{DOCUMENTED_PORT}\b", f"127.0.0.1:{self.port}",
                           command.text)
@@ -210,21 +211,24 @@ class Session:
         return as_documented(output, self.port, self.folder).rstrip().splitlines()
 
     def _serve(self, args: list[str], env: dict[str, str] | None = None,
-               stdout: str | None = None) -> str:
+               stdout: str | None = None, stderr: str | None = None) -> str:
         self.stop()
         self.port = _free_port()
-        self.log = self.tmp / f"serve-{self.port}.log"
+        self.log = self.folder / stderr if stderr else self.tmp / f"serve-{self.port}.log"
         redirected = (self.folder / stdout).open("w") if stdout else None
+        variables = {**self.env, **(env or {})}
+        if stderr and "NB2API_LOG_FORMAT" not in (env or {}):
+            del variables["NB2API_LOG_FORMAT"]  # a file, not a terminal: nb2api's default
         with self.log.open("w") as out:
             self.server = subprocess.Popen(
                 [sys.executable, "-m", "nb2api", "serve", *args, "--port", str(self.port)],
-                cwd=self.folder, env={**self.env, **(env or {})}, stdout=redirected or out,
+                cwd=self.folder, env=variables, stdout=redirected or out,
                 stderr=out, text=True,
             )
         if redirected is not None:
             redirected.close()
         _wait_ready(f"http://127.0.0.1:{self.port}/readyz", self.server, self.log)
-        return self.log.read_text()
+        return "" if stderr else self.log.read_text()
 
     def stop(self) -> None:
         if self.server is not None:
@@ -243,13 +247,15 @@ class Session:
 
 @dataclass
 class Serve:
-    """``[NAME=value ...] nb2api serve ARGS [> FILE &]``: the server's arguments, the variables
-    set for it, and the file (in the page's folder) its standard output goes to when the page
-    starts it in the background, as a terminal would, to read that file later."""
+    """``[NAME=value ...] nb2api serve ARGS [> FILE] [2> FILE] [&]``: the server's arguments, the
+    variables set for it, and the files (in the page's folder) its standard output and error go
+    to when the page starts it in the background (``&``), as a terminal would, to read them
+    later."""
 
     args: list[str]
     env: dict[str, str]
     stdout: str | None = None
+    stderr: str | None = None
 
 
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.S)
@@ -264,10 +270,13 @@ def serve_command(words: list[str]) -> Serve | None:
         words = words[1:]
     if words[:2] != ["nb2api", "serve"]:
         return None
-    args, stdout = words[2:], None
-    if len(args) >= 3 and args[-3] == ">" and args[-1] == "&":
-        args, stdout = args[:-3], args[-2]
-    return Serve(args, env, stdout)
+    args, files = words[2:], {}
+    if args[-1:] == ["&"]:
+        args = args[:-1]
+        while len(args) >= 2 and args[-2] in (">", "2>") and args[-2] not in files:
+            files[args[-2]] = args[-1]
+            args = args[:-2]
+    return Serve(args, env, files.get(">"), files.get("2>"))
 
 
 def _free_port() -> int:
