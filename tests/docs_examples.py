@@ -145,6 +145,11 @@ def normalize(text: str) -> str:
     text = re.sub(r'("error_id": ?")[0-9a-f]+"', r'\1…"', text)
     text = re.sub(r"(?im)^(x-request-id: )\S+$", r"\1…", text)
     text = re.sub(r"(?im)^(date: ).*$", r"\1…", text)
+    text = re.sub(r'(nb2api\.io/setup-seconds: )"\d+\.\d+"', r'\1"0.00"', text)  # export --k8s
+    # spans as OpenTelemetry's console exporter writes them: random ids, clocks
+    text = re.sub(r'"0x[0-9a-f]{16}"', '"0x…"', text)
+    text = re.sub(r'("nb2api\.error_id": ?")[0-9a-f]+"', r'\1…"', text)
+    text = re.sub(r"\[error_id=[0-9a-f]+\]", "[error_id=…]", text)  # in a log line's message
     return text
 
 
@@ -193,8 +198,9 @@ class Session:
     def run(self, command: Command) -> list[str]:
         """Run ``command`` and return its output as the page would show it, as lines."""
         words = shlex.split(command.text.replace("\\\n", " "))
-        if words[:2] == ["nb2api", "serve"]:
-            output = self._serve(words[2:])
+        serve = serve_command(words)
+        if serve is not None:
+            output = self._serve(serve.args, serve.env, serve.stdout, serve.stderr)
         else:
             text = re.sub(rf"\blocalhost:{DOCUMENTED_PORT}\b", f"127.0.0.1:{self.port}",
                           command.text)
@@ -204,17 +210,25 @@ class Session:
             output = done.stdout
         return as_documented(output, self.port, self.folder).rstrip().splitlines()
 
-    def _serve(self, args: list[str]) -> str:
+    def _serve(self, args: list[str], env: dict[str, str] | None = None,
+               stdout: str | None = None, stderr: str | None = None) -> str:
         self.stop()
         self.port = _free_port()
-        self.log = self.tmp / f"serve-{self.port}.log"
+        self.log = self.folder / stderr if stderr else self.tmp / f"serve-{self.port}.log"
+        redirected = (self.folder / stdout).open("w") if stdout else None
+        variables = {**self.env, **(env or {})}
+        if stderr and "NB2API_LOG_FORMAT" not in (env or {}):
+            del variables["NB2API_LOG_FORMAT"]  # a file, not a terminal: nb2api's default
         with self.log.open("w") as out:
             self.server = subprocess.Popen(
                 [sys.executable, "-m", "nb2api", "serve", *args, "--port", str(self.port)],
-                cwd=self.folder, env=self.env, stdout=out, stderr=subprocess.STDOUT, text=True,
+                cwd=self.folder, env=variables, stdout=redirected or out,
+                stderr=out, text=True,
             )
+        if redirected is not None:
+            redirected.close()
         _wait_ready(f"http://127.0.0.1:{self.port}/readyz", self.server, self.log)
-        return self.log.read_text()
+        return "" if stderr else self.log.read_text()
 
     def stop(self) -> None:
         if self.server is not None:
@@ -229,6 +243,40 @@ class Session:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@dataclass
+class Serve:
+    """``[NAME=value ...] nb2api serve ARGS [> FILE] [2> FILE] [&]``: the server's arguments, the
+    variables set for it, and the files (in the page's folder) its standard output and error go
+    to when the page starts it in the background (``&``), as a terminal would, to read them
+    later."""
+
+    args: list[str]
+    env: dict[str, str]
+    stdout: str | None = None
+    stderr: str | None = None
+
+
+_ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.S)
+
+
+def serve_command(words: list[str]) -> Serve | None:
+    """The ``nb2api serve`` that ``words`` (a command, split as the shell splits it) runs, or
+    None for any other command."""
+    env = {}
+    while words and (assignment := _ASSIGNMENT.fullmatch(words[0])):
+        env[assignment[1]] = assignment[2]
+        words = words[1:]
+    if words[:2] != ["nb2api", "serve"]:
+        return None
+    args, files = words[2:], {}
+    if args[-1:] == ["&"]:
+        args = args[:-1]
+        while len(args) >= 2 and args[-2] in (">", "2>") and args[-2] not in files:
+            files[args[-2]] = args[-1]
+            args = args[:-2]
+    return Serve(args, env, files.get(">"), files.get("2>"))
 
 
 def _free_port() -> int:

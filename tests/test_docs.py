@@ -268,3 +268,37 @@ def test_the_readme_links_into_the_site():
     assert len(links) >= 10
     for link in links:
         assert (ROOT / link).is_file(), f"README links to {link}, which does not exist"
+
+
+def test_a_served_notebook_takes_the_variables_and_the_output_file_the_page_gives_it():
+    import shlex
+
+    from docs_examples import Serve, serve_command
+
+    def served(text):
+        return serve_command(shlex.split(text))
+
+    assert served("nb2api serve a.ipynb --otel") == Serve(["a.ipynb", "--otel"], {})
+    assert served("OTEL_TRACES_EXPORTER=console NAME='a b=c' nb2api serve a.ipynb > spans.json &") \
+        == Serve(["a.ipynb"], {"OTEL_TRACES_EXPORTER": "console", "NAME": "a b=c"}, "spans.json")
+    assert served("nb2api serve a.ipynb > spans.json") == Serve(["a.ipynb", ">", "spans.json"], {})
+    assert served("nb2api serve a.ipynb > spans.json 2> server.log &") \
+        == Serve(["a.ipynb"], {}, "spans.json", "server.log")
+    assert served("nb2api serve a.ipynb 2> server.log &") == Serve(["a.ipynb"], {}, None, "server.log")
+    assert served("curl -s localhost:8000/healthz") is None
+    assert served("NAME=1 python agent.py") is None
+    assert served("echo nb2api serve a.ipynb") is None
+
+
+def test_the_normalizer_hides_span_ids_error_ids_and_measured_seconds_only():
+    from docs_examples import normalize
+
+    span = '{"name":"queue","span_id":"0x2b5af6d66516b223","nb2api.error_id":"4e93620aa5f8"}'
+    other = '{"name":"queue","span_id":"0x32985fbff953c906","nb2api.error_id":"93e7184cfbd2"}'
+    assert normalize(span) == normalize(other)
+    assert normalize("raised OverflowError [error_id=db9319cf7fb1]") \
+        == normalize("raised OverflowError [error_id=f7fd6f83397f]")
+    trace = '"trace_id":"0x0af7651916cd43dd8448eb211c80319c"'
+    assert normalize(trace) == trace  # a trace id the page chose stays as written
+    assert normalize('nb2api.io/setup-seconds: "0.01"') == normalize('nb2api.io/setup-seconds: "2.50"')
+    assert normalize('"churn":0.655') == '"churn":0.655'
