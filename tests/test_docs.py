@@ -2,8 +2,8 @@
 
 - Every ``console`` block of a page runs (``tests/docs_examples.py`` says how): each documented
   ``nb2api serve`` starts a real server on 127.0.0.1, each ``curl`` goes to it, and each output
-  must be the documented one. ``NB2API_DOCS_UPDATE=1`` writes the actual outputs into the pages
-  instead (then read the diff).
+  must be the documented one. ``NB2API_DOCS_UPDATE=1`` writes the actual outputs that differ
+  into the pages instead (then read the diff).
 - Every python block titled with a notebook cell or a file is that cell or file.
 - ``mkdocs build --strict`` passes: no broken link, reference or generated table.
 - Every python block passes ruff.
@@ -62,8 +62,8 @@ def test_documented_commands_give_the_documented_output(page):
         for fence in fences(page):
             for command in fence.commands:
                 lines = session.run(command)
-                actual[command.first] = lines
                 if not matches(command.expected, lines):
+                    actual[command.first] = lines  # the others keep their '...' lines
                     failures.append(
                         f"{_name(page)}:{command.first}: $ {command.text}\n"
                         "--- documented\n" + "\n".join(command.expected) +
