@@ -116,6 +116,7 @@ def _progress(quiet: bool, log_format: LogFormat = "text"):
             still.stop()
             say(f"  done    cell {cell.index:<3} {seconds:6.2f} s", cell, seconds)
 
+    report.stop = still.stop  # type: ignore[attr-defined]  # after a cell that raised
     return report
 
 
@@ -773,7 +774,11 @@ def _serve_several(arguments: list[Path], settings: Settings, server: ServerOpti
 
     def load(path: Path, notebook_settings: Settings) -> FastAPI:
         _say(fmt, f"nb2api: loading {path}")
-        return create_app(path, notebook_settings, progress=_progress(False, fmt))
+        progress = _progress(False, fmt)
+        try:
+            return create_app(path, notebook_settings, progress=progress)
+        finally:  # a cell that raised (--skip-broken, a reload) is "still running" no more
+            progress.stop()
 
     try:
         application = Notebooks.build(targets, settings, load, reload=server.reload)

@@ -8,6 +8,8 @@ Two machine-readable forms, both plain mkdocs-material Markdown:
   127.0.0.1; the page says ``localhost:8000``) and its documented output is what it prints until
   it is ready; the commands after it (``curl localhost:8000/...``) talk to it. A line ``...``
   in an output stands for any number of lines. Blocks written ```` ```bash ```` are not run.
+  A job id in an output stands for the id this run made there, and in the commands after it
+  (``JobIds``).
 - A ```` ```python title="shop.ipynb, cell 3" ```` block is that cell of that notebook, and
   ```` ```python title="test_shop.py" ```` that file: a test checks they are the same text.
 
@@ -138,6 +140,7 @@ def as_documented(text: str, port: int, folder: Path) -> str:
 
 def normalize(text: str) -> str:
     """What varies from run to run, made the same: durations, clocks, ids."""
+    text = re.sub(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "2026-01-01T00:00:00.000Z", text)
     text = re.sub(r"\b\d\d:\d\d:\d\d\b", "00:00:00", text)
     text = re.sub(r"process \[\d+\]", "process [0]", text)
     text = re.sub(r"\b\d+\.\d+( ?s)\b", r"0.00\1", text)
@@ -179,6 +182,7 @@ class Session:
         self.port = _free_port()
         self.server: subprocess.Popen | None = None
         self.log: Path | None = None
+        self.job_ids = JobIds()
         bin_dir = str(Path(sys.executable).parent)
         self.env = {
             **os.environ,
@@ -204,10 +208,11 @@ class Session:
         else:
             text = re.sub(rf"\blocalhost:{DOCUMENTED_PORT}\b", f"127.0.0.1:{self.port}",
                           command.text)
+            text = self.job_ids.command(text)
             done = subprocess.run(["bash", "-c", text], cwd=self.folder, env=self.env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   timeout=180)
-            output = done.stdout
+            output = self.job_ids.output(command.expected, done.stdout)
         return as_documented(output, self.port, self.folder).rstrip().splitlines()
 
     def _serve(self, args: list[str], env: dict[str, str] | None = None,
@@ -320,3 +325,36 @@ def rewrite_outputs(path: Path, actual: dict[int, list[str]]) -> None:
         if command.first in actual:
             lines[command.first:command.last] = actual[command.first]
     path.write_text("\n".join(lines) + "\n")
+
+
+# --- job ids --------------------------------------------------------------------------------
+
+_JOB_ID = re.compile(r'(?:/jobs/|"id": ?"|"next": ?"|\bjob )([\w-]{24})(?![\w-])')
+
+
+def job_ids(text: str) -> list[str]:
+    """The job ids in ``text`` (after ``/jobs/``, ``"id": "``, ``"next": "`` or ``job ``),
+    each once, in order."""
+    return list(dict.fromkeys(_JOB_ID.findall(text)))
+
+
+class JobIds:
+    """A page shows fixed job ids; each run makes new ones. A new id in a command's output is
+    paired with the id the page documents at the same place (in order), so the page's ids go to
+    the server in later commands and the server's come back as the page's in outputs."""
+
+    def __init__(self) -> None:
+        self.actual: dict[str, str] = {}  # the page's id -> this run's
+
+    def command(self, text: str) -> str:
+        for documented, actual in self.actual.items():
+            text = text.replace(documented, actual)
+        return text
+
+    def output(self, expected: list[str], text: str) -> str:
+        documented = [i for i in job_ids("\n".join(expected)) if i not in self.actual]
+        made = [i for i in job_ids(text) if i not in self.actual.values()]
+        self.actual.update(zip(documented, made, strict=False))
+        for page_id, actual in self.actual.items():
+            text = text.replace(actual, page_id)
+        return text

@@ -2,8 +2,8 @@
 
 - Every ``console`` block of a page runs (``tests/docs_examples.py`` says how): each documented
   ``nb2api serve`` starts a real server on 127.0.0.1, each ``curl`` goes to it, and each output
-  must be the documented one. ``NB2API_DOCS_UPDATE=1`` writes the actual outputs into the pages
-  instead (then read the diff).
+  must be the documented one. ``NB2API_DOCS_UPDATE=1`` writes the actual outputs that differ
+  into the pages instead (then read the diff).
 - Every python block titled with a notebook cell or a file is that cell or file.
 - ``mkdocs build --strict`` passes: no broken link, reference or generated table.
 - Every python block passes ruff.
@@ -23,6 +23,7 @@ import pytest
 from docs_examples import (
     DOCS,
     ROOT,
+    JobIds,
     Session,
     documented_cells,
     fences,
@@ -61,8 +62,8 @@ def test_documented_commands_give_the_documented_output(page):
         for fence in fences(page):
             for command in fence.commands:
                 lines = session.run(command)
-                actual[command.first] = lines
                 if not matches(command.expected, lines):
+                    actual[command.first] = lines  # the others keep their '...' lines
                     failures.append(
                         f"{_name(page)}:{command.first}: $ {command.text}\n"
                         "--- documented\n" + "\n".join(command.expected) +
@@ -236,6 +237,34 @@ def test_an_elision_matches_any_lines_and_nothing_else_is_loose(lines, data):
     if lines:
         assert not matches(lines[:-1], lines)
         assert not matches([*lines, "extra"], lines)
+
+
+def test_a_job_id_made_by_a_run_stands_for_the_one_the_page_shows():
+    page, run = "sw-6EkXPEvH0lq6DElX2lGBe", "Cbmiy3fz7fT0QFAUxAZEd9x7"
+    other_page, other_run = "gy_Gz0MpMKg0_KNXj5_qofd6", "nSeYulbeCuSMqdWXxEV29ETd"
+    ids = JobIds()
+    assert ids.output([f"location: /jobs/{page}", "", f'{{"id": "{page}"}}'],
+                      f'location: /jobs/{run}\n\n{{"id": "{run}"}}') == (
+        f'location: /jobs/{page}\n\n{{"id": "{page}"}}')
+    assert ids.command(f"curl -s localhost:8000/jobs/{page}/result") == (
+        f"curl -s localhost:8000/jobs/{run}/result")
+    # a later output: the known id is shown as the page's, a new one is paired in order
+    assert ids.output([f'{{"id": "{other_page}"}}', f"job {page} has already succeeded"],
+                      f'{{"id": "{other_run}"}}\njob {run} has already succeeded') == (
+        f'{{"id": "{other_page}"}}\njob {page} has already succeeded')
+    assert ids.command(f"/jobs/{other_page} /jobs/{page}") == f"/jobs/{other_run} /jobs/{run}"
+    # an id the page does not show (a page being written) stays the run's, to be written in
+    fresh = "Qe3kXw8ZrT1vLb0hNd5yPa2c"
+    assert ids.output([], f'{{"id": "{fresh}"}}') == f'{{"id": "{fresh}"}}'
+    # other 24-character words are not ids
+    assert ids.output(["abcdefghijklmnopqrstuvwx"], "ABCDEFGHIJKLMNOPQRSTUVWX") == (
+        "ABCDEFGHIJKLMNOPQRSTUVWX")
+
+
+def test_iso_times_are_normalized():
+    assert matches(['{"created": "2026-11-30T22:13:12.036Z"}'],
+                   ['{"created": "2026-12-01T01:33:47.016Z"}'])
+    assert not matches(['{"created": "2026-11-30T22:13:12.036Z"}'], ['{"created": null}'])
 
 
 @pytest.mark.parametrize("page", pages_with_commands(), ids=_name)
