@@ -411,7 +411,8 @@ def in_process(options) -> None:
     # Without pyarrow at all (pandas' strings as Python objects): in a process that blocks it.
     import subprocess
 
-    subprocess.run([sys.executable, __file__, "--writers-without-pyarrow"], check=True)
+    subprocess.run([sys.executable, __file__, "--writers-without-pyarrow",
+                    *(["--profile"] if options.profile else [])], check=True)
     text = frames.frame_json(df)
     wrapped = b'{"df":' + text + b"}"
     adapter = TypeAdapter(request_type(pd.DataFrame))
@@ -445,7 +446,7 @@ def in_process(options) -> None:
             pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(6)
 
 
-def writers_without_pyarrow() -> None:
+def writers_without_pyarrow(profile: bool) -> None:
     """nb2api's JSON writer against pandas' in a process where pyarrow cannot be imported."""
     block_pyarrow()
     sys.path.insert(0, str(ROOT))
@@ -468,6 +469,17 @@ def writers_without_pyarrow() -> None:
           f"{statistics.median(ours) * 1000:7.2f}")
     print(f"  write  {'pandas to_json without pyarrow (CPU ms)':<52} "
           f"{statistics.median(theirs) * 1000:7.2f}   nb2api {ratio:.2f}x as fast")
+    if profile:
+        import cProfile
+        import pstats
+
+        print("\nWhere frame_json spends its time without pyarrow (cProfile, 20 calls):")
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(20):
+            frames.frame_json(df)
+        profiler.disable()
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(8)
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -489,7 +501,7 @@ def main() -> None:
                         help=argparse.SUPPRESS)  # the in-process part's child
     options = parser.parse_args()
     if options.writers_without_pyarrow:
-        return writers_without_pyarrow()
+        return writers_without_pyarrow(options.profile)
 
     if not options.skip_http:
         http(options)
