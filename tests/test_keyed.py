@@ -171,3 +171,16 @@ def test_in_a_process_where_pyarrow_cannot_be_imported():
     df.loc[4, "f"] = np.nan
     assert done.stdout == per_cell(df)
     assert json.loads(done.stdout)[3]["s"] is None
+
+
+@pytest.mark.parametrize(("values", "unit"), [
+    (np.array(["9999-12-31T10:00:00"], "datetime64[s]"), "s"),  # past 2262: no overflow
+    (np.array(["9999-12-31T10:00:00.250", "NaT"], "datetime64[ms]"), "ms"),
+    (np.array([100, 250], "datetime64[10ms]"), "ms"),  # ticks of 10 ms
+    (np.array([100, 200], "datetime64[10ms]"), "s"),
+    (np.array(["2020-01-01"], "datetime64[D]"), "s"),
+    (np.array([1_500, "NaT"], "datetime64[ns]"), "ns"),
+    (np.array(["NaT"], "datetime64[us]"), "s"),
+])
+def test_timestamps_print_as_finely_as_their_values_need(values, unit):
+    assert records.iso_unit(values) == unit

@@ -35,10 +35,11 @@ _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 
 def iso_unit(values: np.ndarray) -> str:
     """Whole seconds print as seconds; otherwise as fine as the data needs."""
-    own = np.datetime_data(values.dtype)[0]
+    own, count = np.datetime_data(values.dtype)
     if own not in _FRACTION_DIGITS and own not in ("Y", "M", "W", "D", "h", "m"):
-        values = values.astype("datetime64[ns]")  # finer than nanoseconds
-        own = "ns"
+        values, own = values.astype("datetime64[ns]"), "ns"  # finer than nanoseconds
+    elif count != 1:  # ticks of 10 ms, say: counted in ms
+        values = values.astype(f"datetime64[{own}]")
     # In the values' own unit: a year past 2262 in seconds would overflow as nanoseconds.
     ticks = values.view(np.int64)[~np.isnat(values)]
     scale = _FRACTION_DIGITS.get(own, 0)  # a unit of a minute or more counts whole seconds
