@@ -13,6 +13,7 @@ app runs the very code that ``nb2api serve`` runs.
 
 from __future__ import annotations
 
+from . import answers  # exported endpoints: tables as JSON, Arrow or Parquet
 from .datatypes import (
     ADVICE,
     data_schema,
@@ -42,6 +43,7 @@ __all__ = [
     "ErrorBody",
     "ResultError",
     "Upload",
+    "answers",
     "body_error_responses",
     "data_schema",
     "document_answered_floats",
