@@ -184,3 +184,20 @@ def test_in_a_process_where_pyarrow_cannot_be_imported():
 ])
 def test_timestamps_print_as_finely_as_their_values_need(values, unit):
     assert records.iso_unit(values) == unit
+
+
+def test_a_large_table_is_the_per_cell_join(monkeypatch):
+    rng = np.random.default_rng(11)
+    n = 5_000
+    df = pd.DataFrame({
+        "f": rng.normal(size=n) * 10.0 ** rng.integers(-300, 300, n),
+        "i": rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64),
+        "s": [f"name {i}, é" for i in range(n)],
+        "t": pd.to_datetime(rng.integers(0, 2**62, n)),
+        "b": rng.integers(0, 2, n).astype(bool),
+    })
+    df.loc[rng.integers(0, n, 50), "f"] = np.nan
+    df.loc[rng.integers(0, n, 50), "t"] = pd.NaT
+    written = without_arrow(df, monkeypatch)
+    assert written == per_cell(df)
+    assert [row["s"] for row in json.loads(written)][:2] == ["name 0, é", "name 1, é"]
