@@ -13,8 +13,12 @@ Anchors (a FastAPI user who knows pandas and Arrow writes these):
 Every server runs under uvicorn in its own process on 127.0.0.1 (free ports); the load comes from
 ``wrk`` (servers and load as in ``bench/run.py``). Rounds alternate the order (A B, B A, ...) so
 drift on a shared machine hits both; printed: medians of req/s and of the per-round ratios.
-A last part times the same work in one process, without HTTP (writers and parsers, medians),
-and ``--profile`` adds where nb2api's JSON writer spends its time (cProfile).
+The JSON result is also measured from an nb2api server and a FastAPI server that cannot import
+pyarrow (``import pyarrow`` blocked in their processes: a plain ``pip install nb2api``, where
+pandas keeps strings as Python objects), and nb2api's bytes there are checked against its own
+with pyarrow. A last part times the same work in one process, without HTTP (writers and parsers,
+medians; the writers without pyarrow in a child process that blocks it), and ``--profile`` adds
+where nb2api's JSON writer spends its time (cProfile).
 
     python bench/bench_dataframe.py [--rounds 4] [--seconds 5] [--connections 8] [--profile]
 """
@@ -62,13 +66,29 @@ def nb2api_app():
     return nb2api.create_app(os.environ["BENCH_NOTEBOOK"])
 
 
+def block_pyarrow() -> None:
+    """From here on, ``import pyarrow`` fails in this process, as without the ``arrow`` extra
+    (pandas then keeps strings as Python objects, as it does there)."""
+    if "pandas" in sys.modules or "pyarrow" in sys.modules:
+        raise RuntimeError("block pyarrow before pandas or pyarrow is imported")
+    sys.modules["pyarrow"] = None  # type: ignore[assignment]
+
+
+def nb2api_app_without_pyarrow():
+    block_pyarrow()
+    return nb2api_app()
+
+
 def fastapi_app():
     import io
 
     import pandas as pd
-    import pyarrow as pa
     from fastapi import FastAPI, Response
 
+    try:
+        import pyarrow as pa
+    except ImportError:  # fastapi_app_without_pyarrow: its Arrow routes are not asked for
+        pa = None
     namespace: dict = {}
     exec(MAKE_TABLE, namespace)
     df = namespace["DF"]
@@ -108,6 +128,11 @@ def fastapi_app():
         return len(pa.ipc.open_stream(await request.body()).read_all().to_pandas())
 
     return app
+
+
+def fastapi_app_without_pyarrow():
+    block_pyarrow()
+    return fastapi_app()
 
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -234,6 +259,11 @@ def http(options) -> None:
             start(**uvicorn_app("fastapi_app", notebook)) as theirs:
         check(ours, theirs)
         parts = set(options.only.split(","))
+        if "plain" in parts:  # both again in processes where pyarrow cannot be imported
+            with start(**uvicorn_app("nb2api_app_without_pyarrow", notebook)) as plain, \
+                    start(**uvicorn_app("fastapi_app_without_pyarrow", notebook)) as by_hand:
+                check_without_pyarrow(ours, plain)
+                results_json(plain, by_hand, options, folder, " (neither has pyarrow)")
         json_rps = results_json(ours, theirs, options, folder) if "json" in parts else None
         if "arrow" in parts:
             results_arrow(ours, theirs, options, folder, json_rps)
@@ -242,9 +272,9 @@ def http(options) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def results_json(ours, theirs, options, folder: Path) -> list[float]:
+def results_json(ours, theirs, options, folder: Path, which: str = "") -> list[float]:
     return compare(
-        "JSON result (records)", Target(ours, "/table", "nb2api -> pd.DataFrame"),
+        f"JSON result (records){which}", Target(ours, "/table", "nb2api -> pd.DataFrame"),
         [Target(theirs, "/table_to_json", "FastAPI df.to_json(double_precision=15)"),
          *([Target(theirs, "/table_to_dict", "FastAPI df.to_dict('records')")]
            if options.to_dict else [])],
@@ -309,6 +339,19 @@ def check(ours, theirs) -> None:
     print(f"Arrow response: {len(arrow.content) / 1e6:.2f} MB")
 
 
+def check_without_pyarrow(ours, plain) -> None:
+    """The server without pyarrow writes the very bytes of the one with it, and refuses Arrow
+    with the 406 that names the extra."""
+    a = httpx.post(f"{ours.url}/table", timeout=60)
+    b = httpx.post(f"{plain.url}/table", timeout=60)
+    if a.content != b.content:
+        raise SystemExit("nb2api without pyarrow writes other bytes than with it")
+    refused = httpx.post(f"{plain.url}/table", headers={"Accept": ARROW}, timeout=60)
+    if refused.status_code != 406 or "nb2api[arrow]" not in refused.text:
+        raise SystemExit(f"without pyarrow, Arrow is not refused: {refused.status_code}")
+    print("JSON without pyarrow: the same bytes; Arrow refused with a 406 naming the extra")
+
+
 # -- in one process: writers and parsers -----------------------------------------------------
 
 
@@ -348,15 +391,28 @@ def in_process(options) -> None:
         finally:
             records.pa = per_cell
 
+    def arrow_by_hand():
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+
     writers = {
         "nb2api frame_json (Arrow kernels join the rows)": lambda: frames.frame_json(df),
-        "nb2api frame_json without pyarrow (per-cell join)": without_arrow,
+        "nb2api frame_json, keyed writer (pyarrow's pandas)": without_arrow,
         "pandas to_json(double_precision=15, iso)": lambda: df.to_json(
             orient="records", double_precision=15, date_format="iso"),
         "nb2api Arrow IPC answer": lambda: write(df, ARROW_TYPE),
+        "Arrow IPC by hand (from_pandas, new_stream)": arrow_by_hand,
     }
     for label, func in writers.items():
         print(f"  write  {label:<52} {median_ms(func):7.2f}")
+    # Without pyarrow at all (pandas' strings as Python objects): in a process that blocks it.
+    import subprocess
+
+    subprocess.run([sys.executable, __file__, "--writers-without-pyarrow",
+                    *(["--profile"] if options.profile else [])], check=True)
     text = frames.frame_json(df)
     wrapped = b'{"df":' + text + b"}"
     adapter = TypeAdapter(request_type(pd.DataFrame))
@@ -390,6 +446,42 @@ def in_process(options) -> None:
             pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(6)
 
 
+def writers_without_pyarrow(profile: bool) -> None:
+    """nb2api's JSON writer against pandas' in a process where pyarrow cannot be imported."""
+    block_pyarrow()
+    sys.path.insert(0, str(ROOT))
+    from nb2api.types import frames, records
+
+    assert records.pa is None
+    namespace: dict = {}
+    exec(MAKE_TABLE, namespace)
+    df = namespace["DF"]
+    ours, theirs = [], []
+    for _ in range(25):  # alternating, CPU time of this thread: steadier on a busy machine
+        for times, func in ((ours, lambda: frames.frame_json(df)),
+                            (theirs, lambda: df.to_json(orient="records", double_precision=15,
+                                                        date_format="iso"))):
+            began = time.thread_time()
+            func()
+            times.append(time.thread_time() - began)
+    ratio = statistics.median(b / a for a, b in zip(ours, theirs, strict=True))
+    print(f"  write  {'nb2api frame_json without pyarrow (keyed, CPU ms)':<52} "
+          f"{statistics.median(ours) * 1000:7.2f}")
+    print(f"  write  {'pandas to_json without pyarrow (CPU ms)':<52} "
+          f"{statistics.median(theirs) * 1000:7.2f}   nb2api {ratio:.2f}x as fast")
+    if profile:
+        import cProfile
+        import pstats
+
+        print("\nWhere frame_json spends its time without pyarrow (cProfile, 20 calls):")
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(20):
+            frames.frame_json(df)
+        profiler.disable()
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(8)
+
+
 # -- main -------------------------------------------------------------------------------------
 
 
@@ -400,11 +492,16 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--to-dict", action="store_true",
                         help="also the FastAPI route returning df.to_dict('records')")
-    parser.add_argument("--only", default="json,arrow,bodies",
-                        help="HTTP parts to run: json and arrow (results), bodies (requests)")
+    parser.add_argument("--only", default="plain,json,arrow,bodies",
+                        help="HTTP parts to run: json and arrow (results), plain (JSON results "
+                             "from servers without pyarrow), bodies (requests)")
     parser.add_argument("--skip-http", action="store_true", help="only the in-process part")
     parser.add_argument("--profile", action="store_true", help="cProfile of the JSON writer")
+    parser.add_argument("--writers-without-pyarrow", action="store_true",
+                        help=argparse.SUPPRESS)  # the in-process part's child
     options = parser.parse_args()
+    if options.writers_without_pyarrow:
+        return writers_without_pyarrow(options.profile)
 
     if not options.skip_http:
         http(options)

@@ -38,7 +38,7 @@ from .load import Cell, LoadedNotebook, load_notebook
 from .routes import RouteSpec, build_routes
 from .serve.docs import ASSETS_PATH, STATIC, has_local_assets
 from .serve.examples import answer_at_load, example_cases, route_examples
-from .types import datatypes, images, uploads
+from .types import answers, datatypes, images, uploads
 
 _TEMPLATES = Path(__file__).parent / "templates" / "export"
 _TYPES = Path(__file__).parent / "types"  # vendored as nbtypes/, byte for byte
@@ -612,6 +612,9 @@ class _Wiring:
         tables = self._multipart(spec, source, endpoint_params, arguments, out)
 
         response_model, encoder, by_media_type = self._response(spec, source, out)
+        negotiated = self._negotiated(spec, source, endpoint_params)  # (request, returns)
+        if negotiated:
+            encoder = f"{self.nbtypes}.answers.negotiable({encoder}, {negotiated[1]})"
         call_args = []
         optional_body = arguments.pop("__optional_body__", None)
         for p in spec.params:
@@ -644,6 +647,8 @@ class _Wiring:
             body_errors = f"{self.nbtypes}.body_error_responses({media!r})" if media else \
                 f"{self.nbtypes}.body_error_responses()"
             errors = f"{{**{errors}, **{body_errors}}}"
+        if negotiated:  # the Arrow and Parquet answers, as serve documents them
+            errors = f"{{**{errors}, **{self.nbtypes}.answers.openapi_responses({negotiated[1]})}}"
         if by_media_type:
             decorator_args.append(f"response_class={self.nbtypes}.response_class({by_media_type})")
             decorator_args.append(
@@ -665,6 +670,10 @@ class _Wiring:
         ]
         if optional_body:
             lines.append(f"    body = body if body is not None else {optional_body}()")
+        if negotiated:
+            strict = answers.declares_table(spec.returns)  # else any result, shown as Jupyter
+            lines.append(f"    {self.nbtypes}.answers.answer_for({negotiated[0]}.headers, "
+                         f"{strict})")
         if tables:
             lines += [
                 f"    files = {{{', '.join(f'{_str(p.name)}: {p.name}' for p in tables)}}}",
@@ -683,6 +692,21 @@ class _Wiring:
         ]
         out.append("\n".join(lines) + "\n")
         return "\n\n" + "\n\n".join(out)
+
+    def _negotiated(self, spec: RouteSpec, source, endpoint_params: list[str]
+                    ) -> tuple[str, str] | None:
+        """For a route that answers tables: the endpoint's request parameter (added first) and
+        the return annotation's text, for Arrow and Parquet answers as under serve."""
+        if not answers.answers_tables(spec.returns):
+            return None
+        taken = {p.name for p in spec.params} | {"body", "query"}
+        request = "request"
+        while request in taken:
+            request = "_" + request
+        endpoint_params.insert(0, f"{request}: {self.imports.use('fastapi', 'Request')}")
+        if spec.returns is inspect.Parameter.empty:
+            return request, f"{self.imports.use('inspect', 'Parameter')}.empty"
+        return request, self._type_text(spec, source.returns, spec.returns, spec.returns)
 
     def _tables_name(self, spec: RouteSpec) -> str:
         if spec.name not in self.tables:

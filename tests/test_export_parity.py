@@ -13,9 +13,9 @@ Different by design, so left out of the comparison:
   that gets one is not compared, and the routes that would give them are excluded below;
 - routes whose answer names the machine (a worker thread's name, a process id) or that run for as
   long as the request says;
-- tables as Arrow and Parquet, in request bodies and answers, with their 406: the export answers
-  and reads JSON (and uploaded files) only, so their media types and the requests that send them
-  are not compared.
+- tables as Arrow and Parquet in request bodies: the export reads JSON (and uploaded files)
+  only, so those media types and the requests that send them are not compared (answers are: the
+  export answers tables as JSON, Arrow or Parquet as serve does).
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ _SUMMARY_CLOCK = re.compile(rb"\b(?:[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4}|\d\d
 
 def _paths(openapi: dict) -> dict:
     """The document's operations, without the answers only nb2api's limits give, without its
-    jobs (an export runs none), and without the Arrow and Parquet tables only nb2api serve reads
-    and writes."""
+    jobs (an export runs none), and without the Arrow and Parquet bodies only nb2api serve
+    reads."""
     openapi = without_jobs(openapi)
     return {
         path: {method: without_columnar({**operation, "responses": {

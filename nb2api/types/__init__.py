@@ -1,10 +1,10 @@
 """The data-science types: DataFrames, Series, arrays, numpy scalars, uploads and images.
 
 How each becomes a pydantic type (``datatypes``), how values are converted column by column
-(``frames``, with ``records`` joining rows in Arrow), how results are written as JSON or image
-bytes (``encoding``, ``images``), tables as Arrow or Parquet, both ways, as ``Accept`` asks
-(``columnar``, ``answers``), how uploaded files are read (``uploads``) and what a route answers
-when its function fails (``errors``).
+(``frames``, with ``records`` joining rows in Arrow, ``keyed`` without pyarrow), how results are
+written as JSON or image bytes (``encoding``, ``images``), tables as Arrow or Parquet, both ways,
+as ``Accept`` asks (``columnar``, ``arrowframe``, ``answers``), how uploaded files are read
+(``uploads``) and what a route answers when its function fails (``errors``).
 
 This package imports nothing else from nb2api, only its own modules (relatively) and third-party
 packages: ``nb2api export`` copies it, byte for byte, into the exported project, so the exported
@@ -13,6 +13,7 @@ app runs the very code that ``nb2api serve`` runs.
 
 from __future__ import annotations
 
+from . import answers  # exported endpoints: tables as JSON, Arrow or Parquet
 from .datatypes import (
     ADVICE,
     data_schema,
@@ -42,6 +43,7 @@ __all__ = [
     "ErrorBody",
     "ResultError",
     "Upload",
+    "answers",
     "body_error_responses",
     "data_schema",
     "document_answered_floats",

@@ -73,6 +73,13 @@ def choose(accept: str | None, strict: bool = True) -> tuple[str, bool] | None:
     return wanted, json_ok
 
 
+def answer_for(headers: Any, strict: bool) -> None:
+    """Called first by an exported endpoint of a route that answers tables: the format its
+    request's ``Accept`` asks for (``headers``) becomes the one :func:`negotiable` writes, as
+    under ``nb2api serve`` (a 406 when none will do)."""
+    answer_as.set(choose(headers.get("accept"), strict))
+
+
 def _offered() -> tuple[str, ...]:
     return _EVERY if columnar.available() else (JSON,)
 

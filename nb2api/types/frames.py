@@ -4,7 +4,7 @@ The conversions behind the data-science types, kept free of pydantic: a request'
 form into a DataFrame, nested lists into an ndarray, and DataFrames, Series and arrays into JSON
 bytes. A DataFrame is encoded one column at a time (orjson on numeric columns, numpy on datetimes),
 never one cell at a time in Python, and floats keep their shortest round-trip form; with pyarrow,
-:mod:`.records` joins the columns into rows in C++.
+:mod:`.records` joins the columns into rows in C++, else :mod:`.keyed` does in a few C passes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from . import records
+from . import keyed, records
 from .records import NATIVE_KINDS as _NATIVE_KINDS
 from .records import iso_unit as _iso_unit
 
@@ -224,15 +224,7 @@ def frame_json(df: pd.DataFrame, columns: list[str] | None = None) -> bytes:
     if n == 0:
         return b"[]"
     assembled = records.frame_records(df, _cells)  # None without pyarrow
-    if assembled is not None:
-        return assembled
-    parts: list[Any] = []
-    for i, (name, column) in enumerate(df.items()):
-        parts.append(itertools.repeat((b"{" if i == 0 else b",") + orjson.dumps(str(name)) + b":"))
-        parts.append(_cells(column).tolist())
-    parts.append(itertools.repeat(b"}"))
-    # zip and join run in C: one pass per row, no Python frame per row or cell.
-    return b"[" + b",".join(map(b"".join, zip(*parts, strict=False))) + b"]"
+    return assembled if assembled is not None else keyed.frame_records(df, _cells)
 
 
 def shown_table(df: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:

@@ -35,9 +35,17 @@ _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 
 def iso_unit(values: np.ndarray) -> str:
     """Whole seconds print as seconds; otherwise as fine as the data needs."""
-    ticks = values.astype("datetime64[ns]").view(np.int64)[~np.isnat(values)]
-    for unit, size in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
-        if not (ticks % size).any():
+    own, count = np.datetime_data(values.dtype)
+    if own not in _FRACTION_DIGITS and own not in ("Y", "M", "W", "D", "h", "m"):
+        values, own = values.astype("datetime64[ns]"), "ns"  # finer than nanoseconds
+    elif count != 1:  # ticks of 10 ms, say: counted in ms
+        values = values.astype(f"datetime64[{own}]")
+    # In the values' own unit: a year past 2262 in seconds would overflow as nanoseconds.
+    ticks = values.view(np.int64)[~np.isnat(values)]
+    scale = _FRACTION_DIGITS.get(own, 0)  # a unit of a minute or more counts whole seconds
+    for unit in ("s", "ms", "us"):
+        digits = _FRACTION_DIGITS[unit]
+        if digits >= scale or not (ticks % 10 ** (scale - digits)).any():
             return unit
     return "ns"
 
@@ -98,12 +106,15 @@ def _cells(column: pd.Series, fallback: Cells) -> Any:
 def _datetimes(values: np.ndarray, utc: bool) -> Any:
     unit = iso_unit(values)
     missing = np.isnat(values)
-    quoted = _iso_digits(values, unit, missing, utc)
-    if quoted is None:  # a year outside _YEARS: numpy writes those
+    digits = iso_digits(values, unit, missing, utc)
+    if digits is None:  # a year outside _YEARS: numpy writes those
         text = np.datetime_as_string(values, unit=unit, timezone="UTC" if utc else "naive")
         quoted = _quoted(pa.array(text, pa.large_string(),
                                   mask=missing if missing.any() else None))
         return quoted.fill_null(b"null") if missing.any() else quoted
+    quoted = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(digits.shape[1]), len(values), [None, pa.py_buffer(digits)]
+    ).cast(pa.large_binary())
     if missing.any():
         return pc.if_else(pa.array(missing), _binary(b"null"), quoted)
     return quoted
@@ -114,10 +125,12 @@ _FRACTION_DIGITS = {"s": 0, "ms": 3, "us": 6, "ns": 9}
 _YEARS = (1678, 2261)
 
 
-def _iso_digits(values: np.ndarray, unit: str, missing: np.ndarray, utc: bool) -> Any:
+def iso_digits(values: np.ndarray, unit: str, missing: np.ndarray,
+               utc: bool) -> np.ndarray | None:
     """``"YYYY-MM-DDTHH:MM:SS[.fff]"`` (``Z`` before the closing quote when ``utc``) for each
     value, as numpy's ``datetime_as_string`` writes it, digit by digit in numpy: one pass per
-    digit over the column instead of a string per cell. None for a year outside ``_YEARS``."""
+    digit over the column instead of a string per cell; a ``(rows, width)`` uint8 matrix, its
+    rows of missing values as for the epoch. None for a year outside ``_YEARS``."""
     year = np.where(missing, 0, values.astype("datetime64[Y]").astype(np.int64)) + 1970
     if len(year) and (year.min() < _YEARS[0] or year.max() > _YEARS[1]):
         return None
@@ -153,9 +166,7 @@ def _iso_digits(values: np.ndarray, unit: str, missing: np.ndarray, utc: bool) -
             out[:, at] = after[0]
             at += 1
     out[:, at:] = np.frombuffer(tail, np.uint8)
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values),
-                                                 [None, pa.py_buffer(out)])
-    return fixed.cast(pa.large_binary())
+    return out
 
 
 def _plain_strings(column: pd.Series) -> Any:
