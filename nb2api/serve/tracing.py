@@ -3,7 +3,7 @@
 Imported only when tracing is on (:mod:`.telemetry` decides), so a server without it loads
 nothing of the OpenTelemetry SDK. Set up once per server process from the standard ``OTEL_*``
 variables (``--workers`` starts each server process anew, and each sets up its own exporter
-thread): the resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), the sampler
+process): the resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), the sampler
 (``OTEL_TRACES_SAMPLER`` and its argument), the exporter (``OTEL_TRACES_EXPORTER``: ``otlp``, the
 default, over HTTP, with the ``OTEL_EXPORTER_OTLP_*`` and ``OTEL_BSP_*`` variables; ``console``;
 ``none``).
@@ -27,10 +27,11 @@ A 500's ``error_id`` goes on the server span (``nb2api.error_id``) with the exce
 the trace id into every log line of the request (:data:`.logs.trace_id`). Start-up runs inside an
 ``nb2api startup`` span with a ``cell N`` child per setup and api cell.
 
-The request path records spans as plain :class:`.otlp.SpanRecord` objects, not SDK spans, and
-:mod:`.otlp` writes them to the collector: the SDK's spans and encoder cost more than a small
-request itself. Other exporters (``console``, an embedding app's or a test's) get SDK
-``ReadableSpan`` objects made from the records.
+The request path records spans as plain :class:`.otlp.SpanRecord` objects, not SDK spans: the
+SDK's spans and OTLP encoder cost more than a small request itself. :mod:`.otlp` hands them to
+an exporter process that runs the SDK's ``OTLPSpanExporter``. Other exporters (``console``, an
+embedding app's or a test's) get SDK ``ReadableSpan`` objects made from the records, in the
+serving process.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import logging
 import os
 import re
@@ -52,10 +54,10 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._version import __version__
@@ -66,7 +68,7 @@ from ..types.encoding import Encoder
 from .limits import Call
 from .logs import trace_id as trace_id_var
 from .middleware import OPS_PATHS
-from .otlp import KIND_SERVER, Exporter, SpanRecord
+from .otlp import KIND_SERVER, Exporter, SpanRecord, readable_maker
 
 logger = logging.getLogger("nb2api")
 
@@ -173,6 +175,10 @@ def _sinks(resource: Resource) -> list[Sink]:
     found: list[Sink] = []
     for name in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").replace(",", " ").split():
         if name == "otlp":
+            if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
+                logger.warning("tracing: the OTLP exporter is not installed: pip install "
+                               "'nb2api[otel]'; no spans are sent")
+                continue
             attributes = {key: value for key, value in resource.attributes.items()}
             found.append(Exporter(attributes, SCOPE, __version__).emit)
         elif name == "console":
@@ -194,27 +200,13 @@ def _fan_out(sinks: list[Sink]) -> Sink:
 
 
 def _to_exporter(exporter: SpanExporter, resource: Resource) -> Sink:
-    scope = InstrumentationScope(SCOPE, __version__)
+    """A sink giving ``exporter`` (the console's, a test's) the SDK's spans, synchronously."""
+    readable = readable_maker(resource, InstrumentationScope(SCOPE, __version__))
 
     def emit(spans: list[SpanRecord]) -> None:
-        exporter.export([_readable(span, resource, scope) for span in spans])
+        exporter.export([readable(span.as_tuple()) for span in spans])
 
     return emit
-
-
-def _readable(span: SpanRecord, resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
-    """The SDK's form of a record, for the SDK's exporters."""
-    context = SpanContext(span.trace_id, span.span_id, False, _SAMPLED)
-    parent = (SpanContext(span.trace_id, span.parent_id, span.remote_parent, _SAMPLED)
-              if span.parent_id else None)
-    status = Status(StatusCode.ERROR, span.error) if span.error is not None else Status()
-    events = [Event(name, attributes, time) for name, time, attributes in span.events or ()]
-    return ReadableSpan(
-        name=span.name, context=context, parent=parent, resource=resource,
-        attributes=span.all_attributes(), events=events,
-        kind=SpanKind.SERVER if span.kind == KIND_SERVER else SpanKind.INTERNAL,
-        status=status, start_time=span.start, end_time=span.end, instrumentation_scope=scope,
-    )
 
 
 class _RecordingProcessor(SpanProcessor):
