@@ -16,7 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from telemetry_helpers import Receiver, otlp_spans
 
-from nb2api.serve.otlp import KIND_SERVER, Exporter, SpanRecord, readable_maker
+from nb2api.serve.otlp import KIND_SERVER, Exporter, readable_maker, record
 
 _IDS = st.integers(1, 2**64 - 1)
 _VALUES = (st.text(max_size=300) | st.booleans() | st.integers(-(2**63), 2**63 - 1)
@@ -45,34 +45,34 @@ def _decoded_attributes(attributes) -> dict:
 def test_a_record_reaches_the_sdk_encoder_as_the_same_span(name, trace_id, span_id, parent_id,
                                                            start, length, attributes, extra,
                                                            events, error, server, remote):
-    record = SpanRecord(name, trace_id, span_id, parent_id, start, start + length,
-                        kind=KIND_SERVER if server else 1, attributes=attributes,
-                        events=events, error=error, remote_parent=remote, extra=extra)
+    span = record(name, trace_id, span_id, parent_id, start, start + length,
+                  kind=KIND_SERVER if server else 1, attributes=attributes,
+                  events=events, error=error, remote_parent=remote, extra=extra)
     readable = readable_maker(Resource({"service.name": "svc"}),
                               InstrumentationScope("nb2api", "1.0"))
     request = ExportTraceServiceRequest()
-    request.ParseFromString(encode_spans([readable(record.as_tuple())]).SerializeToString())
+    request.ParseFromString(encode_spans([readable(span)]).SerializeToString())
     [resource_spans] = request.resource_spans
     assert _decoded_attributes(resource_spans.resource.attributes) == {"service.name": "svc"}
     [scope_spans] = resource_spans.scope_spans
     assert (scope_spans.scope.name, scope_spans.scope.version) == ("nb2api", "1.0")
-    [span] = scope_spans.spans
-    assert span.name == name
-    assert int.from_bytes(span.trace_id, "big") == trace_id
-    assert int.from_bytes(span.span_id, "big") == span_id
-    assert int.from_bytes(span.parent_span_id or b"\0", "big") == parent_id
-    assert (span.start_time_unix_nano, span.end_time_unix_nano) == (start, start + length)
-    assert span.kind == (2 if server else 1)
-    assert _decoded_attributes(span.attributes) == {**attributes, **extra}
-    assert [(e.name, e.time_unix_nano, _decoded_attributes(e.attributes)) for e in span.events] \
+    [sent] = scope_spans.spans
+    assert sent.name == name
+    assert int.from_bytes(sent.trace_id, "big") == trace_id
+    assert int.from_bytes(sent.span_id, "big") == span_id
+    assert int.from_bytes(sent.parent_span_id or b"\0", "big") == parent_id
+    assert (sent.start_time_unix_nano, sent.end_time_unix_nano) == (start, start + length)
+    assert sent.kind == (2 if server else 1)
+    assert _decoded_attributes(sent.attributes) == {**attributes, **extra}
+    assert [(e.name, e.time_unix_nano, _decoded_attributes(e.attributes)) for e in sent.events] \
         == events
-    assert span.status.code == (0 if error is None else 2)
-    assert span.status.message == (error or "")
-    assert span.flags == (0x300 if remote and parent_id else 0x100)
+    assert sent.status.code == (0 if error is None else 2)
+    assert sent.status.message == (error or "")
+    assert sent.flags == (0x300 if remote and parent_id else 0x100)
 
 
-def _records(count: int, trace_id: int = 1) -> list[SpanRecord]:
-    return [SpanRecord(f"s{i}", trace_id, i + 1, 0, i, i + 1) for i in range(count)]
+def _records(count: int, trace_id: int = 1) -> list[tuple]:
+    return [record(f"s{i}", trace_id, i + 1, 0, i, i + 1) for i in range(count)]
 
 
 def test_the_exporter_process_sends_to_the_endpoint_with_headers_and_gzip(monkeypatch):
@@ -103,12 +103,15 @@ def test_what_is_left_is_sent_at_shutdown_and_past_the_queue_is_dropped(monkeypa
         monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "3")
         monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2")
         exporter = Exporter({"service.name": "svc"}, "nb2api", "1.0")
-        exporter.emit(_records(5))  # three fit the queue; two are dropped
+        exporter.emit(_records(2))
+        exporter.emit(_records(2, trace_id=2))  # a request's spans go whole, or not at all
+        exporter.emit(_records(1, trace_id=3))
         exporter.shutdown()  # hands over the three and waits for the exporter process
         assert exporter._process.returncode == 0
-        sent = sorted(span.name for _, span in otlp_spans(receiver.bodies("/v1/traces")))
+        sent = sorted((span.trace_id[-1], span.name)
+                      for _, span in otlp_spans(receiver.bodies("/v1/traces")))
     assert exporter.dropped == 2
-    assert sent == ["s0", "s1", "s2"]
+    assert sent == [(1, "s0"), (1, "s1"), (3, "s0")]
 
 
 def test_a_collector_that_is_away_only_loses_the_spans(monkeypatch, caplog):

@@ -1,7 +1,7 @@
 """Spans as plain records, exported by the OpenTelemetry SDK's OTLP exporter in a process of
 their own.
 
-The request path records each span as a :class:`SpanRecord` (a few fields): the SDK's span
+The request path records each span as a :data:`Record` (a tuple): the SDK's span
 objects, and its OTLP encoder (about 25 µs a span), cost more than nb2api's whole answer to a
 small request (``bench/run.py --only tracing``). :class:`Exporter` hands the records, in
 batches of plain tuples, to an exporter process through a pipe, from a daemon thread of the
@@ -28,6 +28,7 @@ standard library.
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import logging
 import os
@@ -54,45 +55,29 @@ _PASSED = ("PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "HOME", "LANG", "L
            "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 
-class SpanRecord:
-    """One finished span: ids as integers, times in nanoseconds since the epoch."""
+# A finished span, as the request path records it: a plain tuple, which costs next to nothing
+# to make and to pickle (an attributes dict that many spans share, the same object, is pickled
+# once per batch). Ids are integers, times nanoseconds since the epoch; ``parent_id`` 0 for a
+# root span; ``extra``: attributes of this span alone, over ``attributes``; ``events``:
+# ``(name, time, attributes)``; ``error``: None for an unset status, else ERROR with this
+# description.
+#   (name, trace_id, span_id, parent_id, start, end, kind, attributes, extra, events, error,
+#    remote_parent)
+Record = tuple
 
-    __slots__ = ("name", "trace_id", "span_id", "parent_id", "remote_parent", "start", "end",
-                 "kind", "attributes", "events", "error", "extra", "shared")
 
-    def __init__(self, name: str, trace_id: int, span_id: int, parent_id: int, start: int,
-                 end: int, *, kind: int = KIND_INTERNAL, attributes: dict[str, Any] | None = None,
-                 events: list[tuple[str, int, dict[str, Any]]] | None = None,
-                 error: str | None = None, remote_parent: bool = False,
-                 extra: dict[str, Any] | None = None, shared: Any = None) -> None:
-        self.name = name
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.parent_id = parent_id  # 0: a root span
-        self.remote_parent = remote_parent
-        self.start = start
-        self.end = end
-        self.kind = kind
-        self.attributes = attributes
-        self.events = events  # (name, time, attributes)
-        self.error = error  # the status: None unset, else ERROR with this description
-        # ``attributes`` may be a dict that many spans share (the same object: pickled once
-        # per batch), ``shared`` its key. ``extra`` holds the attributes of this span alone.
-        self.extra = extra
-        self.shared = shared
-
-    def all_attributes(self) -> dict[str, Any]:
-        return {**(self.attributes or {}), **(self.extra or {})}
-
-    def as_tuple(self) -> tuple:
-        """The fields :func:`readable_maker` reads, in its order."""
-        return (self.name, self.trace_id, self.span_id, self.parent_id, self.start, self.end,
-                self.kind, self.attributes, self.extra, self.events, self.error,
-                self.remote_parent)
+def record(name: str, trace_id: int, span_id: int, parent_id: int, start: int, end: int, *,
+           kind: int = KIND_INTERNAL, attributes: dict[str, Any] | None = None,
+           extra: dict[str, Any] | None = None,
+           events: list[tuple[str, int, dict[str, Any]]] | None = None,
+           error: str | None = None, remote_parent: bool = False) -> Record:
+    """A :data:`Record`, its fields named."""
+    return (name, trace_id, span_id, parent_id, start, end, kind, attributes, extra, events,
+            error, remote_parent)
 
 
 def readable_maker(resource: Any, scope: Any) -> Any:
-    """A function from a record's tuple to the SDK's ``ReadableSpan`` (imports the SDK)."""
+    """A function from a :data:`Record` to the SDK's ``ReadableSpan`` (imports the SDK)."""
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -139,8 +124,8 @@ def export_timeout() -> float:
 class Exporter:
     """Hands span records to the exporter process from a daemon thread, in batches.
 
-    ``emit`` only appends to a list: when the list holds ``max_queue`` spans (the pipe is full:
-    the exporter process is behind, or gone), more are dropped and counted. The thread hands
+    ``emit`` only appends to a list: when it holds ``max_queue`` spans (the pipe is full: the
+    exporter process is behind), more are dropped and counted. The thread hands
     over what has gathered every ``delay`` seconds (at most one) or as soon as a batch is full;
     at exit, what is left, and then it waits for the exporter process to send it.
     """
@@ -163,46 +148,48 @@ class Exporter:
 
     def _start(self) -> None:
         self._pid = os.getpid()
-        self._pending: list[SpanRecord] = []
-        self._wake = threading.Condition()
+        self._pending: collections.deque[list[Record]] = collections.deque()  # emit's lists
+        self._count = 0  # spans in them (under concurrent emits, about)
+        self._wake = threading.Event()
         self._stopped = False
         self._process, self._fd = _spawn(self.header, self.timeout)
         self._thread = threading.Thread(target=self._run, name="nb2api-otlp", daemon=True)
         self._thread.start()
 
-    def emit(self, spans: list[SpanRecord]) -> None:
+    def emit(self, spans: list[Record]) -> None:
+        """Queue ``spans`` (the caller does not use the list again)."""
         if self._pid != os.getpid():  # a forked child: the parent's thread and pipe are not its
             self._start()
-        with self._wake:
-            pending = self._pending
-            room = self.max_queue - len(pending)
-            if room < len(spans):
-                room = max(room, 0)
-                self.dropped += len(spans) - room
-                spans = spans[:room]
-            pending.extend(spans)
-            if len(pending) >= self.batch:
-                self._wake.notify()
+        count = self._count + len(spans)
+        if count > self.max_queue:
+            self.dropped += len(spans)
+            return
+        self._pending.append(spans)
+        self._count = count
+        if count >= self.batch and not self._wake.is_set():
+            self._wake.set()
 
     def _run(self) -> None:
         while True:
-            with self._wake:
-                if not self._stopped and len(self._pending) < self.batch:
-                    self._wake.wait(self.delay)
-                stopped = self._stopped
+            self._wake.wait(self.delay)
+            self._wake.clear()
+            stopped = self._stopped
             self.flush()
             if stopped:
                 return
 
     def flush(self) -> None:
         """Hand everything gathered so far to the exporter process."""
-        with self._wake:
-            taken, self._pending = self._pending, []
+        pending, taken = self._pending, []
+        self._count = 0
+        with contextlib.suppress(IndexError):
+            while True:
+                taken.extend(pending.popleft())
         if taken:
             self._send(taken)
 
-    def _send(self, spans: list[SpanRecord]) -> None:
-        body = pickle.dumps([span.as_tuple() for span in spans], pickle.HIGHEST_PROTOCOL)
+    def _send(self, spans: list[Record]) -> None:
+        body = pickle.dumps(spans, pickle.HIGHEST_PROTOCOL)
         try:
             _write(self._fd, _LENGTH.pack(len(body)) + body)
         except OSError as error:  # the exporter process is gone
@@ -216,11 +203,10 @@ class Exporter:
         to send it."""
         if self._pid != os.getpid():
             return
-        with self._wake:
-            if self._stopped:
-                return
-            self._stopped = True
-            self._wake.notify()
+        if self._stopped:
+            return
+        self._stopped = True
+        self._wake.set()
         self._thread.join(self.timeout + 1)
         if self.dropped:
             logger.warning("tracing: %s spans were dropped: the export queue was full "

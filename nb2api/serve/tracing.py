@@ -27,7 +27,7 @@ A 500's ``error_id`` goes on the server span (``nb2api.error_id``) with the exce
 the trace id into every log line of the request (:data:`.logs.trace_id`). Start-up runs inside an
 ``nb2api startup`` span with a ``cell N`` child per setup and api cell.
 
-The request path records spans as plain :class:`.otlp.SpanRecord` objects, not SDK spans: the
+The request path records spans as plain tuples (:data:`.otlp.Record`), not SDK spans: the
 SDK's spans and OTLP encoder cost more than a small request itself. :mod:`.otlp` hands them to
 an exporter process that runs the SDK's ``OTLPSpanExporter``. Other exporters (``console``, an
 embedding app's or a test's) get SDK ``ReadableSpan`` objects made from the records, in the
@@ -68,7 +68,7 @@ from ..types.encoding import Encoder
 from .limits import Call
 from .logs import trace_id as trace_id_var
 from .middleware import OPS_PATHS
-from .otlp import KIND_SERVER, Exporter, SpanRecord, readable_maker
+from .otlp import KIND_INTERNAL, KIND_SERVER, Exporter, Record, readable_maker, record
 
 logger = logging.getLogger("nb2api")
 
@@ -83,7 +83,7 @@ _KNOWN_METHODS = frozenset(
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _UNSAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 
-Sink = Callable[[list[SpanRecord]], None]
+Sink = Callable[[list[Record]], None]
 
 
 # --- set up, once per process ------------------------------------------------------------------
@@ -192,7 +192,7 @@ def _sinks(resource: Resource) -> list[Sink]:
 
 
 def _fan_out(sinks: list[Sink]) -> Sink:
-    def emit(spans: list[SpanRecord]) -> None:
+    def emit(spans: list[Record]) -> None:
         for sink in sinks:
             sink(spans)
 
@@ -203,8 +203,8 @@ def _to_exporter(exporter: SpanExporter, resource: Resource) -> Sink:
     """A sink giving ``exporter`` (the console's, a test's) the SDK's spans, synchronously."""
     readable = readable_maker(resource, InstrumentationScope(SCOPE, __version__))
 
-    def emit(spans: list[SpanRecord]) -> None:
-        exporter.export([readable(span.as_tuple()) for span in spans])
+    def emit(spans: list[Record]) -> None:
+        exporter.export([readable(span) for span in spans])
 
     return emit
 
@@ -221,7 +221,7 @@ class _RecordingProcessor(SpanProcessor):
             return
         parent = span.parent
         events = [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events]
-        self.sink([SpanRecord(
+        self.sink([record(
             span.name, context.trace_id, context.span_id, parent.span_id if parent else 0,
             span.start_time or 0, span.end_time or 0,
             kind=KIND_SERVER if span.kind is SpanKind.SERVER else 1,
@@ -245,7 +245,7 @@ class _Request:
         self.span_id = span_id
         self.sampled = sampled
         self.started = started  # ns, the server span's start
-        self.children: list[SpanRecord] = []
+        self.children: list[Record] = []
         self.validated = False
         self.waiting_since = 0  # ns, while the call waits for a slot or a worker
         self.attributes: dict[str, Any] = {}  # set on the server span at its end
@@ -254,10 +254,8 @@ class _Request:
     def child(self, name: str, start: int, end: int, *, span_id: int = 0,
               attributes: dict[str, Any] | None = None, error: str | None = None,
               events: list | None = None) -> None:
-        self.children.append(SpanRecord(
-            name, self.trace_id, span_id or _span_id(), self.span_id, start, end,
-            attributes=attributes, error=error, events=events,
-        ))
+        self.children.append((name, self.trace_id, span_id or _span_id(), self.span_id, start, end,
+                              KIND_INTERNAL, attributes, None, events, error, False))
 
     def end_wait(self, now: int) -> None:
         since = self.waiting_since
@@ -320,10 +318,10 @@ class Tracing:
             raise
         finally:
             if sampled:
-                server = SpanRecord("nb2api startup", trace_id, startup.span_id, 0,
-                                    startup.started, time.time_ns(),
-                                    attributes={"nb2api.notebook": str(notebook)},
-                                    events=startup.events or None, error=error)
+                server = record("nb2api startup", trace_id, startup.span_id, 0,
+                                startup.started, time.time_ns(),
+                                attributes={"nb2api.notebook": str(notebook)},
+                                events=startup.events or None, error=error)
                 self.sink([*startup.children, server])
 
     # --- the endpoint's hooks ---------------------------------------------------------------
@@ -550,8 +548,8 @@ class TracingMiddleware:
                 user_agent = value
                 break
         client = scope.get("client")
-        # What most requests share (a route, a method, a status): its attributes are made, and
-        # encoded, once per combination.
+        # What most requests share (a route, a method, a status): its attributes are made once
+        # per combination, and pickled once per batch to the exporter process.
         key = (scope["method"], scope["path"], template, status, scope.get("query_string"),
                scope.get("scheme"), scope.get("http_version"), tuple(scope.get("server") or ()),
                client[0] if client else None, user_agent)
@@ -578,11 +576,11 @@ class TracingMiddleware:
             # Refused before the endpoint ran (a 422, a 400, a 401).
             request.child("validate", request.started, responded or time.time_ns(),
                           error=f"answered {status}")
-        server_span = SpanRecord(name, request.trace_id, request.span_id, parent_id,
-                                 request.started, time.time_ns(), kind=KIND_SERVER,
-                                 attributes=attributes, events=events or None, error=error,
-                                 remote_parent=bool(parent_id), extra=extra, shared=key)
-        self.sink([*request.children, server_span])
+        children = request.children
+        children.append((name, request.trace_id, request.span_id, parent_id, request.started,
+                         time.time_ns(), KIND_SERVER, attributes, extra, events or None, error,
+                         bool(parent_id)))
+        self.sink(children)
 
 
 def _server_attributes(scope: Scope, template: str | None, status: int | None,
