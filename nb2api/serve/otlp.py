@@ -48,6 +48,7 @@ KIND_INTERNAL = 1
 KIND_SERVER = 2
 
 _LENGTH = struct.Struct("<I")
+_NICE = 10  # the exporter process's CPU priority below the server's
 # What the exporter process gets of the server's environment: the OTEL_* variables and what
 # Python, TLS and proxies need, never the server's own secrets.
 _PASSED = ("PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "HOME", "LANG", "LC_ALL",
@@ -293,6 +294,10 @@ def main() -> None:
     # process ends when the server closes the pipe, after sending what it got.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Serving comes first: when the CPUs are busy this process gets what requests leave, and
+    # past OTEL_BSP_MAX_QUEUE_SIZE spans waiting, the SDK's batch processor drops them.
+    with contextlib.suppress(OSError):
+        os.nice(_NICE)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("nb2api span exporter: %(levelname)s %(message)s"))
     handler.addFilter(_Repeats())
@@ -304,12 +309,23 @@ def main() -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+    class FixedResource(Resource):
+        """A resource whose hash, which the encoder takes for every span (a JSON dump of
+        its attributes), is taken once: a resource does not change."""
+
+        def __init__(self, attributes: dict[str, Any]) -> None:
+            super().__init__(attributes)
+            self._hash = super().__hash__()
+
+        def __hash__(self) -> int:
+            return self._hash
+
     stream = sys.stdin.buffer
     header = _read(stream)
     if header is None:
         return
     attributes, scope_name, version = header
-    readable = readable_maker(Resource(attributes), InstrumentationScope(scope_name, version))
+    readable = readable_maker(FixedResource(attributes), InstrumentationScope(scope_name, version))
     exporter = OTLPSpanExporter(timeout=float(sys.argv[1]))
     try:
         processor = BatchSpanProcessor(exporter)
