@@ -5,6 +5,8 @@ costs nothing but the spans."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from pathlib import Path
 
 from conftest import free_port, wait_until
@@ -152,3 +154,33 @@ def test_the_exporter_process_gets_the_otel_variables_and_no_secrets(monkeypatch
         exporter.shutdown()
     assert b"OTEL_EXPORTER_OTLP_ENDPOINT=" in environment
     assert b"s3cret-token" not in environment and b"SENTRY_DSN" not in environment
+
+
+def _holds(fd: int, pipe: tuple[int, int], answer) -> None:
+    """Whether ``fd`` is still ``pipe`` (device and inode) here: the number may be reused."""
+    try:
+        found = os.fstat(fd)
+    except OSError:
+        answer.put(False)
+    else:
+        answer.put((found.st_dev, found.st_ino) == pipe)
+
+
+def test_a_forked_process_does_not_hold_the_pipe_open(monkeypatch):
+    """The exporter process sees the end of its pipe only when every holder closed it: a
+    process-pool worker forked from the server must not be one."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    exporter = Exporter({"service.name": "svc"}, "nb2api", "1.0")
+    try:
+        stat = os.fstat(exporter._fd)
+        pipe = (stat.st_dev, stat.st_ino)
+        context = multiprocessing.get_context("fork")
+        answer = context.SimpleQueue()
+        child = context.Process(target=_holds, args=(exporter._fd, pipe, answer))
+        child.start()
+        child.join(60)
+        assert answer.get() is False
+        _holds(exporter._fd, pipe, answer)  # and still open here
+        assert answer.get() is True
+    finally:
+        exporter.shutdown()

@@ -442,19 +442,24 @@ def test_the_fast_path_stays_on_though_a_global_provider_is_set(make_notebook):
 
 def test_the_spans_of_a_server_that_exits_reach_the_receiver(make_notebook):
     """The exporter batches for a minute here: only the exit can send the spans, and the
-    server waits for its exporter process to send them before it ends."""
-    notebook = make_notebook(SETUP, API)
+    server waits for its exporter process to send them before it ends (with a process pool
+    running, whose forked worker holds no end of the pipe)."""
+    notebook = make_notebook(SETUP, API, "#| api\n#| executor: process\n"
+                                         "def double(x: int) -> int:\n    return 2 * x")
     with Receiver() as receiver:
         environment = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
                        "OTEL_BSP_SCHEDULE_DELAY": "60000"}
-        with serve(notebook, "--otel", env=environment) as server, server.client() as client:
+        with serve(notebook, "--otel", "--processes", "1", env=environment) as server, \
+                server.client() as client:
             for a in range(5):
                 assert client.post("/add", json={"a": a, "b": 2}).json() == a + 12
+            assert client.post("/double", json={"x": 4}).json() == 8
             server.process.terminate()
             assert server.process.wait(timeout=60) == 0
         names = [span.name for _, span in otlp_spans(receiver.bodies("/v1/traces"))]
     assert names.count("POST /add") == 5
     assert names.count("call add") == 5
+    assert names.count("call double") == 1
     assert names.count("nb2api startup") == 1
 
 
