@@ -396,29 +396,39 @@ class Tracing:
         request.events.append((name, time_ns, {**attributes, "nb2api.error_id": error_id}))
 
 
-@contextlib.contextmanager
-def _call_span(request: Any, span_name: str) -> Iterator[None]:
+class _call_span:  # noqa: N801 - used as the function-like context manager it replaced
     """The ``call`` span of ``request`` around the notebook function, made current so that
-    spans the notebook makes nest under it (and are unsampled when the request is)."""
-    if not request.sampled:
-        token = otel_context.attach(_as_current(request.trace_id, request.span_id, False))
-        try:
-            yield
-        finally:
-            otel_context.detach(token)
-        return
-    start = time.time_ns()
-    request.end_wait(start)
-    span_id = _span_id()
-    token = otel_context.attach(_as_current(request.trace_id, span_id))
-    try:
-        yield
-    except BaseException as exc:
-        request.child(span_name, start, time.time_ns(), span_id=span_id, **_failure(exc))
-        raise
-    finally:
-        otel_context.detach(token)
-    request.child(span_name, start, time.time_ns(), span_id=span_id)
+    spans the notebook makes nest under it (and are unsampled when the request is). A class,
+    not a generator: it runs for every request."""
+
+    __slots__ = ("request", "name", "start", "span_id", "token")
+
+    def __init__(self, request: Any, span_name: str) -> None:
+        self.request = request
+        self.name = span_name
+
+    def __enter__(self) -> None:
+        request = self.request
+        if not request.sampled:
+            self.token = otel_context.attach(
+                _as_current(request.trace_id, request.span_id, False))
+            return
+        self.start = start = time.time_ns()
+        if request.waiting_since:
+            request.end_wait(start)
+        self.span_id = span_id = _span_id()
+        self.token = otel_context.attach(_as_current(request.trace_id, span_id))
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        otel_context.detach(self.token)
+        request = self.request
+        if not request.sampled:
+            return
+        if exc is None:
+            request.child(self.name, self.start, time.time_ns(), span_id=self.span_id)
+        else:
+            request.child(self.name, self.start, time.time_ns(), span_id=self.span_id,
+                          **_failure(exc))
 
 
 def _thread_call(func: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -494,6 +504,7 @@ class TracingMiddleware:
         self.tracing = tracing
         self.sink = tracing.sink
         self.sampler = tracing.sampler
+        self.sample_all = tracing.sampler.ratio >= 1.0  # every new trace: no draw to make
         self.endpoints = tracing.endpoints
         self._shared: dict[tuple, tuple[str, dict[str, Any]]] = {}
 
@@ -506,7 +517,7 @@ class TracingMiddleware:
         parent = _parent(headers)
         if parent is None:
             trace_id, parent_id = getrandbits(128) or 1, 0
-            sampled = self.sampler.sampled(trace_id, None)
+            sampled = self.sample_all or self.sampler.sampled(trace_id, None)
         else:
             trace_id, parent_id, parent_sampled = parent
             sampled = self.sampler.sampled(trace_id, parent_sampled)
