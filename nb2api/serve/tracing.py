@@ -180,7 +180,11 @@ def _sinks(resource: Resource) -> list[Sink]:
                                "'nb2api[otel]'; no spans are sent")
                 continue
             attributes = {key: value for key, value in resource.attributes.items()}
-            found.append(Exporter(attributes, SCOPE, __version__).emit)
+            try:
+                found.append(Exporter(attributes, SCOPE, __version__).emit)
+            except OSError as error:  # no process to be had: serve, untraced
+                logger.warning("tracing: could not start the span exporter process (%s); no "
+                               "spans are sent", error)
         elif name == "console":
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
