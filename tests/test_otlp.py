@@ -129,18 +129,33 @@ def test_a_collector_that_is_away_only_loses_the_spans(monkeypatch, caplog):
     assert exporter.dropped == 0 and exporter.lost == 0  # handed over; the collector was away
 
 
-def test_a_gone_exporter_process_drops_spans_with_one_warning(monkeypatch, caplog):
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
-    exporter = Exporter({"service.name": "svc"}, "nb2api", "1.0")
-    exporter._process.kill()
-    exporter._process.wait()
-    for _ in range(3):
-        exporter.emit(_records(2))
-        exporter.flush()
-    exporter.shutdown()
+def test_a_gone_exporter_process_is_started_anew_at_most_once_a_minute(monkeypatch, caplog):
+    with Receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+        exporter = Exporter({"service.name": "svc"}, "nb2api", "1.0")
+        try:
+            first = exporter._process
+            first.kill()
+            first.wait()
+            exporter._spawned -= 60  # it started a minute ago
+            exporter.emit(_records(2))
+            exporter.flush()  # to a new exporter process
+            assert exporter._process is not first
+            found = wait_until(lambda: otlp_spans(receiver.bodies("/v1/traces")),
+                               message="the new exporter process's spans")
+            exporter._process.kill()
+            exporter._process.wait()
+            for _ in range(3):  # within the minute: dropped, with one warning
+                exporter.emit(_records(2, trace_id=2))
+                exporter.flush()
+        finally:
+            exporter.shutdown()
+        found = otlp_spans(receiver.bodies("/v1/traces"))  # and nothing more
+    assert sorted((span.trace_id[-1], span.name) for _, span in found) == [(1, "s0"), (1, "s1")]
     assert exporter.lost == 6
-    assert caplog.text.count("the span exporter process is gone") == 1
+    assert caplog.text.count("starting another") == 1
+    assert caplog.text.count("spans are dropped") == 1
 
 
 def test_the_exporter_process_gets_the_otel_variables_and_no_secrets(monkeypatch):

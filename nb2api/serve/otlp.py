@@ -38,6 +38,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -49,6 +50,7 @@ KIND_SERVER = 2
 
 _LENGTH = struct.Struct("<I")
 _NICE = 10  # the exporter process's CPU priority below the server's
+_RESPAWN_AFTER = 60.0  # seconds: a gone exporter process is started anew at most this often
 # What the exporter process gets of the server's environment: the OTEL_* variables and what
 # Python, TLS and proxies need, never the server's own secrets.
 _PASSED = ("PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "HOME", "LANG", "LC_ALL",
@@ -154,6 +156,7 @@ class Exporter:
         self._wake = threading.Event()
         self._stopped = False
         self._process, self._fd = _spawn(self.header, self.timeout)
+        self._spawned = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="nb2api-otlp", daemon=True)
         self._thread.start()
 
@@ -190,14 +193,29 @@ class Exporter:
             self._send(taken)
 
     def _send(self, spans: list[Record]) -> None:
-        body = pickle.dumps(spans, pickle.HIGHEST_PROTOCOL)
+        message = pickle.dumps(spans, pickle.HIGHEST_PROTOCOL)
+        message = _LENGTH.pack(len(message)) + message
         try:
-            _write(self._fd, _LENGTH.pack(len(body)) + body)
+            _write(self._fd, message)
+            return
         except OSError as error:  # the exporter process is gone
-            self.lost += len(spans)
-            if self.lost == len(spans):
-                logger.warning("tracing: the span exporter process is gone (%s, exit code %s); "
-                               "spans are dropped", error, self._process.poll())
+            gone = f"{error}, exit code {self._process.poll()}"
+        if time.monotonic() - self._spawned >= _RESPAWN_AFTER:  # not one a second: once a minute
+            logger.warning("tracing: the span exporter process is gone (%s); starting another",
+                           gone)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            try:
+                self._process, self._fd = _spawn(self.header, self.timeout)
+                self._spawned = time.monotonic()
+                _write(self._fd, message)
+                return
+            except OSError:
+                self._spawned = time.monotonic()
+        self.lost += len(spans)
+        if self.lost == len(spans):
+            logger.warning("tracing: the span exporter process is gone (%s); spans are dropped",
+                           gone)
 
     def shutdown(self) -> None:
         """Hand over what is left, close the pipe and wait (bounded) for the exporter process
