@@ -467,7 +467,8 @@ def test_a_receiver_that_is_down_never_fails_or_holds_up_a_request(make_notebook
     notebook = make_notebook(SETUP, API)
     environment = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
                    "OTEL_EXPORTER_OTLP_TIMEOUT": "500", "OTEL_BSP_SCHEDULE_DELAY": "10"}
-    with serve(notebook, "--otel", env=environment) as server, server.client() as client:
+    with serve(notebook, "--otel", "--log-format", "json", env=environment) as server, \
+            server.client() as client:
         for a in range(200):
             assert client.post("/add", json={"a": a, "b": 2}).json() == a + 12
         # The exporter process tried, and said so (once, not once per batch).
@@ -476,3 +477,6 @@ def test_a_receiver_that_is_down_never_fails_or_holds_up_a_request(make_notebook
         assert server.process.wait(timeout=60) == 0  # at most the export timeout to give up
         log = server.output()
     assert log.count("Failed to export") < 10
+    # in the server's log format: JSON lines
+    said = [json.loads(line) for line in log.splitlines() if "span exporter" in line]
+    assert said and all(line["logger"] == "nb2api.otlp" for line in said)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import json
 import logging
 import os
 import pickle
@@ -133,8 +134,10 @@ class Exporter:
     at exit, what is left, and then it waits for the exporter process to send it.
     """
 
-    def __init__(self, resource: Mapping[str, Any], scope: str, version: str) -> None:
-        self.header = (dict(resource), scope, version)
+    def __init__(self, resource: Mapping[str, Any], scope: str, version: str,
+                 log_format: str = "text") -> None:
+        # log_format: the server's (``json``: the exporter process writes JSON lines too)
+        self.header = (dict(resource), scope, version, log_format)
         self.timeout = export_timeout()
         self.delay = min(_number("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000, 1.0)
         self.max_queue = int(_number("OTEL_BSP_MAX_QUEUE_SIZE", 2048))
@@ -295,6 +298,19 @@ class _Repeats(logging.Filter):
         return count in (1, 10, 100, 1000) or count % 10_000 == 0
 
 
+class _JSONLines(logging.Formatter):
+    """The exporter process's lines in the shape of the server's JSON log lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        seconds = int(record.created)
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        return json.dumps({
+            "time": f"{when}.{int((record.created - seconds) * 1000):03d}Z",
+            "level": record.levelname.lower(), "logger": "nb2api.otlp",
+            "message": f"span exporter: {record.getMessage()}",
+        })
+
+
 def _read(stream: Any) -> Any:
     """The next message on ``stream``, or None at its end."""
     head = stream.read(_LENGTH.size)
@@ -316,8 +332,14 @@ def main() -> None:
     # past OTEL_BSP_MAX_QUEUE_SIZE spans waiting, the SDK's batch processor drops them.
     with contextlib.suppress(OSError):
         os.nice(_NICE)
+    stream = sys.stdin.buffer
+    header = _read(stream)
+    if header is None:
+        return
+    attributes, scope_name, version, log_format = header
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("nb2api span exporter: %(levelname)s %(message)s"))
+    handler.setFormatter(_JSONLines() if log_format == "json" else logging.Formatter(
+        "nb2api span exporter: %(levelname)s %(message)s"))
     handler.addFilter(_Repeats())
     logging.getLogger("opentelemetry").addHandler(handler)
     logging.getLogger("opentelemetry").propagate = False
@@ -338,11 +360,6 @@ def main() -> None:
         def __hash__(self) -> int:
             return self._hash
 
-    stream = sys.stdin.buffer
-    header = _read(stream)
-    if header is None:
-        return
-    attributes, scope_name, version = header
     readable = readable_maker(FixedResource(attributes), InstrumentationScope(scope_name, version))
     exporter = OTLPSpanExporter(timeout=float(sys.argv[1]))
     try:

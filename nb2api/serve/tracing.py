@@ -66,6 +66,7 @@ from ..routes import RouteSpec
 from ..settings import Settings
 from ..types.encoding import Encoder
 from .limits import Call
+from .logs import JSONFormatter, default_format
 from .logs import trace_id as trace_id_var
 from .middleware import OPS_PATHS
 from .otlp import KIND_INTERNAL, KIND_SERVER, Exporter, Record, readable_maker, record
@@ -181,7 +182,7 @@ def _sinks(resource: Resource) -> list[Sink]:
                 continue
             attributes = {key: value for key, value in resource.attributes.items()}
             try:
-                found.append(Exporter(attributes, SCOPE, __version__).emit)
+                found.append(Exporter(attributes, SCOPE, __version__, _log_format()).emit)
             except OSError as error:  # no process to be had: serve, untraced
                 logger.warning("tracing: could not start the span exporter process (%s); no "
                                "spans are sent", error)
@@ -193,6 +194,20 @@ def _sinks(resource: Resource) -> list[Sink]:
             logger.warning("tracing: OTEL_TRACES_EXPORTER=%s is not one nb2api knows (otlp, "
                            "console, none); ignored", name)
     return found or [lambda spans: None]
+
+
+def _log_format() -> str:
+    """``json`` when the server writes JSON log lines (a handler of the ``nb2api`` logger or
+    above formats them), else ``text``; logging not set up yet: the default of the terminal."""
+    logger_: logging.Logger | None = logging.getLogger("nb2api")
+    while logger_ is not None:
+        for handler in logger_.handlers:
+            if isinstance(handler.formatter, JSONFormatter):
+                return "json"
+            if handler.formatter is not None:
+                return "text"
+        logger_ = logger_.parent if logger_.propagate else None
+    return default_format()
 
 
 def _fan_out(sinks: list[Sink]) -> Sink:
