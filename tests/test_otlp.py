@@ -199,3 +199,21 @@ def test_a_forked_process_does_not_hold_the_pipe_open(monkeypatch):
         assert answer.get() is True
     finally:
         exporter.shutdown()
+
+
+def test_without_the_otlp_exporter_installed_the_server_says_how_to_install_it(monkeypatch,
+                                                                               caplog):
+    import importlib.util
+
+    from opentelemetry.sdk.resources import Resource
+
+    from nb2api.serve import tracing
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("opentelemetry.exporter.otlp")
+                        else real(name, *a))
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    [sink] = tracing._sinks(Resource({"service.name": "svc"}))
+    sink([record("s", 1, 2, 0, 0, 1)])  # goes nowhere, quietly
+    assert "pip install 'nb2api[otel]'" in caplog.text
