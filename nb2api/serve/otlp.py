@@ -330,8 +330,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Serving comes first: when the CPUs are busy this process gets what requests leave, and
     # past OTEL_BSP_MAX_QUEUE_SIZE spans waiting, the SDK's batch processor drops them.
-    with contextlib.suppress(OSError):
-        os.nice(_NICE)
+    if hasattr(os, "nice"):  # not on Windows
+        with contextlib.suppress(OSError):
+            os.nice(_NICE)
     stream = sys.stdin.buffer
     header = _read(stream)
     if header is None:
