@@ -18,7 +18,7 @@ milliseconds as the specification says (the Python SDK alone reads seconds). The
 keeps at most ``OTEL_BSP_MAX_QUEUE_SIZE`` spans waiting for the pipe and drops (and counts) the
 rest: a collector that is away or slow never slows a request down. At exit the pipe is closed
 and the exporter process sends what it has before it ends; the serving process waits for it,
-at most the export timeout and a second.
+at most the export timeout and five seconds.
 
 Each server process (``--workers N`` starts N) has its own exporter process, started with the
 first spans' exporter and ended with it. This module, on the serving side, imports only the
@@ -51,6 +51,7 @@ KIND_SERVER = 2
 
 _LENGTH = struct.Struct("<I")
 _NICE = 10  # the exporter process's CPU priority below the server's
+_STARTING = 5.0  # seconds an exporter process may still need to start (import the SDK) at exit
 _RESPAWN_AFTER = 60.0  # seconds: a gone exporter process is started anew at most this often
 # What the exporter process gets of the server's environment: the OTEL_* variables and what
 # Python, TLS and proxies need, never the server's own secrets.
@@ -239,7 +240,7 @@ class Exporter:
             return
         os.close(self._fd)
         try:
-            self._process.wait(self.timeout + 1)
+            self._process.wait(self.timeout + _STARTING)
         except subprocess.TimeoutExpired:
             logger.warning("tracing: the span exporter process is still sending; not waiting")
 
