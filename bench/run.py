@@ -402,28 +402,57 @@ def processes(args) -> None:
             RESULTS["processes"][path] = {"one": one.__dict__, "four": many.__dict__}
 
 
-# An OTLP/HTTP collector stand-in: answers every export 200 and counts the bytes it got.
+# An OTLP/HTTP collector stand-in: answers every export 200 and counts the spans it got
+# (GET / answers the count).
 _OTLP_SINK = """
-import sys
+import sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+spans = 0
+lock = threading.Lock()
 
 class Sink(BaseHTTPRequestHandler):
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        global spans
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        count = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+        with lock:
+            spans += count
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
     def do_GET(self):
+        body = str(spans).encode()
         self.send_response(200)
-        self.send_header("Content-Length", "0")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
 
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
 """
+
+
+def _spans_received(receiver: Server) -> int:
+    with urllib.request.urlopen(receiver.url + "/", timeout=5) as response:
+        return int(response.read())
+
+
+def _exporter_cpu(server: Server) -> float:
+    """CPU seconds of the server's span exporter processes (serve/otlp.py run as a script)."""
+    total = 0
+    for pid in _children(server.process.pid):
+        with contextlib.suppress(OSError):
+            if b"otlp.py" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -477,17 +506,41 @@ def tracing(args) -> None:
                   env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
                        "OTEL_SERVICE_NAME": "bench"}) as traced:
         traced.name = "otel"
-        for server in (off, traced):
-            wrk(server.url + "/add", seconds=2, connections=64)  # warm up
+        sent = {"spans": 0, "requests": 0, "exporter_cpu": 0.0}
 
-        def load(path):
-            return lambda s: wrk(s.url + path, seconds=args.seconds, connections=64)
+        def load(path, spans_per_request, seconds=args.seconds):
+            def measure(server: Server) -> Load:
+                before = _exporter_cpu(server)
+                result = wrk(server.url + path, seconds=seconds, connections=64)
+                if server is traced:
+                    sent["spans"] += result.requests * spans_per_request
+                    sent["requests"] += result.requests
+                    sent["exporter_cpu"] += _exporter_cpu(server) - before
+                return result
+
+            return measure
+
+        for server in (off, traced):
+            load("/add", 4, seconds=2)(server)  # warm up
 
         cpu_per_request("tracing: POST /add (async def), 64 connections, --otel exporting to a "
                         "local OTLP receiver against tracing off", "tracing_async", traced, off,
-                        args.rounds, load("/add"))
+                        args.rounds, load("/add", 4))
         cpu_per_request("tracing: POST /add_sync (plain def, worker pool)", "tracing_sync",
-                        traced, off, max(2, args.rounds - 2), load("/add_sync"))
+                        traced, off, max(2, args.rounds - 2), load("/add_sync", 5))
+        # Spans still on their way: wait until the count stops growing (at most 20 s).
+        received, deadline = -1, time.monotonic() + 20
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            now = _spans_received(receiver)
+            if now == received:
+                break
+            received = now
+        say(f"  spans at the receiver: {received:,} of {sent['spans']:,} "
+            f"({received / max(sent['spans'], 1):.1%}); the exporter process's CPU: "
+            f"{sent['exporter_cpu'] / max(sent['requests'], 1) * 1e6:.0f} us per traced request "
+            f"(in the CPU per request above)")
+        RESULTS["tracing_delivery"] = {"received": received, **sent}
     with baseline_tree(args.baseline) as tree, start(*nb2api()) as off, \
             start(*nb2api(), env={"PYTHONPATH": str(tree)}) as before:
         off.name, before.name = "tracing-off", args.baseline

@@ -1,15 +1,24 @@
-"""serve/otlp.py writes OTLP/HTTP protobuf by hand: what it writes must decode, with the official
-protobuf classes, to exactly the spans it was given; and its exporter honours the OTEL_* knobs."""
+"""serve/otlp.py: span records go, through a pipe, to an exporter process that runs the SDK's
+OTLPSpanExporter. What arrives must decode, with the official protobuf classes, to exactly the
+spans recorded; the OTEL_* knobs apply; what is left at exit is sent; a collector that is away
+costs nothing but the spans."""
 
 from __future__ import annotations
 
-from conftest import wait_until
-from hypothesis import given
+import multiprocessing
+import os
+from pathlib import Path
+
+from conftest import free_port, wait_until
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from telemetry_helpers import Receiver, otlp_spans
 
-from nb2api.serve.otlp import KIND_SERVER, Exporter, SpanRecord, encode_request
+from nb2api.serve.otlp import KIND_SERVER, Exporter, readable_maker, record
 
 _IDS = st.integers(1, 2**64 - 1)
 _VALUES = (st.text(max_size=300) | st.booleans() | st.integers(-(2**63), 2**63 - 1)
@@ -25,6 +34,7 @@ def _decoded_attributes(attributes) -> dict:
     return {a.key: _decoded_value(a.value) for a in attributes}
 
 
+@settings(max_examples=60, deadline=None)
 @given(
     name=st.text(max_size=40),
     trace_id=st.integers(1, 2**128 - 1), span_id=_IDS, parent_id=st.integers(0, 2**64 - 1),
@@ -33,61 +43,185 @@ def _decoded_attributes(attributes) -> dict:
     events=st.lists(st.tuples(st.text(max_size=10), st.integers(0, 2**63), _ATTRIBUTES),
                     max_size=3),
     error=st.none() | st.text(max_size=50), server=st.booleans(), remote=st.booleans(),
-    shared=st.none() | st.integers(0, 3),
+    links=st.lists(st.tuples(st.integers(1, 2**128 - 1), _IDS, _ATTRIBUTES), max_size=3),
 )
-def test_what_is_written_decodes_to_the_same_span(name, trace_id, span_id, parent_id, start,
-                                                  length, attributes, extra, events, error,
-                                                  server, remote, shared):
-    record = SpanRecord(name, trace_id, span_id, parent_id, start, start + length,
-                        kind=KIND_SERVER if server else 1, attributes=attributes,
-                        events=events, error=error, remote_parent=remote, extra=extra,
-                        shared=(shared, tuple(sorted(attributes.items()))) if shared else None)
+def test_a_record_reaches_the_sdk_encoder_as_the_same_span(name, trace_id, span_id, parent_id,
+                                                           start, length, attributes, extra,
+                                                           events, error, server, remote, links):
+    span = record(name, trace_id, span_id, parent_id, start, start + length,
+                  kind=KIND_SERVER if server else 1, attributes=attributes,
+                  events=events, error=error, remote_parent=remote, extra=extra,
+                  links=links or None)
+    readable = readable_maker(Resource({"service.name": "svc"}),
+                              InstrumentationScope("nb2api", "1.0"))
     request = ExportTraceServiceRequest()
-    request.ParseFromString(encode_request([record], {"service.name": "svc"}, "nb2api", "1.0"))
+    request.ParseFromString(encode_spans([readable(span)]).SerializeToString())
     [resource_spans] = request.resource_spans
     assert _decoded_attributes(resource_spans.resource.attributes) == {"service.name": "svc"}
     [scope_spans] = resource_spans.scope_spans
     assert (scope_spans.scope.name, scope_spans.scope.version) == ("nb2api", "1.0")
-    [span] = scope_spans.spans
-    assert span.name == name
-    assert int.from_bytes(span.trace_id, "big") == trace_id
-    assert int.from_bytes(span.span_id, "big") == span_id
-    assert int.from_bytes(span.parent_span_id or b"\0", "big") == parent_id
-    assert (span.start_time_unix_nano, span.end_time_unix_nano) == (start, start + length)
-    assert span.kind == (2 if server else 1)
-    decoded = {}
-    for attribute in span.attributes:  # a key in both: the span's own value comes last
-        decoded[attribute.key] = _decoded_value(attribute.value)
-    assert decoded == {**attributes, **extra}
-    assert [(e.name, e.time_unix_nano, _decoded_attributes(e.attributes)) for e in span.events] \
+    [sent] = scope_spans.spans
+    assert sent.name == name
+    assert int.from_bytes(sent.trace_id, "big") == trace_id
+    assert int.from_bytes(sent.span_id, "big") == span_id
+    assert int.from_bytes(sent.parent_span_id or b"\0", "big") == parent_id
+    assert (sent.start_time_unix_nano, sent.end_time_unix_nano) == (start, start + length)
+    assert sent.kind == (2 if server else 1)
+    assert _decoded_attributes(sent.attributes) == {**attributes, **extra}
+    assert [(e.name, e.time_unix_nano, _decoded_attributes(e.attributes)) for e in sent.events] \
         == events
-    assert span.status.code == (0 if error is None else 2)
-    assert span.status.message == (error or "")
-    assert span.flags == (0x301 if remote else 0x101)
+    assert sent.status.code == (0 if error is None else 2)
+    assert sent.status.message == (error or "")
+    assert sent.flags == (0x300 if remote and parent_id else 0x100)
+    assert [(int.from_bytes(link.trace_id, "big"), int.from_bytes(link.span_id, "big"),
+             _decoded_attributes(link.attributes)) for link in sent.links] == links
 
 
-def test_the_exporter_batches_to_the_endpoint_with_headers_and_gzip(monkeypatch):
+def _records(count: int, trace_id: int = 1) -> list[tuple]:
+    return [record(f"s{i}", trace_id, i + 1, 0, i, i + 1) for i in range(count)]
+
+
+def test_the_exporter_process_sends_to_the_endpoint_with_headers_and_gzip(monkeypatch):
     with Receiver() as receiver:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url + "/custom/traces")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=abc%20def,tenant=t1")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
-        monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2")
-        monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "3")
-        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")  # only a full batch sends
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
         exporter = Exporter({"service.name": "svc"}, "nb2api", "1.0")
         try:
-            spans = [SpanRecord(f"s{i}", 1, i + 1, 0, i, i + 1) for i in range(5)]
-            exporter.emit(spans[:1])
-            exporter.emit(spans[1:])  # two more fit the queue of 3; two are dropped
+            exporter.emit(_records(3))
             found = wait_until(lambda: otlp_spans(receiver.bodies("/custom/traces")),
-                               message="a batch at the receiver")
-            assert exporter.dropped == 2
+                               message="spans at the receiver")
         finally:
-            exporter.shutdown()  # sends what is left
-        sent = sorted(span.name for _, span in otlp_spans(receiver.bodies("/custom/traces")))
-    assert [span.name for _, span in found][:2] == ["s0", "s1"]
-    assert sent == ["s0", "s1", "s2"]
+            exporter.shutdown()
+    assert sorted(span.name for _, span in found) == ["s0", "s1", "s2"]
+    assert {resource["service.name"] for resource, _ in found} == {"svc"}
     headers = {name.lower(): value for name, value in receiver.received[0][1].items()}
     assert headers["x-api-key"] == "abc def" and headers["tenant"] == "t1"
     assert headers["content-encoding"] == "gzip"
     assert headers["content-type"] == "application/x-protobuf"
+
+
+def test_what_is_left_is_sent_at_shutdown_and_past_the_queue_is_dropped(monkeypatch):
+    with Receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # only shutdown sends
+        monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "3")
+        monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2")
+        exporter = Exporter({"service.name": "svc"}, "nb2api", "1.0")
+        exporter.emit(_records(2))
+        exporter.emit(_records(2, trace_id=2))  # a request's spans go whole, or not at all
+        exporter.emit(_records(1, trace_id=3))
+        exporter.shutdown()  # hands over the three and waits for the exporter process
+        assert exporter._process.returncode == 0
+        sent = sorted((span.trace_id[-1], span.name)
+                      for _, span in otlp_spans(receiver.bodies("/v1/traces")))
+    assert exporter.dropped == 2
+    assert sent == [(1, "s0"), (1, "s1"), (3, "s0")]
+
+
+def test_a_collector_that_is_away_only_loses_the_spans(monkeypatch, caplog):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "300")  # ms, as the specification says
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+    exporter = Exporter({"service.name": "svc"}, "nb2api", "1.0")
+    assert exporter.timeout == 0.3
+    for _ in range(50):
+        exporter.emit(_records(10))
+    exporter.shutdown()  # bounded by the export timeout: the exporter process gives up
+    assert exporter._process.returncode == 0
+    assert exporter.dropped == 0 and exporter.lost == 0  # handed over; the collector was away
+
+
+def test_a_gone_exporter_process_is_started_anew_at_most_once_a_minute(monkeypatch, caplog):
+    with Receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+        exporter = Exporter({"service.name": "svc"}, "nb2api", "1.0")
+        try:
+            first = exporter._process
+            first.kill()
+            first.wait()
+            exporter._spawned -= 60  # it started a minute ago
+            exporter.emit(_records(2))
+            exporter.flush()  # to a new exporter process
+            assert exporter._process is not first
+            found = wait_until(lambda: otlp_spans(receiver.bodies("/v1/traces")),
+                               message="the new exporter process's spans")
+            exporter._process.kill()
+            exporter._process.wait()
+            for _ in range(3):  # within the minute: dropped, with one warning
+                exporter.emit(_records(2, trace_id=2))
+                exporter.flush()
+        finally:
+            exporter.shutdown()
+        found = otlp_spans(receiver.bodies("/v1/traces"))  # and nothing more
+    assert sorted((span.trace_id[-1], span.name) for _, span in found) == [(1, "s0"), (1, "s1")]
+    assert exporter.lost == 6
+    assert caplog.text.count("starting another") == 1
+    assert caplog.text.count("spans are dropped") == 1
+
+
+def test_the_exporter_process_gets_the_otel_variables_no_secrets_and_a_lower_priority(monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("NB2API_TOKEN", "s3cret-token")
+    monkeypatch.setenv("SENTRY_DSN", "http://key@127.0.0.1:1/1")
+    exporter = Exporter({"service.name": "svc"}, "nb2api", "1.0")
+    try:
+        environment = Path(f"/proc/{exporter._process.pid}/environ").read_bytes()
+        # and it runs below the server's CPU priority: serving comes first
+        wanted = min(os.getpriority(os.PRIO_PROCESS, 0) + 10, 19)
+        wait_until(lambda: os.getpriority(os.PRIO_PROCESS, exporter._process.pid) == wanted,
+                   message="the exporter process's lower priority")
+    finally:
+        exporter.shutdown()
+    assert b"OTEL_EXPORTER_OTLP_ENDPOINT=" in environment
+    assert b"s3cret-token" not in environment and b"SENTRY_DSN" not in environment
+
+
+def _holds(fd: int, pipe: tuple[int, int], answer) -> None:
+    """Whether ``fd`` is still ``pipe`` (device and inode) here: the number may be reused."""
+    try:
+        found = os.fstat(fd)
+    except OSError:
+        answer.put(False)
+    else:
+        answer.put((found.st_dev, found.st_ino) == pipe)
+
+
+def test_a_forked_process_does_not_hold_the_pipe_open(monkeypatch):
+    """The exporter process sees the end of its pipe only when every holder closed it: a
+    process-pool worker forked from the server must not be one."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    exporter = Exporter({"service.name": "svc"}, "nb2api", "1.0")
+    try:
+        stat = os.fstat(exporter._fd)
+        pipe = (stat.st_dev, stat.st_ino)
+        context = multiprocessing.get_context("fork")
+        answer = context.SimpleQueue()
+        child = context.Process(target=_holds, args=(exporter._fd, pipe, answer))
+        child.start()
+        child.join(60)
+        assert answer.get() is False
+        _holds(exporter._fd, pipe, answer)  # and still open here
+        assert answer.get() is True
+    finally:
+        exporter.shutdown()
+
+
+def test_without_the_otlp_exporter_installed_the_server_says_how_to_install_it(monkeypatch,
+                                                                               caplog):
+    import importlib.util
+
+    from opentelemetry.sdk.resources import Resource
+
+    from nb2api.serve import tracing
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("opentelemetry.exporter.otlp")
+                        else real(name, *a))
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    [sink] = tracing._sinks(Resource({"service.name": "svc"}))
+    sink([record("s", 1, 2, 0, 0, 1)])  # goes nowhere, quietly
+    assert "pip install 'nb2api[otel]'" in caplog.text

@@ -396,24 +396,29 @@ def test_an_invalid_tool_call_has_a_failed_validate_span(make_notebook, spans):
 
 
 def test_links_are_written_in_otlp_as_the_protobuf_classes_read_them():
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-    from nb2api.serve.otlp import SpanRecord, encode_request
+    from nb2api.serve.otlp import readable_maker, record
 
     linked = [(int(TRACE, 16), int(PARENT, 16), {}),
               (2**128 - 1, 2**64 - 1, {"nb2api.note": "last", "n": 3})]
-    record = SpanRecord("batch double", 7, 8, 0, 1_000, 2_000,
-                        attributes={"nb2api.batch.size": 4}, links=linked)
+    batch_record = record("batch double", 7, 8, 0, 1_000, 2_000,
+                          attributes={"nb2api.batch.size": 4}, links=linked)
+    readable = readable_maker(Resource({"service.name": "s"}), InstrumentationScope("nb2api", "1"))
     request = ExportTraceServiceRequest()
-    request.ParseFromString(encode_request([record, SpanRecord("plain", 7, 9, 8, 1, 2)],
-                                           {"service.name": "s"}, "nb2api", "1"))
+    request.ParseFromString(encode_spans(
+        [readable(batch_record), readable(record("plain", 7, 9, 8, 1, 2))]).SerializeToString())
     [batch, plain] = request.resource_spans[0].scope_spans[0].spans
     assert [(link.trace_id.hex(), link.span_id.hex()) for link in batch.links] == [
         (TRACE, PARENT), ("f" * 32, "f" * 16)]
     assert {a.key: a.value for a in batch.links[1].attributes}["n"].int_value == 3
-    assert batch.links[0].flags & 0x1  # sampled
+    # The SDK's encoder writes a link's remote flags: known (0x100), and not remote (0x200).
+    assert batch.links[0].flags & 0x300 == 0x100
     assert batch.attributes[0].value.int_value == 4
     assert batch.end_time_unix_nano == 2_000
     assert not plain.links

@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import serve, wait_until
+from conftest import free_port, serve, wait_until
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -438,3 +438,45 @@ def test_the_fast_path_stays_on_though_a_global_provider_is_set(make_notebook):
                             env=environment, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['/add']"  # only the invalid body reached FastAPI's handler
+
+
+def test_the_spans_of_a_server_that_exits_reach_the_receiver(make_notebook):
+    """The exporter batches for a minute here: only the exit can send the spans, and the
+    server waits for its exporter process to send them before it ends (with a process pool
+    running, whose forked worker holds no end of the pipe)."""
+    notebook = make_notebook(SETUP, API, "#| api\n#| executor: process\n"
+                                         "def double(x: int) -> int:\n    return 2 * x")
+    with Receiver() as receiver:
+        environment = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+                       "OTEL_BSP_SCHEDULE_DELAY": "60000"}
+        with serve(notebook, "--otel", "--processes", "1", env=environment) as server, \
+                server.client() as client:
+            for a in range(5):
+                assert client.post("/add", json={"a": a, "b": 2}).json() == a + 12
+            assert client.post("/double", json={"x": 4}).json() == 8
+            server.process.terminate()
+            assert server.process.wait(timeout=60) == 0
+        names = [span.name for _, span in otlp_spans(receiver.bodies("/v1/traces"))]
+    assert names.count("POST /add") == 5
+    assert names.count("call add") == 5
+    assert names.count("call double") == 1
+    assert names.count("nb2api startup") == 1
+
+
+def test_a_receiver_that_is_down_never_fails_or_holds_up_a_request(make_notebook):
+    notebook = make_notebook(SETUP, API)
+    environment = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+                   "OTEL_EXPORTER_OTLP_TIMEOUT": "500", "OTEL_BSP_SCHEDULE_DELAY": "10"}
+    with serve(notebook, "--otel", "--log-format", "json", env=environment) as server, \
+            server.client() as client:
+        for a in range(200):
+            assert client.post("/add", json={"a": a, "b": 2}).json() == a + 12
+        # The exporter process tried, and said so (once, not once per batch).
+        wait_until(lambda: "span exporter" in server.output(), message="the export failure")
+        server.process.terminate()
+        assert server.process.wait(timeout=60) == 0  # at most the export timeout to give up
+        log = server.output()
+    assert log.count("Failed to export") < 10
+    # in the server's log format: JSON lines
+    said = [json.loads(line) for line in log.splitlines() if "span exporter" in line]
+    assert said and all(line["logger"] == "nb2api.otlp" for line in said)

@@ -3,7 +3,7 @@
 Imported only when tracing is on (:mod:`.telemetry` decides), so a server without it loads
 nothing of the OpenTelemetry SDK. Set up once per server process from the standard ``OTEL_*``
 variables (``--workers`` starts each server process anew, and each sets up its own exporter
-thread): the resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), the sampler
+process): the resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), the sampler
 (``OTEL_TRACES_SAMPLER`` and its argument), the exporter (``OTEL_TRACES_EXPORTER``: ``otlp``, the
 default, over HTTP, with the ``OTEL_EXPORTER_OTLP_*`` and ``OTEL_BSP_*`` variables; ``console``;
 ``none``).
@@ -27,10 +27,11 @@ A 500's ``error_id`` goes on the server span (``nb2api.error_id``) with the exce
 the trace id into every log line of the request (:data:`.logs.trace_id`). Start-up runs inside an
 ``nb2api startup`` span with a ``cell N`` child per setup and api cell.
 
-The request path records spans as plain :class:`.otlp.SpanRecord` objects, not SDK spans, and
-:mod:`.otlp` writes them to the collector: the SDK's spans and encoder cost more than a small
-request itself. Other exporters (``console``, an embedding app's or a test's) get SDK
-``ReadableSpan`` objects made from the records.
+The request path records spans as plain tuples (:data:`.otlp.Record`), not SDK spans: the
+SDK's spans and OTLP encoder cost more than a small request itself. :mod:`.otlp` hands them to
+an exporter process that runs the SDK's ``OTLPSpanExporter``. Other exporters (``console``, an
+embedding app's or a test's) get SDK ``ReadableSpan`` objects made from the records, in the
+serving process.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import logging
 import os
 import re
@@ -52,10 +54,10 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._version import __version__
@@ -64,9 +66,10 @@ from ..routes import RouteSpec
 from ..settings import Settings
 from ..types.encoding import Encoder
 from .limits import Call
+from .logs import JSONFormatter, default_format
 from .logs import trace_id as trace_id_var
 from .middleware import OPS_PATHS
-from .otlp import KIND_SERVER, Exporter, SpanRecord
+from .otlp import KIND_INTERNAL, KIND_SERVER, Exporter, Record, readable_maker, record
 
 logger = logging.getLogger("nb2api")
 
@@ -81,7 +84,7 @@ _KNOWN_METHODS = frozenset(
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _UNSAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 
-Sink = Callable[[list[SpanRecord]], None]
+Sink = Callable[[list[Record]], None]
 
 
 # --- set up, once per process ------------------------------------------------------------------
@@ -173,8 +176,16 @@ def _sinks(resource: Resource) -> list[Sink]:
     found: list[Sink] = []
     for name in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").replace(",", " ").split():
         if name == "otlp":
+            if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
+                logger.warning("tracing: the OTLP exporter is not installed: pip install "
+                               "'nb2api[otel]'; no spans are sent")
+                continue
             attributes = {key: value for key, value in resource.attributes.items()}
-            found.append(Exporter(attributes, SCOPE, __version__).emit)
+            try:
+                found.append(Exporter(attributes, SCOPE, __version__, _log_format()).emit)
+            except OSError as error:  # no process to be had: serve, untraced
+                logger.warning("tracing: could not start the span exporter process (%s); no "
+                               "spans are sent", error)
         elif name == "console":
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -185,8 +196,22 @@ def _sinks(resource: Resource) -> list[Sink]:
     return found or [lambda spans: None]
 
 
+def _log_format() -> str:
+    """``json`` when the server writes JSON log lines (a handler of the ``nb2api`` logger or
+    above formats them), else ``text``; logging not set up yet: the default of the terminal."""
+    logger_: logging.Logger | None = logging.getLogger("nb2api")
+    while logger_ is not None:
+        for handler in logger_.handlers:
+            if isinstance(handler.formatter, JSONFormatter):
+                return "json"
+            if handler.formatter is not None:
+                return "text"
+        logger_ = logger_.parent if logger_.propagate else None
+    return default_format()
+
+
 def _fan_out(sinks: list[Sink]) -> Sink:
-    def emit(spans: list[SpanRecord]) -> None:
+    def emit(spans: list[Record]) -> None:
         for sink in sinks:
             sink(spans)
 
@@ -194,29 +219,13 @@ def _fan_out(sinks: list[Sink]) -> Sink:
 
 
 def _to_exporter(exporter: SpanExporter, resource: Resource) -> Sink:
-    scope = InstrumentationScope(SCOPE, __version__)
+    """A sink giving ``exporter`` (the console's, a test's) the SDK's spans, synchronously."""
+    readable = readable_maker(resource, InstrumentationScope(SCOPE, __version__))
 
-    def emit(spans: list[SpanRecord]) -> None:
-        exporter.export([_readable(span, resource, scope) for span in spans])
+    def emit(spans: list[Record]) -> None:
+        exporter.export([readable(span) for span in spans])
 
     return emit
-
-
-def _readable(span: SpanRecord, resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
-    """The SDK's form of a record, for the SDK's exporters."""
-    context = SpanContext(span.trace_id, span.span_id, False, _SAMPLED)
-    parent = (SpanContext(span.trace_id, span.parent_id, span.remote_parent, _SAMPLED)
-              if span.parent_id else None)
-    status = Status(StatusCode.ERROR, span.error) if span.error is not None else Status()
-    events = [Event(name, attributes, time) for name, time, attributes in span.events or ()]
-    links = [Link(SpanContext(trace_id, span_id, False, _SAMPLED), attributes)
-             for trace_id, span_id, attributes in span.links or ()]
-    return ReadableSpan(
-        name=span.name, context=context, parent=parent, resource=resource,
-        attributes=span.all_attributes(), events=events, links=links,
-        kind=SpanKind.SERVER if span.kind == KIND_SERVER else SpanKind.INTERNAL,
-        status=status, start_time=span.start, end_time=span.end, instrumentation_scope=scope,
-    )
 
 
 class _RecordingProcessor(SpanProcessor):
@@ -231,7 +240,7 @@ class _RecordingProcessor(SpanProcessor):
             return
         parent = span.parent
         events = [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events]
-        self.sink([SpanRecord(
+        self.sink([record(
             span.name, context.trace_id, context.span_id, parent.span_id if parent else 0,
             span.start_time or 0, span.end_time or 0,
             kind=KIND_SERVER if span.kind is SpanKind.SERVER else 1,
@@ -257,7 +266,7 @@ class _Request:
         self.span_id = span_id
         self.sampled = sampled
         self.started = started  # ns, the server span's start
-        self.children: list[SpanRecord] = []
+        self.children: list[Record] = []
         self.validated = False
         self.waiting_since = 0  # ns, while the call waits for a slot or a worker
         self.attributes: dict[str, Any] = {}  # set on the server span at its end
@@ -266,10 +275,8 @@ class _Request:
     def child(self, name: str, start: int, end: int, *, span_id: int = 0,
               attributes: dict[str, Any] | None = None, error: str | None = None,
               events: list | None = None) -> None:
-        self.children.append(SpanRecord(
-            name, self.trace_id, span_id or _span_id(), self.span_id, start, end,
-            attributes=attributes, error=error, events=events,
-        ))
+        self.children.append((name, self.trace_id, span_id or _span_id(), self.span_id, start, end,
+                              KIND_INTERNAL, attributes, None, events, error, False, None))
 
     def end_wait(self, now: int) -> None:
         since = self.waiting_since
@@ -332,10 +339,10 @@ class Tracing:
             raise
         finally:
             if sampled:
-                server = SpanRecord("nb2api startup", trace_id, startup.span_id, 0,
-                                    startup.started, time.time_ns(),
-                                    attributes={"nb2api.notebook": str(notebook)},
-                                    events=startup.events or None, error=error)
+                server = record("nb2api startup", trace_id, startup.span_id, 0,
+                                startup.started, time.time_ns(),
+                                attributes={"nb2api.notebook": str(notebook)},
+                                events=startup.events or None, error=error)
                 self.sink([*startup.children, server])
 
     # --- the endpoint's hooks ---------------------------------------------------------------
@@ -446,29 +453,39 @@ class Tracing:
         request.events.append((name, time_ns, {**attributes, "nb2api.error_id": error_id}))
 
 
-@contextlib.contextmanager
-def _call_span(request: Any, span_name: str) -> Iterator[None]:
+class _call_span:  # noqa: N801 - used as the function-like context manager it replaced
     """The ``call`` span of ``request`` around the notebook function, made current so that
-    spans the notebook makes nest under it (and are unsampled when the request is)."""
-    if not request.sampled:
-        token = otel_context.attach(_as_current(request.trace_id, request.span_id, False))
-        try:
-            yield
-        finally:
-            otel_context.detach(token)
-        return
-    start = time.time_ns()
-    request.end_wait(start)
-    span_id = _span_id()
-    token = otel_context.attach(_as_current(request.trace_id, span_id))
-    try:
-        yield
-    except BaseException as exc:
-        request.child(span_name, start, time.time_ns(), span_id=span_id, **_failure(exc))
-        raise
-    finally:
-        otel_context.detach(token)
-    request.child(span_name, start, time.time_ns(), span_id=span_id)
+    spans the notebook makes nest under it (and are unsampled when the request is). A class,
+    not a generator: it runs for every request."""
+
+    __slots__ = ("request", "name", "start", "span_id", "token")
+
+    def __init__(self, request: Any, span_name: str) -> None:
+        self.request = request
+        self.name = span_name
+
+    def __enter__(self) -> None:
+        request = self.request
+        if not request.sampled:
+            self.token = otel_context.attach(
+                _as_current(request.trace_id, request.span_id, False))
+            return
+        self.start = start = time.time_ns()
+        if request.waiting_since:
+            request.end_wait(start)
+        self.span_id = span_id = _span_id()
+        self.token = otel_context.attach(_as_current(request.trace_id, span_id))
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        otel_context.detach(self.token)
+        request = self.request
+        if not request.sampled:
+            return
+        if exc is None:
+            request.child(self.name, self.start, time.time_ns(), span_id=self.span_id)
+        else:
+            request.child(self.name, self.start, time.time_ns(), span_id=self.span_id,
+                          **_failure(exc))
 
 
 def _thread_call(func: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -544,6 +561,7 @@ class TracingMiddleware:
         self.tracing = tracing
         self.sink = tracing.sink
         self.sampler = tracing.sampler
+        self.sample_all = tracing.sampler.ratio >= 1.0  # every new trace: no draw to make
         self.endpoints = tracing.endpoints
         self._shared: dict[tuple, tuple[str, dict[str, Any]]] = {}
 
@@ -556,7 +574,7 @@ class TracingMiddleware:
         parent = _parent(headers)
         if parent is None:
             trace_id, parent_id = getrandbits(128) or 1, 0
-            sampled = self.sampler.sampled(trace_id, None)
+            sampled = self.sample_all or self.sampler.sampled(trace_id, None)
         else:
             trace_id, parent_id, parent_sampled = parent
             sampled = self.sampler.sampled(trace_id, parent_sampled)
@@ -598,8 +616,8 @@ class TracingMiddleware:
                 user_agent = value
                 break
         client = scope.get("client")
-        # What most requests share (a route, a method, a status): its attributes are made, and
-        # encoded, once per combination.
+        # What most requests share (a route, a method, a status): its attributes are made once
+        # per combination, and pickled once per batch to the exporter process.
         key = (scope["method"], scope["path"], template, status, scope.get("query_string"),
                scope.get("scheme"), scope.get("http_version"), tuple(scope.get("server") or ()),
                client[0] if client else None, user_agent)
@@ -626,11 +644,11 @@ class TracingMiddleware:
             # Refused before the endpoint ran (a 422, a 400, a 401).
             request.child("validate", request.started, responded or time.time_ns(),
                           error=f"answered {status}")
-        server_span = SpanRecord(name, request.trace_id, request.span_id, parent_id,
-                                 request.started, time.time_ns(), kind=KIND_SERVER,
-                                 attributes=attributes, events=events or None, error=error,
-                                 remote_parent=bool(parent_id), extra=extra, shared=key)
-        self.sink([*request.children, server_span])
+        children = request.children
+        children.append((name, request.trace_id, request.span_id, parent_id, request.started,
+                         time.time_ns(), KIND_SERVER, attributes, extra, events or None, error,
+                         bool(parent_id), None))
+        self.sink(children)
 
 
 def _server_attributes(scope: Scope, template: str | None, status: int | None,
@@ -809,7 +827,7 @@ class BatchSpan:
 
     def end(self) -> None:
         links = [(request.trace_id, request.span_id, {}) for request in self.requests]
-        self.sink([SpanRecord(self.name, self.trace_id, self.span_id, 0, self.start,
+        self.sink([record(self.name, self.trace_id, self.span_id, 0, self.start,
                               time.time_ns(), attributes=self.attributes,
                               events=self.events or None, error=self.error, links=links)])
 
@@ -854,7 +872,7 @@ class JobSpan:
             attributes.setdefault("nb2api.error_id", error.get("error_id"))
             failure = str(error.get("detail") or "")[:200]
         links = [(self.link[0], self.link[1], {})] if self.link else None
-        span = SpanRecord(f"job {self.route}", request.trace_id, request.span_id, 0,
+        span = record(f"job {self.route}", request.trace_id, request.span_id, 0,
                           request.started, time.time_ns(), attributes=attributes,
                           events=request.events or None, error=failure, links=links)
         self.sink([*request.children, span])
@@ -894,7 +912,7 @@ class ToolSpan:
         elif status >= 400 and not request.validated:
             request.child("validate", request.started, time.time_ns(),
                           error=f"answered {status}")
-        span = SpanRecord(f"tools/call {self.tool}", request.trace_id, request.span_id,
+        span = record(f"tools/call {self.tool}", request.trace_id, request.span_id,
                           outer.span_id if outer is not None else 0, request.started,
                           time.time_ns(), attributes=attributes, events=request.events or None,
                           error=error)
