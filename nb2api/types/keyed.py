@@ -25,9 +25,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from .records import NATIVE_KINDS, iso_digits, iso_unit
+from .records import iso_digits, iso_unit, numbers_text, utc_naive
 
-_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 Cells = Callable[[pd.Series], np.ndarray]
 
 
@@ -50,18 +49,14 @@ def _keyed(column: pd.Series, key: bytes, end: bytes, fallback: Cells) -> list[b
     """``key + <the cell's JSON> + end`` for each cell of ``column``."""
     dtype = column.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
-        naive = column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
-        return _datetimes(naive, True, key, end)
+        return _datetimes(utc_naive(column), True, key, end)
     if isinstance(dtype, np.dtype):
         values = column.to_numpy()
-        kind = values.dtype.kind
-        if kind in NATIVE_KINDS and values.dtype != np.float16:
-            if kind == "f" and np.isinf(values).any():
-                values = np.where(np.isinf(values), np.nan, values)
-            text = orjson.dumps(np.ascontiguousarray(values), option=_NUMPY)
+        text = numbers_text(values)
+        if text is not None:
             # Numbers hold no comma: every separator becomes the next cell's key.
             return _split(text[1:-1], b",", b"", key, end)
-        if kind == "M":
+        if values.dtype.kind == "M":
             return _datetimes(values, False, key, end)
     strings = _plain_strings(column)
     if strings is not None:

@@ -80,22 +80,33 @@ def _binary(value: bytes) -> Any:
     return pa.scalar(value, pa.large_binary())
 
 
+def numbers_text(values: np.ndarray) -> bytes | None:
+    """The JSON array of a numeric column's values in one orjson call (infinities as null, as
+    NaN), or None when its dtype is not one orjson writes natively."""
+    if values.dtype.kind not in NATIVE_KINDS or values.dtype == np.float16:
+        return None
+    if values.dtype.kind == "f" and np.isinf(values).any():
+        values = np.where(np.isinf(values), np.nan, values)
+    return orjson.dumps(np.ascontiguousarray(values), option=_NUMPY)
+
+
+def utc_naive(column: pd.Series) -> np.ndarray:
+    """A timezone-aware column's instants, as naive UTC datetime64 values."""
+    return column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+
+
 def _cells(column: pd.Series, fallback: Cells) -> Any:
     """The JSON text of each cell of ``column``, as an Arrow large_binary array."""
     dtype = column.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
-        naive = column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
-        return _datetimes(naive, utc=True)
+        return _datetimes(utc_naive(column), utc=True)
     if isinstance(dtype, np.dtype):
         values = column.to_numpy()
-        kind = values.dtype.kind
-        if kind in NATIVE_KINDS and values.dtype != np.float16:
-            if kind == "f" and np.isinf(values).any():
-                values = np.where(np.isinf(values), np.nan, values)
-            text = orjson.dumps(np.ascontiguousarray(values), option=_NUMPY)
+        text = numbers_text(values)
+        if text is not None:
             # Numbers hold no comma: the array's text splits into its cells, in C++.
             return pc.split_pattern(pa.scalar(text[1:-1], pa.large_binary()), b",").values
-        if kind == "M":
+        if values.dtype.kind == "M":
             return _datetimes(values, utc=False)
     strings = _plain_strings(column)
     if strings is not None:
