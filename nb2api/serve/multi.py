@@ -150,7 +150,7 @@ class Notebooks:
             if not self.settings.skip_broken:
                 raise
             state.error = str(error)
-            logger.error("nb2api: not serving /%s: %s", target.name, error)
+            logger.error("not serving /%s: %s", target.name, error)
             return
         finally:
             metrics_notebook.reset(labelled)
@@ -294,10 +294,10 @@ class Notebooks:
             try:
                 check_name(name, str(path))
             except NotebookError as error:
-                logger.error("nb2api: not serving %s: %s", path, error)
+                logger.error("not serving %s: %s", path, error)
                 return
             if name in self.states or name.lower() in RESERVED_NAMES:
-                logger.error("nb2api: not serving %s: /%s is taken", path, name)
+                logger.error("not serving %s: /%s is taken", path, name)
                 return
         else:
             name = state.name
@@ -341,7 +341,7 @@ class Notebooks:
                          error, name)
             return
         self.states[name] = NotebookState(name, path, error=str(error))
-        logger.error("nb2api: not serving /%s: %s", name, error)
+        logger.error("not serving /%s: %s", name, error)
 
     async def remove(self, name: str) -> None:
         state = self.states.pop(name)
