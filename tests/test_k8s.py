@@ -5,6 +5,9 @@ the exported app's /healthz, /readyz, /metrics and API_TOKEN, which the probes r
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import kubernetes_validate
 import pytest
@@ -176,3 +179,30 @@ def test_exported_app_requires_its_token_but_not_on_probes(project, monkeypatch)
                            headers={"Authorization": "Bearer k8s-secret"}).json() == 5
         for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
             assert client.get(path).status_code == 200, path
+
+
+_CHILD_PEAK = """
+import os, sys
+ballast = bytearray(300 * 1024 * 1024)  # touched: resident
+for i in range(0, len(ballast), 4096):
+    ballast[i] = 1
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:  # a child the size of this process, which then runs another program
+    os.dup2(write, 1)
+    os.execv(sys.executable, [sys.executable, "-c",
+             "from nb2api.k8s import peak_memory; print(peak_memory())"])
+os.close(write)
+print(os.read(read, 100).decode().strip())
+os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the inherited peak is a fork and exec matter")
+def test_the_memory_request_counts_the_export_not_the_process_that_started_it():
+    """``ru_maxrss`` survives ``exec``: an export started from a big process (a Jupyter server,
+    a test runner) would ask for that process's memory."""
+    found = subprocess.run([sys.executable, "-c", _CHILD_PEAK], capture_output=True, text=True,
+                           timeout=120, check=True)
+    peak = int(found.stdout)
+    assert 0 < peak < 200 * 1024 * 1024, peak
