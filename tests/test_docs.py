@@ -331,3 +331,5 @@ def test_the_normalizer_hides_span_ids_error_ids_and_measured_seconds_only():
     assert normalize(trace) == trace  # a trace id the page chose stays as written
     assert normalize('nb2api.io/setup-seconds: "0.01"') == normalize('nb2api.io/setup-seconds: "2.50"')
     assert normalize('"churn":0.655') == '"churn":0.655'
+    assert normalize('      memory: "256Mi"') == normalize('      memory: "711Mi"')
+    assert normalize('memory: "256Mi" and more') == 'memory: "256Mi" and more'
