@@ -22,6 +22,7 @@ A server: :func:`serve` (``nb2api serve``), :func:`wait_until_answers` for any o
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -38,6 +39,16 @@ from nbformat import NotebookNode
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 EXAMPLES = Path(__file__).parent.parent / "notebooks"
+
+
+@pytest.fixture(autouse=True)
+def _root_log_level_restored() -> Iterator[None]:
+    """An in-process CLI run sets the root logger's level (``--log-level``); a later test's
+    ``caplog`` must not depend on which tests ran before it."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
 
 
 def notebook_path(name: str) -> Path:

@@ -5,6 +5,7 @@ costs nothing but the spans."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from pathlib import Path
@@ -134,6 +135,7 @@ def test_a_collector_that_is_away_only_loses_the_spans(monkeypatch, caplog):
 
 
 def test_a_gone_exporter_process_is_started_anew_at_most_once_a_minute(monkeypatch, caplog):
+    caplog.set_level(logging.WARNING)
     with Receiver() as receiver:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
@@ -217,6 +219,7 @@ def test_without_the_otlp_exporter_installed_the_server_says_how_to_install_it(m
 
     from nb2api.serve import tracing
 
+    caplog.set_level(logging.WARNING)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name.startswith("opentelemetry.exporter.otlp")
