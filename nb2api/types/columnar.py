@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._lazy import LazyModule, data_types
+from .accept import accepted, quality
 
 np = LazyModule("numpy")
 pd = LazyModule("pandas")
@@ -56,38 +57,6 @@ def available() -> bool:
 # -- content negotiation ---------------------------------------------------------------------
 
 
-def accepted(header: str | None) -> list[tuple[str, float]]:
-    """The media ranges of an ``Accept`` header with their q-values, as written."""
-    ranges = []
-    for part in (header or "").split(","):
-        kind, *params = part.split(";")
-        kind = kind.strip().lower()
-        if not kind:
-            continue
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = min(max(float(value.strip()), 0.0), 1.0)
-                except ValueError:
-                    q = 0.0  # a q-value that is no number accepts nothing
-        ranges.append((kind, q))
-    return ranges
-
-
-def _quality(media_type: str, ranges: list[tuple[str, float]]) -> tuple[float, int, int]:
-    """How much ``ranges`` want ``media_type``: the q-value of the most specific range that
-    matches it, then that specificity, then how early the client wrote that range."""
-    main = media_type.split("/")[0]
-    best = (0.0, -1, 0)
-    for position, (kind, q) in enumerate(ranges):
-        rank = 2 if kind == media_type else 1 if kind == f"{main}/*" else 0 if kind == "*/*" else -1
-        if rank > best[1]:
-            best = (q, rank, -position)
-    return best
-
-
 def negotiate(header: str | None, offered: Iterable[str]) -> str | None:
     """The offered media type the ``Accept`` header prefers (RFC 9110): the highest q-value;
     on a tie, the type named exactly over a wildcard, then the range the client wrote first,
@@ -99,7 +68,7 @@ def negotiate(header: str | None, offered: Iterable[str]) -> str | None:
         return offered[0] if offered else None
     best, best_score = None, (0.0, -1, 0)
     for media_type in offered:
-        score = _quality(media_type, ranges)
+        score = quality(media_type, ranges)
         if score[0] > 0 and score > best_score:
             best, best_score = media_type, score
     return best

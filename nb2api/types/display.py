@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from . import images
+from .accept import accepted, quality
 
 # Jupyter's own order (JupyterLab ranks html, markdown, latex, svg, png, jpeg ... above plain
 # text), with JSON first because the client is a program: application/json, then any other JSON
@@ -165,40 +166,15 @@ def _rank(media_type: str) -> tuple[int, int]:
 def acceptable(accept: str | None, available: list[str]) -> list[str]:
     """``available`` media types the ``Accept`` header takes, best first: by q-value, then in
     the order given (the server's preference). A media type with q=0 is left out."""
-    if not accept or not accept.strip():
+    ranges = accepted(accept)
+    if not ranges:
         return list(available)
-    ranges = []
-    for part in accept.split(","):
-        media_range, *params = [piece.strip() for piece in part.split(";")]
-        if not media_range:
-            continue
-        q = 1.0
-        for param in params:
-            key, _, text = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(text)
-                except ValueError:
-                    q = 0.0
-        ranges.append((media_range.lower(), q))
     scored = []
     for position, media_type in enumerate(available):
-        q = _quality(media_type.lower(), ranges)
+        q = quality(media_type.lower(), ranges)[0]
         if q > 0:
             scored.append((-q, position, media_type))
     return [media_type for _, _, media_type in sorted(scored)]
-
-
-def _quality(media_type: str, ranges: list[tuple[str, float]]) -> float:
-    """The q of the most specific range that matches: ``type/sub`` over ``type/*`` over ``*/*``."""
-    kind = media_type.split("/")[0]
-    best, specificity = 0.0, 0
-    for media_range, q in ranges:
-        rank = (3 if media_range == media_type else 2 if media_range == f"{kind}/*"
-                else 1 if media_range == "*/*" else 0)
-        if rank > specificity:
-            best, specificity = q, rank
-    return best
 
 
 def body(media_type: str, data: Any, dumps: Dumps) -> bytes:
