@@ -51,6 +51,20 @@ def _root_log_level_restored() -> Iterator[None]:
     root.setLevel(level)
 
 
+@pytest.fixture
+def spans():
+    """Spans a traced app finished, exported as they end (the OpenTelemetry SDK's in-memory
+    exporter), for the tracing tests."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from nb2api.serve import tracing
+
+    exporter = InMemorySpanExporter()
+    tracing.use_exporter(exporter)
+    yield exporter
+    tracing.use_exporter(None)
+
+
 def notebook_path(name: str) -> Path:
     """``tests/notebooks/<name>.ipynb``; fails loudly when the fixture is missing."""
     path = NOTEBOOKS / f"{name}.ipynb"

@@ -101,3 +101,4 @@ def sentry_events(bodies: list[bytes]) -> list[dict]:
                 events.append(json.loads(payload))
             index += 2
     return events
+

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from nb2api.cli import app as cli
 from nb2api.export import export_notebook
 from nb2api.k8s import manifests, resource_name, startup_failures, to_yaml
+from nb2api.load import load_notebook
 
 SETUP = "#| setup\nimport math\nTABLE = [math.sqrt(i) for i in range(200_000)]"
 API = "#| api\ndef add(a: int, b: int) -> int:\n    return a + b + int(TABLE[4])"
@@ -30,10 +31,14 @@ VERSIONS = sorted({all_versions()[0], latest_version()})
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def loaded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("k8s")
-    notebook = write_notebook(folder, SETUP, API, name="Sales Forecast.ipynb")
-    return export_notebook(notebook, folder / "out", k8s=True)
+    return load_notebook(write_notebook(folder, SETUP, API, name="Sales Forecast.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def project(loaded):
+    return export_notebook(loaded, loaded.notebook.path.parent / "out", k8s=True)
 
 
 def documents(project) -> dict[str, dict]:
@@ -58,7 +63,7 @@ def test_every_manifest_is_valid_against_the_kubernetes_schemas(project, version
         kubernetes_validate.validate(broken, version, strict=True)
 
 
-def test_the_deployment_probes_scrapes_and_sizes_the_pod(project):
+def test_the_deployment_probes_scrapes_and_sizes_the_pod(project, loaded):
     found = documents(project)
     deployment = found["Deployment"]
     name = deployment["metadata"]["name"]
@@ -72,8 +77,9 @@ def test_the_deployment_probes_scrapes_and_sizes_the_pod(project):
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     startup = container["startupProbe"]
     assert startup["httpGet"]["path"] == "/healthz"
-    setup_seconds = float(deployment["metadata"]["annotations"]["nb2api.io/setup-seconds"])
-    assert setup_seconds >= 0  # measured when the export ran the cells (0.00 on a fast one)
+    written = deployment["metadata"]["annotations"]["nb2api.io/setup-seconds"]
+    assert written == f"{loaded.load_seconds:.2f}"  # measured when the export ran the cells
+    setup_seconds = float(written)
     assert startup["failureThreshold"] == startup_failures(setup_seconds)
     assert startup["failureThreshold"] * startup["periodSeconds"] >= 3 * setup_seconds + 30
     requests = container["resources"]["requests"]

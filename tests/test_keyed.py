@@ -144,6 +144,17 @@ def test_a_cell_that_splits_is_refused_loudly():
         keyed.frame_records(df, lambda column: np.array([b"1"], dtype=object))
 
 
+# A table of every kind of column, with a missing string and a NaN: made in both processes.
+_MIXED = textwrap.dedent("""
+    rng = np.random.default_rng(7)
+    df = pd.DataFrame({"f": rng.normal(size=50), "i": rng.integers(-5, 5, 50),
+                       "s": [f"item {i}" for i in range(50)],
+                       "t": pd.date_range("2024-01-01", periods=50, freq="37s")})
+    df.loc[3, "s"] = None
+    df.loc[4, "f"] = np.nan
+""")
+
+
 def test_in_a_process_where_pyarrow_cannot_be_imported():
     """pandas keeps its strings in Python objects there, and nb2api writes without Arrow."""
     script = textwrap.dedent("""
@@ -152,24 +163,13 @@ def test_in_a_process_where_pyarrow_cannot_be_imported():
         import numpy as np, pandas as pd
         from nb2api.types import frames, records
         assert records.pa is None
-        rng = np.random.default_rng(7)
-        df = pd.DataFrame({"f": rng.normal(size=50), "i": rng.integers(-5, 5, 50),
-                           "s": [f"item {i}" for i in range(50)],
-                           "t": pd.date_range("2024-01-01", periods=50, freq="37s")})
-        df.loc[3, "s"] = None
-        df.loc[4, "f"] = np.nan
-        sys.stdout.buffer.write(frames.frame_json(df))
-    """)
+    """) + _MIXED + "sys.stdout.buffer.write(frames.frame_json(df))\n"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120,
                           check=False)
     assert done.returncode == 0, done.stderr.decode()
-    rng = np.random.default_rng(7)
-    df = pd.DataFrame({"f": rng.normal(size=50), "i": rng.integers(-5, 5, 50),
-                       "s": [f"item {i}" for i in range(50)],
-                       "t": pd.date_range("2024-01-01", periods=50, freq="37s")})
-    df.loc[3, "s"] = None
-    df.loc[4, "f"] = np.nan
-    assert done.stdout == per_cell(df)
+    namespace = {"np": np, "pd": pd}
+    exec(_MIXED, namespace)  # the same table, made here with pyarrow
+    assert done.stdout == per_cell(namespace["df"])
     assert json.loads(done.stdout)[3]["s"] is None
 
 

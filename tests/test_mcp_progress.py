@@ -252,16 +252,19 @@ def test_a_tools_call_with_a_token_asks_for_progress(token):
     assert not _asks_progress(boolean.encode(), BOTH)
 
 
-def test_a_client_that_goes_away_mid_call_leaves_the_server_serving(make_notebook):
+def test_a_client_that_goes_away_mid_call_leaves_the_server_serving(make_notebook, tmp_path):
     """The event stream is closed after the first report: the call runs to its end (counted as
     answered), its further reports go nowhere, and the next calls are answered."""
     from conftest import wait_until
+    from jobs_helpers import gated
 
+    gate = tmp_path / "client-gone"
     path = make_notebook(
-        "#| setup\nimport time\nimport nb2api",
+        "#| setup\nimport nb2api\n" + gated(gate),
         "#| api\ndef slow(n: int) -> int:\n    for step in range(n):\n"
         "        nb2api.progress((step + 1) / n, f'step {step + 1}')\n"
-        "        time.sleep(0.005)  # the work between two reports\n    return n",
+        "        if step == 0 and n > 3:\n"
+        "            _wait_for_gate()  # until the client has gone\n    return n",
     )
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
             "params": {"name": "slow", "arguments": {"n": 200}, "_meta": {"progressToken": 7}}}
@@ -274,6 +277,7 @@ def test_a_client_that_goes_away_mid_call_leaves_the_server_serving(make_noteboo
             assert stream.headers["content-type"].startswith("text/event-stream")
             first = next(line for line in stream.iter_lines() if line.startswith("data: "))
         assert json.loads(first[len("data: "):])["params"]["progress"] == 0.005
+        gate.touch()  # the stream is closed: the call goes on with its 199 other reports
 
         def finished() -> bool:
             metrics = httpx.get(f"{server.base_url}/metrics").text

@@ -16,7 +16,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from nb2api import create_app
-from nb2api.serve import tracing
 from nb2api.serve.jobs.store import JobStore
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -45,14 +44,6 @@ def divide(a: int, b: int) -> float:
 async def ratio(a: int, b: int) -> float:
     return a / b
 """
-
-
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    tracing.use_exporter(exporter)
-    yield exporter
-    tracing.use_exporter(None)
 
 
 def named(exporter: InMemorySpanExporter, name: str) -> list:

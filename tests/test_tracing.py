@@ -41,15 +41,6 @@ def divide(a: int, b: int) -> float:
 """
 
 
-@pytest.fixture
-def spans():
-    """Spans the app finished, exported as they end (the SDK's in-memory exporter)."""
-    exporter = InMemorySpanExporter()
-    tracing.use_exporter(exporter)
-    yield exporter
-    tracing.use_exporter(None)
-
-
 def by_name(exporter: InMemorySpanExporter) -> dict[str, list]:
     found: dict[str, list] = {}
     for span in exporter.get_finished_spans():
