@@ -446,29 +446,29 @@ class Batcher:
                 if self.spans is not None else None)
         call = span.run(self.call) if span is not None and pool.kind == "thread" else self.call
         try:
-            future = pool.submit(call, [r.values for r in requests],
-                                 [r.count for r in requests], shared)
-        except Exception as exc:  # noqa: BLE001 - a pool that is shutting down
-            limiter.leave(None)
-            self._failed(requests, items, exc, span)
-            return
-        future.add_done_callback(lambda done: limiter.leave(
-            None if done.cancelled() else time.perf_counter() - began))
-        try:
-            parts = await future
-        except HTTPException as exc:  # raised by the notebook on purpose: every request's answer
-            for request in requests:
-                _settle(request, exc)
+            try:
+                future = pool.submit(call, [r.values for r in requests],
+                                     [r.count for r in requests], shared)
+            except Exception as exc:  # noqa: BLE001 - a pool that is shutting down
+                limiter.leave(None)
+                self._failed(requests, items, exc, span)
+                return
+            future.add_done_callback(lambda done: limiter.leave(
+                None if done.cancelled() else time.perf_counter() - began))
+            try:
+                parts = await future
+            except HTTPException as exc:  # raised by the notebook on purpose: every request's
+                for request in requests:  # answer
+                    _settle(request, exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - the function failed: one 500 for the batch
+                self._failed(requests, items, exc, span)
+                return
+            for request, part in zip(requests, parts, strict=True):
+                _settle(request, part)
+        finally:
             if span is not None:
                 span.end()
-            return
-        except Exception as exc:  # noqa: BLE001 - the function failed: one 500 for the batch
-            self._failed(requests, items, exc, span)
-            return
-        if span is not None:
-            span.end()
-        for request, part in zip(requests, parts, strict=True):
-            _settle(request, part)
 
     def _failed(self, requests: list[_Request], items: int, exc: Exception,
                 span: BatchSpan | None = None) -> None:
@@ -494,8 +494,6 @@ class Batcher:
 
         failure = _Failure(error_response(self.name, exc, debug=self.debug, logger=log,
                                           what=what, reported=reported))
-        if span is not None:
-            span.end()
         for request in requests:
             _settle(request, failure)
 
