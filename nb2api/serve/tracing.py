@@ -448,9 +448,7 @@ class Tracing:
         request = _current.get()
         if request is None or not request.sampled:
             return
-        request.attributes["nb2api.error_id"] = error_id
-        name, time_ns, attributes = _exception_event(exc)
-        request.events.append((name, time_ns, {**attributes, "nb2api.error_id": error_id}))
+        _record_error(request.attributes, request.events, exc, error_id)
 
 
 class _call_span:  # noqa: N801 - used as the function-like context manager it replaced
@@ -691,6 +689,15 @@ def _failure(exc: BaseException) -> dict[str, Any]:
             "events": [_exception_event(exc)]}
 
 
+def _record_error(attributes: dict[str, Any], events: list[tuple[str, int, dict[str, Any]]],
+                  exc: BaseException, error_id: str) -> None:
+    """A 500's ``error_id`` on a span (its attributes and events), with the exception event,
+    cell and line included, that carries the id too: either finds the other."""
+    attributes["nb2api.error_id"] = error_id
+    name, time_ns, event = _exception_event(exc)
+    events.append((name, time_ns, {**event, "nb2api.error_id": error_id}))
+
+
 def _exception_event(exc: BaseException) -> tuple[str, int, dict[str, Any]]:
     module = type(exc).__module__
     kind = type(exc).__qualname__
@@ -819,9 +826,7 @@ class BatchSpan:
         failure = _failure(exc)
         self.error = failure["error"]
         self.attributes.update(failure["attributes"])
-        self.attributes["nb2api.error_id"] = error_id
-        name, time_ns, attributes = failure["events"][0]
-        self.events.append((name, time_ns, {**attributes, "nb2api.error_id": error_id}))
+        _record_error(self.attributes, self.events, exc, error_id)
         for request in self.requests:
             request.attributes["nb2api.error_id"] = error_id
 
