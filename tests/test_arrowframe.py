@@ -39,6 +39,10 @@ def plain_tables(draw):
     return pd.DataFrame({f"{kind}{i}": kinds[kind]() for i, kind in enumerate(chosen)})
 
 
+def _key(df):
+    return arrowframe._key(df, [column for _, column in df.items()])
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plain_tables())
 def test_the_table_is_what_from_pandas_makes_first_and_after(df):
@@ -56,8 +60,8 @@ def test_plain_tables_keep_their_schema_and_others_do_not():
                                                                         dtype="str")})
     other = pd.DataFrame({"c": pd.Categorical(["a", "b"]), "o": [{"k": 1}, None]})
     arrowframe.table(plain, pa)
-    assert arrowframe._key(plain) in arrowframe._schemas
-    assert arrowframe._key(other) is None
+    assert _key(plain) in arrowframe._schemas
+    assert _key(other) is None
     table = arrowframe.table(plain, pa)
     assert table.column("x").null_count == 1  # NaN is null, as from_pandas has it
     assert table.column("x").to_pylist() == [1.5, None]
@@ -66,11 +70,11 @@ def test_plain_tables_keep_their_schema_and_others_do_not():
 def test_a_kept_schema_whose_types_do_not_fit_is_not_trusted():
     df = pd.DataFrame({"x": np.array([1.5, 2.5], "f4"), "y": [1, 2]})
     wrong = pa.Table.from_pandas(df.astype({"x": "f8"}), preserve_index=False).schema
-    arrowframe._schemas[arrowframe._key(df)] = wrong
+    arrowframe._schemas[_key(df)] = wrong
     table = arrowframe.table(df, pa)
     assert table.schema.field("x").type == pa.float32()
     assert table.equals(pa.Table.from_pandas(df, preserve_index=False), check_metadata=True)
-    assert arrowframe._schemas[arrowframe._key(df)].field("x").type == pa.float32()
+    assert arrowframe._schemas[_key(df)].field("x").type == pa.float32()
 
 
 def test_the_kept_schemas_are_bounded():
@@ -88,4 +92,19 @@ def test_the_arrow_answer_reads_back_as_the_table():
     for _ in range(2):
         data = columnar.write(df, columnar.ARROW)
         back = pa.ipc.open_stream(data).read_all().to_pandas()
+        pd.testing.assert_frame_equal(back, df)
+
+
+def test_tables_written_side_by_side_are_each_their_own():
+    """Answers are written on many workers at once; each must be its own table, whichever worker
+    converts while another waits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames = [pd.DataFrame({"x": np.arange(n, dtype="f8") + n, "n": np.arange(n) * n,
+                            "s": pd.Series([f"{n}-{i}" for i in range(n)], dtype="str")})
+              for n in range(1, 41)]
+    with ThreadPoolExecutor(8) as pool:
+        written = list(pool.map(lambda df: columnar.write(df, columnar.ARROW), frames * 3))
+    for df, content in zip(frames * 3, written, strict=True):
+        back = pa.ipc.open_stream(content).read_all().to_pandas()
         pd.testing.assert_frame_equal(back, df)

@@ -31,10 +31,11 @@ _lock = threading.Lock()
 def table(df: pd.DataFrame, pa: Any) -> Any:
     """``pa.Table.from_pandas(df, preserve_index=False)``: the same schema, metadata and values.
     ``df``'s column names are strings."""
-    key = _key(df)
+    columns = [column for _, column in df.items()]
+    key = _key(df, columns)
     schema = _schemas.get(key) if key is not None else None
     if schema is not None:
-        arrays = [_array(column, pa) for _, column in df.items()]
+        arrays = [_array(column, pa) for column in columns]
         # from_arrays takes the schema's word for the types: check them here.
         if all(a.type == t for a, t in zip(arrays, schema.types, strict=True)):
             return pa.Table.from_arrays(arrays, schema=schema)
@@ -47,9 +48,10 @@ def table(df: pd.DataFrame, pa: Any) -> Any:
     return converted
 
 
-def _key(df: pd.DataFrame) -> tuple[Any, ...] | None:
-    """What the schema of a table of plain columns depends on; None for any other table."""
-    dtypes = tuple(df.dtypes)
+def _key(df: pd.DataFrame, columns: list[pd.Series]) -> tuple[Any, ...] | None:
+    """What the schema of a table of plain columns depends on; None for any other table.
+    (The dtypes from the columns at hand: ``df.dtypes`` builds a Series for them.)"""
+    dtypes = tuple(column.dtype for column in columns)
     if not all(map(_plain, dtypes)):
         return None
     return tuple(df.columns), dtypes, df.columns.dtype, df.columns.name
