@@ -403,7 +403,7 @@ def processes(args) -> None:
 
 
 # An OTLP/HTTP collector stand-in: answers every export 200 and counts the spans it got
-# (GET / answers the count).
+# (GET / answers the count). HTTP/1.1, connections kept open, as collectors do.
 _OTLP_SINK = """
 import sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -413,6 +413,8 @@ spans = 0
 lock = threading.Lock()
 
 class Sink(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
     def do_POST(self):
         global spans
         request = ExportTraceServiceRequest()
@@ -506,16 +508,17 @@ def tracing(args) -> None:
                   env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
                        "OTEL_SERVICE_NAME": "bench"}) as traced:
         traced.name = "otel"
-        sent = {"spans": 0, "requests": 0, "exporter_cpu": 0.0}
+        sent = {"spans": 0, "requests": 0, "exporter_cpu": 0.0, "receiver_cpu": 0.0}
 
         def load(path, spans_per_request, seconds=args.seconds):
             def measure(server: Server) -> Load:
-                before = _exporter_cpu(server)
+                before, received_before = _exporter_cpu(server), cpu_seconds(receiver)
                 result = wrk(server.url + path, seconds=seconds, connections=64)
                 if server is traced:
                     sent["spans"] += result.requests * spans_per_request
                     sent["requests"] += result.requests
                     sent["exporter_cpu"] += _exporter_cpu(server) - before
+                    sent["receiver_cpu"] += cpu_seconds(receiver) - received_before
                 return result
 
             return measure
@@ -539,7 +542,8 @@ def tracing(args) -> None:
         say(f"  spans at the receiver: {received:,} of {sent['spans']:,} "
             f"({received / max(sent['spans'], 1):.1%}); the exporter process's CPU: "
             f"{sent['exporter_cpu'] / max(sent['requests'], 1) * 1e6:.0f} us per traced request "
-            f"(in the CPU per request above)")
+            f"(in the CPU per request above); the receiver's: "
+            f"{sent['receiver_cpu'] / max(sent['requests'], 1) * 1e6:.0f} us (not in it)")
         RESULTS["tracing_delivery"] = {"received": received, **sent}
     with baseline_tree(args.baseline) as tree, start(*nb2api()) as off, \
             start(*nb2api(), env={"PYTHONPATH": str(tree)}) as before:

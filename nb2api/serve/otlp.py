@@ -1,24 +1,23 @@
-"""Spans as plain records, exported by the OpenTelemetry SDK's OTLP exporter in a process of
-their own.
+"""Spans as plain records, exported over OTLP/HTTP (protobuf) by a process of their own.
 
-The request path records each span as a :data:`Record` (a tuple): the SDK's span
-objects, and its OTLP encoder (about 25 µs a span), cost more than nb2api's whole answer to a
-small request (``bench/run.py --only tracing``). :class:`Exporter` hands the records, in
-batches of plain tuples, to an exporter process through a pipe, from a daemon thread of the
-serving process. The exporter process (this file, run as a script: it imports nothing of
-nb2api) makes SDK ``ReadableSpan`` objects of them and gives them to the SDK's
-``BatchSpanProcessor`` and ``OTLPSpanExporter`` (``opentelemetry-exporter-otlp-proto-http``),
-so the encoding's CPU and GIL time leave the serving process.
+The request path records each span as a :data:`Record` (a tuple): the SDK's span objects cost
+more than nb2api's whole answer to a small request (``bench/run.py --only tracing``).
+:class:`Exporter` hands the records, in batches of plain tuples, to an exporter process through
+a pipe, from a daemon thread of the serving process, so the encoding's CPU and GIL time leave the
+serving process. The exporter process (this file, run as a script: it imports nothing of nb2api)
+writes each batch as an OTLP export request with :class:`Encoder`, the very bytes the SDK's
+encoder makes of the same spans at an eighth of its CPU (2.5 against 19.5 µs a span), and POSTs
+it with :class:`Sender`.
 
-The SDK reads the standard variables itself: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or
+The standard variables apply: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` (+ ``/v1/traces``), ``..._HEADERS``, ``..._COMPRESSION``,
-``..._CERTIFICATE`` (and the client certificate and key), ``OTEL_BSP_SCHEDULE_DELAY``,
-``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``. ``..._TIMEOUT`` is read here, in
-milliseconds as the specification says (the Python SDK alone reads seconds). The serving side
-keeps at most ``OTEL_BSP_MAX_QUEUE_SIZE`` spans waiting for the pipe and drops (and counts) the
-rest: a collector that is away or slow never slows a request down. At exit the pipe is closed
-and the exporter process sends what it has before it ends; the serving process waits for it,
-at most the export timeout and five seconds.
+``..._CERTIFICATE`` (and the client certificate and key), ``..._TIMEOUT`` (milliseconds, as the
+specification says; the Python SDK alone reads seconds), ``OTEL_BSP_SCHEDULE_DELAY``,
+``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``. The serving side keeps at most
+``OTEL_BSP_MAX_QUEUE_SIZE`` spans waiting for the pipe and drops (and counts) the rest: a
+collector that is away or slow never slows a request down. At exit the pipe is closed and the
+exporter process sends what it has before it ends; the serving process waits for it, at most the
+export timeout and five seconds.
 
 Each server process (``--workers N`` starts N) has its own exporter process, started with the
 first spans' exporter and ended with it. This module, on the serving side, imports only the
@@ -41,7 +40,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 logger = logging.getLogger("nb2api")
@@ -326,15 +325,289 @@ def _read(stream: Any) -> Any:
     return pickle.loads(body) if len(body) == size else None
 
 
+# --- OTLP/protobuf, written here ---------------------------------------------------------------
+#
+# The SDK's encoder builds a protobuf object per span, attribute and value: 19.5 µs a span, most
+# of the exporter process's CPU (bench/run.py --only tracing). These functions write the same
+# bytes (opentelemetry-proto's trace.proto, fields in number order, proto3 defaults left out, as
+# the SDK's encoder and upb write them) straight from records: an attributes dict that many
+# spans share is written once per batch. Values the SDK cannot encode are left out, as it does.
+
+_fixed64 = struct.Struct("<Q").pack
+_fixed32 = struct.Struct("<I").pack
+_double = struct.Struct("<d").pack
+_SMALL = [bytes((n,)) for n in range(128)]
+_INT64 = (-(2**63), 2**63 - 1)
+_FLAG_HAS_IS_REMOTE, _FLAG_IS_REMOTE = 0x100, 0x200
+# The status of a span without one (present, empty), and the flags field (16, fixed32) of a span
+# whose parent is local or none, and of one whose parent is remote.
+_UNSET_STATUS = b"\x7a\x00"
+_FLAGS_LOCAL = b"\x85\x01" + _fixed32(_FLAG_HAS_IS_REMOTE)
+_FLAGS_REMOTE = b"\x85\x01" + _fixed32(_FLAG_HAS_IS_REMOTE | _FLAG_IS_REMOTE)
+
+
+class _Unencodable(Exception):
+    """An attribute value OTLP has no place for (the SDK's encoder skips it too)."""
+
+
+def _varint(value: int) -> bytes:
+    if value < 128:
+        return _SMALL[value]
+    out = bytearray()
+    while value > 127:
+        out.append((value & 127) | 128)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _delimited(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
+
+
+def _text(value: str) -> bytes:
+    return value.encode("utf-8", "replace")
+
+
+def _any_value(value: Any) -> bytes:
+    """An ``AnyValue`` message (the SDK's ``_encode_value``)."""
+    if value is None:
+        return b""
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        return _delimited(b"\x0a", _text(value))
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise _Unencodable(value)
+        return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
+    if isinstance(value, float):
+        return b"\x21" + _double(value)
+    if isinstance(value, bytes):
+        return _delimited(b"\x3a", value)
+    if isinstance(value, Sequence):
+        return _delimited(b"\x2a", b"".join(_delimited(b"\x0a", _any_value(item))
+                                            for item in value))
+    if isinstance(value, Mapping):
+        return _delimited(b"\x32", b"".join(_delimited(b"\x0a", _key_value(str(key), item))
+                                            for key, item in value.items()))
+    raise _Unencodable(value)
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    """A ``KeyValue`` message."""
+    return (_delimited(b"\x0a", _text(key)) if key else b"") + _delimited(b"\x12",
+                                                                        _any_value(value))
+
+
+def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
+    """Each attribute as a ``KeyValue`` field ``tag``; the ones that cannot be encoded left
+    out."""
+    if not attributes:
+        return b""
+    out = []
+    for key, value in attributes.items():
+        try:
+            out.append(_delimited(tag, _key_value(key, value)))
+        except _Unencodable:
+            continue
+    return b"".join(out)
+
+
+class Encoder:
+    """``ExportTraceServiceRequest`` bytes for a batch of :data:`Record` s, all of one resource
+    and instrumentation scope: the bytes the SDK's ``encode_spans`` makes of the ``ReadableSpan``
+    s of :func:`readable_maker`."""
+
+    def __init__(self, resource: Mapping[str, Any], scope: str, version: str) -> None:
+        self._resource = _delimited(b"\x0a", _attributes(b"\x0a", resource))
+        scope_fields = ((_delimited(b"\x0a", _text(scope)) if scope else b"")
+                        + (_delimited(b"\x12", _text(version)) if version else b""))
+        self._scope = _delimited(b"\x0a", scope_fields)
+        self._shared: dict[tuple[int, bytes], bytes] = {}  # a batch's attribute dicts, written
+        self._names: dict[str, bytes] = {}
+
+    def request(self, records: Sequence[Record]) -> bytes:
+        if not records:
+            return b""
+        self._shared.clear()  # ids of this batch's dicts only: a freed dict's id comes back
+        spans = b"".join([_delimited(b"\x12", self._span(fields)) for fields in records])
+        scope_spans = _delimited(b"\x12", self._scope + spans)
+        return _delimited(b"\x0a", self._resource + scope_spans)
+
+    def _attributes(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
+        if not attributes:
+            return b""
+        key = (id(attributes), tag)
+        written = self._shared.get(key)
+        if written is None:
+            written = self._shared[key] = _attributes(tag, attributes)
+        return written
+
+    def _name(self, name: str) -> bytes:
+        """The span's name field (a service has few names: kept, written once)."""
+        written = self._names.get(name)
+        if written is None:
+            if len(self._names) >= 4096:
+                self._names.clear()
+            written = self._names[name] = _delimited(b"\x2a", _text(name)) if name else b""
+        return written
+
+    def _span(self, fields: tuple) -> bytes:
+        (name, trace_id, span_id, parent_id, start, end, kind, attributes, extra, events, error,
+         remote_parent, links) = fields
+        # trace_id, span_id, parent_span_id, name, kind, start and end times: fields 1-8
+        head = (b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08"
+                + span_id.to_bytes(8, "big")
+                + (b"\x22\x08" + parent_id.to_bytes(8, "big") if parent_id else b"")
+                + self._name(name) + (b"\x30\x02" if kind == KIND_SERVER else b"\x30\x01")
+                + (b"\x39" + _fixed64(start) if start else b"")
+                + (b"\x41" + _fixed64(end) if end else b""))
+        flags = (_FLAGS_REMOTE if parent_id and remote_parent else _FLAGS_LOCAL)
+        if not (attributes or extra or events or links) and error is None:
+            return head + _UNSET_STATUS + flags  # most child spans: nothing else
+        out = [head]
+        if extra:
+            if attributes and not extra.keys().isdisjoint(attributes):
+                out.append(_attributes(b"\x4a", {**attributes, **extra}))
+            else:
+                out += (self._attributes(b"\x4a", attributes), _attributes(b"\x4a", extra))
+        elif attributes:
+            out.append(self._attributes(b"\x4a", attributes))
+        for event_name, when, event_attributes in events or ():
+            event = ((b"\x09" + _fixed64(when) if when else b"")
+                     + (_delimited(b"\x12", _text(event_name)) if event_name else b"")
+                     + _attributes(b"\x1a", event_attributes))
+            out.append(_delimited(b"\x5a", event))
+        for link_trace, link_span, link_attributes in links or ():
+            link = (b"\x0a\x10" + link_trace.to_bytes(16, "big") + b"\x12\x08"
+                    + link_span.to_bytes(8, "big") + self._attributes(b"\x22", link_attributes)
+                    + b"\x35" + _fixed32(_FLAG_HAS_IS_REMOTE))
+            out.append(_delimited(b"\x6a", link))
+        if error is None:
+            out.append(_UNSET_STATUS)
+        else:
+            out.append(_delimited(b"\x7a", (_delimited(b"\x12", _text(error)) if error else b"")
+                                  + b"\x18\x02"))
+        out.append(flags)
+        return b"".join(out)
+
+
+class Sender:
+    """POSTs export requests to the OTLP/HTTP endpoint the standard variables name, as the SDK's
+    ``OTLPSpanExporter`` does (which takes only its own span objects, so cannot send bytes
+    written here): ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as it is, or
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``v1/traces``; ``..._HEADERS`` (the SDK's parser);
+    ``..._COMPRESSION`` (``gzip``, ``deflate``); ``..._CERTIFICATE``, ``..._CLIENT_CERTIFICATE``
+    and ``..._CLIENT_KEY``; each variable's ``TRACES`` form first. A 429, 502, 503 or 504, or no
+    connection, is tried again after 1, 2, 4 ... seconds (or the ``Retry-After``), within the
+    export timeout; then the batch is dropped with a warning."""
+
+    _RETRY = frozenset({429, 502, 503, 504})
+
+    def __init__(self, timeout: float, version: str, log: logging.Logger) -> None:
+        import requests
+        from opentelemetry.util.re import parse_env_headers
+
+        self.timeout, self.log = timeout, log
+        self.endpoint = _variable("ENDPOINT", traces_only=True)
+        if not self.endpoint:
+            base = _variable("ENDPOINT") or "http://localhost:4318/"
+            self.endpoint = (base if base.endswith("/") else base + "/") + "v1/traces"
+        self.compression = (_variable("COMPRESSION") or "none").strip().lower()
+        if self.compression not in ("gzip", "deflate", "none"):
+            log.warning("OTEL_EXPORTER_OTLP_COMPRESSION=%s is not gzip, deflate or none: not "
+                        "compressed", self.compression)
+            self.compression = "none"
+        self.session = session = requests.Session()
+        session.headers.update(parse_env_headers(_variable("HEADERS") or "", liberal=True))
+        session.headers["Content-Type"] = "application/x-protobuf"
+        session.headers["User-Agent"] = f"nb2api/{version} OTLP/HTTP"
+        if self.compression != "none":
+            session.headers["Content-Encoding"] = self.compression
+        session.verify = _variable("CERTIFICATE") or True
+        certificate, key = _variable("CLIENT_CERTIFICATE"), _variable("CLIENT_KEY")
+        if certificate:
+            session.cert = (certificate, key) if key else certificate
+        self._errors = (requests.ConnectionError, requests.Timeout)
+
+    def send(self, data: bytes, spans: int, deadline: float | None = None) -> bool:
+        """POST one export request of ``spans`` spans, within the export timeout (or by
+        ``deadline``, ``time.monotonic()``); whether the collector took it."""
+        import zlib
+
+        if self.compression == "gzip":
+            import gzip
+
+            data = gzip.compress(data, compresslevel=6, mtime=0)
+        elif self.compression == "deflate":
+            data = zlib.compress(data)
+        own = time.monotonic() + self.timeout
+        deadline = own if deadline is None else min(deadline, own)
+        problem = "no time left"
+        for attempt in range(7):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            retry_after = None
+            try:
+                response = self.session.post(self.endpoint, data=data, timeout=left)
+            except self._errors as error:
+                problem = f"{type(error).__name__}"
+            except Exception as error:  # noqa: BLE001 - a bad URL, certificate, ...: not again
+                self.log.warning("could not send %s spans to %s: %s", spans, self.endpoint, error)
+                return False
+            else:
+                if 200 <= response.status_code < 400:
+                    return True
+                problem = f"{response.status_code} {response.reason}"
+                if response.status_code not in self._RETRY:
+                    self.log.warning("the collector refused %s spans: %s", spans, problem)
+                    return False
+                retry_after = _seconds(response.headers.get("Retry-After"))
+            wait = 2.0 ** attempt if retry_after is None else retry_after
+            if time.monotonic() + wait >= deadline:
+                break
+            time.sleep(wait)  # the collector asked for time, or is away: nothing else to do
+        self.log.warning("could not send %s spans to %s (%s) within %gs: dropped", spans,
+                         self.endpoint, problem, self.timeout)
+        return False
+
+
+def _variable(name: str, traces_only: bool = False) -> str | None:
+    """``OTEL_EXPORTER_OTLP_TRACES_<name>``, else (unless ``traces_only``)
+    ``OTEL_EXPORTER_OTLP_<name>``."""
+    value = os.environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}")
+    if value or traces_only:
+        return value
+    return os.environ.get(f"OTEL_EXPORTER_OTLP_{name}")
+
+
+def _seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (a number of them, or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
 def main() -> None:
-    """The exporter process: span batches from stdin to the SDK's OTLP exporter until stdin
-    ends, then what is left, and exit."""
+    """The exporter process: span batches from stdin, written as OTLP export requests and
+    sent, until stdin ends; then what is left (within one export timeout), and exit."""
     # A Ctrl-C or a SIGTERM to the server's process group is the server's to handle: this
     # process ends when the server closes the pipe, after sending what it got.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Serving comes first: when the CPUs are busy this process gets what requests leave, and
-    # past OTEL_BSP_MAX_QUEUE_SIZE spans waiting, the SDK's batch processor drops them.
+    # the server drops spans past OTEL_BSP_MAX_QUEUE_SIZE waiting for the pipe.
     if hasattr(os, "nice"):  # not on Windows
         with contextlib.suppress(OSError):
             os.nice(_NICE)
@@ -347,39 +620,19 @@ def main() -> None:
     handler.setFormatter(_JSONLines() if log_format == "json" else logging.Formatter(
         "nb2api span exporter: %(levelname)s %(message)s"))
     handler.addFilter(_Repeats())
-    logging.getLogger("opentelemetry").addHandler(handler)
-    logging.getLogger("opentelemetry").propagate = False
-
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-    class FixedResource(Resource):
-        """A resource whose hash, which the encoder takes for every span (a JSON dump of
-        its attributes), is taken once: a resource does not change."""
-
-        def __init__(self, attributes: dict[str, Any]) -> None:
-            super().__init__(attributes)
-            self._hash = super().__hash__()
-
-        def __hash__(self) -> int:
-            return self._hash
-
-    readable = readable_maker(FixedResource(attributes), InstrumentationScope(scope_name, version))
-    exporter = OTLPSpanExporter(timeout=float(sys.argv[1]))
-    try:
-        processor = BatchSpanProcessor(exporter)
-    except ValueError as error:  # OTEL_BSP_* that do not fit together
-        logging.getLogger("opentelemetry").warning("%s: batching with the defaults", error)
-        processor = BatchSpanProcessor(exporter, 2048, 5000, 512)
+    log = logging.getLogger("nb2api.otlp")
+    log.addHandler(handler)
+    log.propagate = False
+    encoder = Encoder(attributes, scope_name, version)
+    sender = Sender(float(sys.argv[1]), version, log)
+    size = max(1, int(_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)))
     while True:
         batch = _read(stream)
         if batch is None:
             break
-        for fields in batch:
-            processor.on_end(readable(fields))
-    processor.shutdown()
+        for first in range(0, len(batch), size):
+            part = batch[first:first + size]
+            sender.send(encoder.request(part), len(part))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ the trace id into every log line of the request (:data:`.logs.trace_id`). Start-
 
 The request path records spans as plain tuples (:data:`.otlp.Record`), not SDK spans: the
 SDK's spans and OTLP encoder cost more than a small request itself. :mod:`.otlp` hands them to
-an exporter process that runs the SDK's ``OTLPSpanExporter``. Other exporters (``console``, an
+an exporter process that writes and sends the OTLP export requests. Other exporters (``console``, an
 embedding app's or a test's) get SDK ``ReadableSpan`` objects made from the records, in the
 serving process.
 """
@@ -176,9 +176,9 @@ def _sinks(resource: Resource) -> list[Sink]:
     found: list[Sink] = []
     for name in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").replace(",", " ").split():
         if name == "otlp":
-            if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
-                logger.warning("tracing: the OTLP exporter is not installed: pip install "
-                               "'nb2api[otel]'; no spans are sent")
+            if importlib.util.find_spec("requests") is None:  # the exporter process's client
+                logger.warning("tracing: the OTLP exporter's HTTP client is not installed: "
+                               "pip install 'nb2api[otel]'; no spans are sent")
                 continue
             attributes = {key: value for key, value in resource.attributes.items()}
             try:
