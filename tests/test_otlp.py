@@ -344,3 +344,19 @@ def test_the_sender_gives_up_within_the_export_timeout(monkeypatch, caplog):
     finally:
         collector.close()
     assert "could not send 3 spans" in caplog.text
+
+
+def test_the_sender_goes_through_the_proxy_the_environment_names(monkeypatch):
+    """As the SDK's exporter does (through requests): HTTP_PROXY for an http:// collector."""
+    collector = _Scripted()
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", collector.url)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector.invalid:4318/t")
+    try:
+        sender = Sender(30.0, "1.0", logging.getLogger("test.otlp"))
+        assert sender.send(b"spans", 1)
+    finally:
+        collector.close()
+    [(headers, body)] = collector.bodies
+    assert body == b"spans" and headers["Host"] == "collector.invalid:4318"
