@@ -147,7 +147,8 @@ def test_what_is_left_is_sent_at_shutdown_and_past_the_queue_is_dropped(monkeypa
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # only shutdown sends
         monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "3")
-        monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2")
+        # A batch the queue never fills: no hand-over before shutdown, whatever the timing.
+        monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
         exporter = Exporter({"service.name": "svc"}, "nb2api", "1.0")
         exporter.emit(_records(2))
         exporter.emit(_records(2, trace_id=2))  # a request's spans go whole, or not at all
@@ -158,6 +159,24 @@ def test_what_is_left_is_sent_at_shutdown_and_past_the_queue_is_dropped(monkeypa
                       for _, span in otlp_spans(receiver.bodies("/v1/traces")))
     assert exporter.dropped == 2
     assert sent == [(1, "s0"), (1, "s1"), (3, "s0")]
+
+
+def test_each_export_request_is_a_full_batch_but_the_last(monkeypatch):
+    """Spans are handed over a full batch at a time (the rest waits for the next), so each
+    batch is one export request, not a full one and a scrap."""
+    with Receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # only full batches, then exit
+        monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
+        exporter = Exporter({"service.name": "svc"}, "nb2api", "1.0")
+        for trace_id in range(1, 41):
+            exporter.emit(_records(3, trace_id=trace_id))  # a request's three spans
+            # each time a batch fills, its hand-over first (3 + 3 spans: 4 go, 2 wait)
+            wait_until(lambda: exporter._count < 4, message="the full batch handed over")
+        exporter.shutdown()
+        sizes = [len(otlp_spans([body])) for body in receiver.bodies("/v1/traces")]
+    assert sum(sizes) == 120 and exporter.dropped == 0
+    assert set(sizes[:-1]) == {4} and 1 <= sizes[-1] <= 4
 
 
 def test_a_collector_that_is_away_only_loses_the_spans(monkeypatch, caplog):

@@ -182,20 +182,26 @@ class Exporter:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.delay)
+            full = self._wake.wait(self.delay)  # False: the delay is up
             self._wake.clear()
             stopped = self._stopped
-            self.flush()
+            self.flush(whole=stopped or not full)
             if stopped:
                 return
 
-    def flush(self) -> None:
-        """Hand everything gathered so far to the exporter process."""
+    def flush(self, whole: bool = True) -> None:
+        """Hand the spans gathered so far to the exporter process: all of them, or (``whole``
+        False: a batch has filled) the full batches only, the rest waiting for the next. Each
+        batch is one export request: a batch cut in two would be two."""
         pending, taken = self._pending, []
         self._count = 0
         with contextlib.suppress(IndexError):
             while True:
                 taken.extend(pending.popleft())
+        if not whole and (rest := len(taken) % self.batch):
+            pending.appendleft(taken[-rest:])
+            self._count += rest
+            del taken[-rest:]
         if taken:
             self._send(taken)
 
