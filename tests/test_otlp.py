@@ -179,6 +179,26 @@ def test_each_export_request_is_a_full_batch_but_the_last(monkeypatch):
     assert set(sizes[:-1]) == {4} and 1 <= sizes[-1] <= 4
 
 
+def test_the_queue_bound_holds_under_emits_from_many_threads(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "300")  # the 500 spans at exit: no collector
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "500")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10000")  # never full: no hand-over
+    exporter = Exporter({"service.name": "svc"}, "nb2api", "1.0")
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: [exporter.emit(_records(1, trace_id=i)) for _ in range(200)],
+                          range(8)))
+        queued = sum(len(spans) for spans in exporter._pending)
+        assert queued == exporter._count == 500
+        assert exporter.dropped == 8 * 200 - 500
+    finally:
+        exporter.shutdown()
+
+
 def test_a_collector_that_is_away_only_loses_the_spans(monkeypatch, caplog):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "300")  # ms, as the specification says

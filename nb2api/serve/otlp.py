@@ -159,7 +159,8 @@ class Exporter:
     def _start(self) -> None:
         self._pid = os.getpid()
         self._pending: collections.deque[list[Record]] = collections.deque()  # emit's lists
-        self._count = 0  # spans in them (under concurrent emits, about)
+        self._count = 0  # spans in them
+        self._lock = threading.Lock()  # emits come from the event loop and from worker threads
         self._wake = threading.Event()
         self._stopped = False
         self._process, self._fd = _spawn(self.header, self.timeout)
@@ -171,12 +172,13 @@ class Exporter:
         """Queue ``spans`` (the caller does not use the list again)."""
         if self._pid != os.getpid():  # a forked child: the parent's thread and pipe are not its
             self._start()
-        count = self._count + len(spans)
-        if count > self.max_queue:
-            self.dropped += len(spans)
-            return
-        self._pending.append(spans)
-        self._count = count
+        with self._lock:
+            count = self._count + len(spans)
+            if count > self.max_queue:
+                self.dropped += len(spans)
+                return
+            self._pending.append(spans)
+            self._count = count
         if count >= self.batch and not self._wake.is_set():
             self._wake.set()
 
@@ -194,14 +196,14 @@ class Exporter:
         False: a batch has filled) the full batches only, the rest waiting for the next. Each
         batch is one export request: a batch cut in two would be two."""
         pending, taken = self._pending, []
-        self._count = 0
-        with contextlib.suppress(IndexError):
-            while True:
+        with self._lock:
+            while pending:
                 taken.extend(pending.popleft())
-        if not whole and (rest := len(taken) % self.batch):
-            pending.appendleft(taken[-rest:])
-            self._count += rest
-            del taken[-rest:]
+            self._count = 0
+            if not whole and (rest := len(taken) % self.batch):
+                pending.append(taken[-rest:])
+                self._count = rest
+                del taken[-rest:]
         if taken:
             self._send(taken)
 
