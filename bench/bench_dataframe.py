@@ -275,8 +275,8 @@ def http(options) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def results_json(ours, theirs, options, folder: Path, which: str = "") -> list[float]:
-    return compare(
+def results_json(ours, theirs, options, folder: Path, which: str = "") -> None:
+    compare(
         f"JSON result (records){which}", Target(ours, "/table", "nb2api -> pd.DataFrame"),
         [Target(theirs, "/table_to_json", "FastAPI df.to_json(double_precision=15)"),
          *([Target(theirs, "/table_to_dict", "FastAPI df.to_dict('records')")]

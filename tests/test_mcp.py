@@ -137,7 +137,9 @@ def _same_answer(name: str, rest: httpx.Response, result: Any) -> None:
                                          else {"result": expected})
 
 
-def _same_tools_as_rest(name: str, transport: str) -> None:
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_tools_are_the_routes_and_answer_as_rest(name: str, transport: str) -> None:
     """The tools of notebook ``name`` over ``transport`` (its server's ``/mcp``, or ``nb2api
     mcp`` over stdio, a process of its own) are its server's routes, with their request schemas,
     and each call answers what the REST call answers (each side sees the same calls in the
@@ -171,16 +173,6 @@ def _same_tools_as_rest(name: str, transport: str) -> None:
             assert tool.description.startswith(summary)
     for (route, _), rest, result in zip(calls, rest_answers, results, strict=True):
         _same_answer(route, rest, result)
-
-
-@pytest.mark.parametrize("name", sorted(CALLS))
-def test_tools_are_the_routes_and_answer_as_rest(name):
-    _same_tools_as_rest(name, "http")
-
-
-@pytest.mark.parametrize("name", sorted(CALLS))
-def test_stdio_tools_are_the_routes_and_answer_as_rest(name):
-    _same_tools_as_rest(name, "stdio")
 
 
 def _text(result: Any) -> Any:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import gzip
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ import sys
 import threading
 import time
 import weakref
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -132,20 +134,21 @@ def export_timeout() -> float:
 class Exporter:
     """Hands span records to the exporter process from a daemon thread, in batches.
 
-    ``emit`` only appends to a list: when it holds ``max_queue`` spans (the pipe is full: the
-    exporter process is behind), more are dropped and counted. The thread hands
-    over what has gathered every ``delay`` seconds (at most one) or as soon as a batch is full;
+    ``emit`` only appends to a queue: when it holds ``max_queue`` spans (the pipe is full: the
+    exporter process is behind), more are dropped and counted. The thread hands over the full
+    batches as soon as one fills, and everything gathered every ``delay`` seconds (at most one);
     at exit, what is left, and then it waits for the exporter process to send it.
     """
 
     def __init__(self, resource: Mapping[str, Any], scope: str, version: str,
                  log_format: str = "text") -> None:
-        # log_format: the server's (``json``: the exporter process writes JSON lines too)
-        self.header = (dict(resource), scope, version, log_format)
         self.timeout = export_timeout()
         self.delay = min(_number("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000, 1.0)
         self.max_queue = int(_number("OTEL_BSP_MAX_QUEUE_SIZE", 2048))
         self.batch = max(1, int(_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)))
+        # What the exporter process is told first. log_format: the server's (``json``: the
+        # exporter process writes JSON lines too); batch: the most spans an export request holds.
+        self.header = (dict(resource), scope, version, log_format, self.batch)
         self.dropped = 0
         self.lost = 0  # spans the exporter process was not there to take
         protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
@@ -544,19 +547,14 @@ class Sender:
             session.cert = (certificate, key) if key else certificate
         self._errors = (requests.ConnectionError, requests.Timeout)
 
-    def send(self, data: bytes, spans: int, deadline: float | None = None) -> bool:
-        """POST one export request of ``spans`` spans, within the export timeout (or by
-        ``deadline``, ``time.monotonic()``); whether the collector took it."""
-        import zlib
-
+    def send(self, data: bytes, spans: int) -> bool:
+        """POST one export request of ``spans`` spans, within the export timeout; whether the
+        collector took it."""
         if self.compression == "gzip":
-            import gzip
-
             data = gzip.compress(data, compresslevel=6, mtime=0)
         elif self.compression == "deflate":
             data = zlib.compress(data)
-        own = time.monotonic() + self.timeout
-        deadline = own if deadline is None else min(deadline, own)
+        deadline = time.monotonic() + self.timeout
         problem = "no time left"
         for attempt in range(7):
             left = deadline - time.monotonic()
@@ -614,7 +612,7 @@ def _seconds(value: str | None) -> float | None:
 
 def main() -> None:
     """The exporter process: span batches from stdin, written as OTLP export requests and
-    sent, until stdin ends; then what is left (within one export timeout), and exit."""
+    sent (each within the export timeout), until stdin ends; then exit."""
     # A Ctrl-C or a SIGTERM to the server's process group is the server's to handle: this
     # process ends when the server closes the pipe, after sending what it got.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -628,7 +626,7 @@ def main() -> None:
     header = _read(stream)
     if header is None:
         return
-    attributes, scope_name, version, log_format = header
+    attributes, scope_name, version, log_format, size = header
     handler = logging.StreamHandler()
     handler.setFormatter(_JSONLines() if log_format == "json" else logging.Formatter(
         "nb2api span exporter: %(levelname)s %(message)s"))
@@ -638,7 +636,6 @@ def main() -> None:
     log.propagate = False
     encoder = Encoder(attributes, scope_name, version)
     sender = Sender(float(sys.argv[1]), version, log)
-    size = max(1, int(_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)))
     while True:
         batch = _read(stream)
         if batch is None:

@@ -684,9 +684,13 @@ def _server_attributes(scope: Scope, template: str | None, status: int | None,
 
 def _failure(exc: BaseException) -> dict[str, Any]:
     """A failed child span's status, type and exception event."""
+    return {**_status(exc), "events": [_exception_event(exc)]}
+
+
+def _status(exc: BaseException) -> dict[str, Any]:
+    """A failed span's status description and error type."""
     return {"error": f"{type(exc).__name__}: {exc}"[:200],
-            "attributes": {"error.type": type(exc).__qualname__},
-            "events": [_exception_event(exc)]}
+            "attributes": {"error.type": type(exc).__qualname__}}
 
 
 def _record_error(attributes: dict[str, Any], events: list[tuple[str, int, dict[str, Any]]],
@@ -823,9 +827,9 @@ class BatchSpan:
     def failed(self, exc: BaseException, error_id: str) -> None:
         """The call raised: every request of the batch answers the 500 ``error_id``; the
         exception, with its cell and line, goes on the batch span."""
-        failure = _failure(exc)
-        self.error = failure["error"]
-        self.attributes.update(failure["attributes"])
+        status = _status(exc)  # the exception event: _record_error's, with the error id
+        self.error = status["error"]
+        self.attributes.update(status["attributes"])
         _record_error(self.attributes, self.events, exc, error_id)
         for request in self.requests:
             request.attributes["nb2api.error_id"] = error_id
@@ -833,8 +837,8 @@ class BatchSpan:
     def end(self) -> None:
         links = [(request.trace_id, request.span_id, {}) for request in self.requests]
         self.sink([record(self.name, self.trace_id, self.span_id, 0, self.start,
-                              time.time_ns(), attributes=self.attributes,
-                              events=self.events or None, error=self.error, links=links)])
+                          time.time_ns(), attributes=self.attributes,
+                          events=self.events or None, error=self.error, links=links)])
 
 
 class JobSpan:
@@ -878,8 +882,8 @@ class JobSpan:
             failure = str(error.get("detail") or "")[:200]
         links = [(self.link[0], self.link[1], {})] if self.link else None
         span = record(f"job {self.route}", request.trace_id, request.span_id, 0,
-                          request.started, time.time_ns(), attributes=attributes,
-                          events=request.events or None, error=failure, links=links)
+                      request.started, time.time_ns(), attributes=attributes,
+                      events=request.events or None, error=failure, links=links)
         self.sink([*request.children, span])
 
 
@@ -918,9 +922,9 @@ class ToolSpan:
             request.child("validate", request.started, time.time_ns(),
                           error=f"answered {status}")
         span = record(f"tools/call {self.tool}", request.trace_id, request.span_id,
-                          outer.span_id if outer is not None else 0, request.started,
-                          time.time_ns(), attributes=attributes, events=request.events or None,
-                          error=error)
+                      outer.span_id if outer is not None else 0, request.started,
+                      time.time_ns(), attributes=attributes, events=request.events or None,
+                      error=error)
         if outer is not None:
             outer.children += [*request.children, span]  # sent with the server span
         else:

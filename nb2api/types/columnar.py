@@ -109,24 +109,22 @@ def write(value: Any, media_type: str) -> memoryview:
     DataFrame is written as given: pass it through :func:`.frames.shown_table` first."""
     import pyarrow as pa
 
-    if media_type == PARQUET:
-        with _one_at_a_time:
-            table = _arrow_table(value, pa)
-        import pyarrow.parquet as pq
-
-        # Compression is long calls without the GIL: Parquet files are written side by side.
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        buffer = sink.getvalue()
-    else:
-        with _one_at_a_time:
-            table = _arrow_table(value, pa)
+    with _one_at_a_time:
+        table = _arrow_table(value, pa)
+        if media_type != PARQUET:
             # Measured first (no data copied), then written once into a buffer of that size: no
             # buffer grown and copied again as the stream is written.
             size = pa.MockOutputStream()
             _write_stream(table, size, pa)
             buffer = pa.allocate_buffer(size.size())
             _write_stream(table, pa.FixedSizeBufferWriter(buffer), pa)
+            return memoryview(buffer).cast("B")
+    import pyarrow.parquet as pq
+
+    # Compression is long calls without the GIL: Parquet files are written side by side.
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    buffer = sink.getvalue()
     return memoryview(buffer).cast("B")
 
 
